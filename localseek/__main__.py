@@ -1,0 +1,3 @@
+from localseek.cli import main
+
+main()

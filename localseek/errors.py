@@ -1,0 +1,35 @@
+"""Typed, user-facing errors. Each message says what went wrong and what to do next.
+
+The CLI turns any `LocalseekError` into one line on stderr and exits with `exit_code`;
+`--debug` (or LOCALSEEK_DEBUG=1) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+
+class LocalseekError(Exception):
+    """Base class for every error a user may see."""
+
+    exit_code = 2
+
+
+class UsageError(LocalseekError):
+    """Bad arguments or input on the command line."""
+
+
+class ModelFileError(LocalseekError):
+    """A model file is missing, unreadable, not a GGUF, or damaged."""
+
+
+class InsufficientMemoryError(LocalseekError):
+    """The model (plus its context) will not fit in this machine's memory."""
+
+
+class EngineError(LocalseekError):
+    """llama.cpp refused to load or run the model."""
+
+
+class Interrupted(LocalseekError):
+    """The user pressed Ctrl-C."""
+
+    exit_code = 130

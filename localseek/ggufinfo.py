@@ -1,0 +1,155 @@
+"""Read what a GGUF file says about itself, from its header only (no weights are read).
+
+Also the checks that turn a bad file into a clear error before llama.cpp sees it: missing, not a GGUF,
+truncated, or the first part of a split model whose other parts are absent.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gguf import GGUFReader, GGUFValueType
+
+from localseek.errors import ModelFileError
+
+GGUF_MAGIC = b"GGUF"
+SPLIT_RE = re.compile(r"^(?P<stem>.*)-(?P<idx>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    type_name: str
+    shape: tuple[int, ...]
+    n_bytes: int
+
+
+@dataclass
+class GGUFInfo:
+    path: Path
+    metadata: dict[str, Any]
+    tensors: list[TensorInfo] = field(default_factory=list)
+    parts: list[Path] = field(default_factory=list)
+
+    @property
+    def arch(self) -> str:
+        return str(self.metadata.get("general.architecture", "unknown"))
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.parts)
+
+    @property
+    def chat_template(self) -> str | None:
+        value = self.metadata.get("tokenizer.chat_template")
+        return str(value) if value else None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Architecture-scoped lookup: get("context_length") reads "<arch>.context_length"."""
+        return self.metadata.get(f"{self.arch}.{key}", self.metadata.get(key, default))
+
+
+def _field_value(reader_field: Any) -> Any:
+    types = reader_field.types
+    if not types:
+        return None
+    if types[0] == GGUFValueType.ARRAY:
+        if len(types) > 1 and types[1] == GGUFValueType.STRING:
+            return [bytes(reader_field.parts[i]).decode("utf-8", "replace") for i in reader_field.data]
+        # Large arrays (token scores, types) are summarised by length to keep headers cheap.
+        return [reader_field.parts[i].tolist()[0] for i in reader_field.data[:64]] if len(reader_field.data) <= 64 \
+            else f"<array of {len(reader_field.data)}>"
+    value = reader_field.parts[reader_field.data[0]]
+    if types[0] == GGUFValueType.STRING:
+        return bytes(value).decode("utf-8", "replace")
+    item = value.tolist()
+    return item[0] if isinstance(item, list) and len(item) == 1 else item
+
+
+def split_parts(path: Path) -> list[Path]:
+    """All parts of a split GGUF given any part (or just [path] when not split). Raises if parts are missing."""
+    m = SPLIT_RE.match(path.name)
+    if not m:
+        return [path]
+    count = int(m["count"])
+    parts = [path.with_name(f"{m['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    missing = [p.name for p in parts if not p.exists()]
+    if missing:
+        raise ModelFileError(
+            f"Split model {m['stem']} is missing {len(missing)} of {count} parts ({missing[0]}…); "
+            "download all parts into the same folder."
+        )
+    return parts
+
+
+def read_gguf(path: Path | str) -> GGUFInfo:
+    """Parse a GGUF header and check the file is complete. Raises ModelFileError with the fix."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelFileError(f"No such file: {path}. Check the path, or `localseek pull` a model by name.")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder; point at a .gguf file inside it.")
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelFileError(f"Cannot read {path}: {exc.strerror}.") from exc
+    if magic != GGUF_MAGIC:
+        hint = " It looks like safetensors; convert it with `localseek quantize`." if path.suffix == ".safetensors" \
+            else ""
+        raise ModelFileError(f"{path} is not a GGUF file.{hint}")
+    parts = split_parts(path)
+    first = parts[0]
+    try:
+        reader = GGUFReader(first)
+    except Exception as exc:  # gguf-py raises ValueError/IndexError/struct errors on short or garbled headers
+        raise ModelFileError(
+            f"{first} is truncated or corrupt ({type(exc).__name__}); download or convert it again."
+        ) from exc
+    metadata = {name: _field_value(f) for name, f in reader.fields.items() if not name.startswith("GGUF.")}
+    tensors = [
+        TensorInfo(t.name, t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.n_bytes)) for t in reader.tensors
+    ]
+    _check_complete(first, reader)
+    info = GGUFInfo(path=first, metadata=metadata, tensors=tensors, parts=parts)
+    if len(parts) > 1:
+        info.tensors.extend(_tensors_of_other_parts(parts[1:]))
+    return info
+
+
+def _check_complete(path: Path, reader: GGUFReader) -> None:
+    size = path.stat().st_size
+    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    if end > size:
+        raise ModelFileError(
+            f"{path} is truncated ({size:,} of {end:,} bytes); the download or conversion did not finish — "
+            "fetch or convert it again."
+        )
+
+
+def _tensors_of_other_parts(parts: list[Path]) -> list[TensorInfo]:
+    out: list[TensorInfo] = []
+    for part in parts:
+        try:
+            reader = GGUFReader(part)
+        except Exception as exc:
+            raise ModelFileError(f"{part} is truncated or corrupt; download it again.") from exc
+        _check_complete(part, reader)
+        out.extend(
+            TensorInfo(t.name, t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.n_bytes))
+            for t in reader.tensors
+        )
+    return out
+
+
+def summarize_types(tensors: list[TensorInfo]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in tensors:
+        counts[t.type_name] = counts.get(t.type_name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+__all__ = ["GGUFInfo", "TensorInfo", "read_gguf", "split_parts", "summarize_types"]
