@@ -152,4 +152,39 @@ def summarize_types(tensors: list[TensorInfo]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-__all__ = ["GGUFInfo", "TensorInfo", "read_gguf", "split_parts", "summarize_types"]
+def parameter_count(info: GGUFInfo) -> int:
+    """Weights in the model: the element count of every tensor (all parts of a split model)."""
+    total = 0
+    for t in info.tensors:
+        n = 1
+        for d in t.shape:
+            n *= d
+        total += n
+    return total
+
+
+def file_type_name(info: GGUFInfo) -> str | None:
+    """The quantization the file declares (general.file_type), as "Q4_K_M", "F16", "BF16", "F32"..."""
+    from gguf import LlamaFileType
+
+    value = info.metadata.get("general.file_type")
+    if value is None:
+        return None
+    try:
+        name = LlamaFileType(int(value)).name
+    except ValueError:
+        return f"type {value}"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def bytes_by_type(tensors: list[TensorInfo]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in tensors:
+        out[t.type_name] = out.get(t.type_name, 0) + t.n_bytes
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+__all__ = [
+    "GGUFInfo", "TensorInfo", "bytes_by_type", "file_type_name", "parameter_count", "read_gguf", "split_parts",
+    "summarize_types",
+]

@@ -1,26 +1,49 @@
-"""From what the user typed (a path for now; catalog names come with `pull`) to a loaded engine."""
+"""From what the user typed (a path, an installed model, or a catalog name to pull) to a loaded engine."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from localseek import hardware
+from localseek import hardware, store
 from localseek.engine import Engine, LoadOptions
-from localseek.errors import InsufficientMemoryError, ModelFileError
+from localseek.errors import InsufficientMemoryError, ModelFileError, NotInstalledError
 from localseek.ggufinfo import GGUFInfo, read_gguf
 
 GiB = 1024**3
 DEFAULT_CTX = 4096
 
 
-def resolve_model(ref: str) -> Path:
-    """Turn a model reference into a GGUF path. Raises ModelFileError with the next step."""
+def resolve_model(ref: str, *, fetch: Callable[[str], Path] | None = None) -> Path:
+    """Turn what the user typed into a GGUF path: a file, an installed model (catalog name, alias, OWNER/REPO, or the
+    name `localseek list` shows), or — when `fetch` is given — a catalog name or Hub repo pulled right now.
+
+    Raises ModelFileError / NotInstalledError / UnknownModelError ("did you mean …") with the next step.
+    """
+    from localseek.pull import find_installed, looks_like_path, parse_ref
+
     path = Path(ref).expanduser()
-    if path.exists() or ref.endswith(".gguf") or "/" in ref or path.suffix:
+    if path.exists() or looks_like_path(ref):
         return path
-    raise ModelFileError(
-        f"No model file named {ref!r}. Pass a path to a .gguf file (catalog names arrive with `localseek pull`)."
-    )
+    model = find_installed(ref)
+    if model is not None:
+        if model.kind != "gguf":
+            raise ModelFileError(
+                f"{model.name} holds the original safetensors weights; convert them first: "
+                f"`localseek pull {model.catalog_id or model.repo} --original --quantize Q4_K_M`."
+            )
+        missing = model.missing()
+        if missing:
+            raise ModelFileError(
+                f"{model.name} is installed but {missing[0]} is gone or changed; run `localseek pull {model.name}` "
+                f"to fetch it again, or `localseek rm {model.name}`."
+            )
+        store.touch(model.name)
+        return model.primary
+    parse_ref(ref)  # an unknown name raises "did you mean …" here
+    if fetch is None:
+        raise NotInstalledError(f"{ref} is not installed; `localseek pull {ref}` downloads it.")
+    return fetch(ref)
 
 
 def kv_bytes_per_token(info: GGUFInfo) -> int:

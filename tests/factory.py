@@ -162,6 +162,7 @@ class TinyConfig:
     seed: int = 0
     dtype: str = "f32"  # or "f16"
     chat_template: bool = True
+    split_max_tensors: int = 0  # >0: write a split model (stem-0000i-of-0000N.gguf, split.* metadata)
 
 
 def _write_vocab(writer: gguf.GGUFWriter, vocab: Vocab, pre: str) -> None:
@@ -196,7 +197,9 @@ def write_qwen2_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
     rng = np.random.default_rng(cfg.seed)
     n_vocab, d, hd = len(vocab.tokens), cfg.n_embd, cfg.n_embd // cfg.n_head
     tmp = path.with_name(path.name + ".part")
-    writer = gguf.GGUFWriter(str(tmp), "qwen2")
+    if cfg.split_max_tensors:  # gguf-py names the parts after `path` and writes split.count/no/tensors.count
+        tmp = path
+    writer = gguf.GGUFWriter(str(tmp), "qwen2", split_max_tensors=cfg.split_max_tensors)
     writer.add_name(f"tiny-qwen2-{cfg.weights}")
     writer.add_context_length(cfg.context_length)
     writer.add_embedding_length(d)
@@ -243,5 +246,7 @@ def write_qwen2_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    if cfg.split_max_tensors:
+        return sorted(path.parent.glob(f"{path.stem}-00001-of-*.gguf"))[0]
     tmp.replace(path)
     return path

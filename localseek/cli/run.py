@@ -15,7 +15,9 @@ from localseek.generation import Turn, respond
 from localseek.loader import default_ctx, open_model
 from localseek.tui import StreamView, make_console
 
-ModelArg = Annotated[str, typer.Argument(help="A .gguf file (split models: any part).", show_default=False)]
+ModelArg = Annotated[str, typer.Argument(
+    help="A catalog name (deepseek-r1:7b, see `localseek models`), an installed model, OWNER/REPO[:QUANT], or a "
+         ".gguf file (split models: any part).", show_default=False)]
 
 
 @app.command()
@@ -32,12 +34,14 @@ def run(
     hide_thinking: Annotated[bool, typer.Option("--hide-thinking", help="Do not show the reasoning.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Load even if the model seems too big for RAM.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's own log.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Pull the model without asking if it is not installed.")]
+    = False,
 ) -> None:
     """Run a model: one answer for PROMPT (also reads piped stdin), or an interactive chat."""
     from localseek.ggufinfo import read_gguf
     from localseek.loader import resolve_model
 
-    info = read_gguf(resolve_model(model))
+    info = read_gguf(resolve_model(model, fetch=lambda ref: _pull_first(ref, assume_yes=yes)))
     options = LoadOptions(n_ctx=default_ctx(info, ctx), n_threads=threads, verbose=verbose)
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
     piped = _read_stdin()
@@ -55,6 +59,25 @@ def run(
             _chat_loop(engine, sampling, show_thinking=not hide_thinking)
     finally:
         engine.close()
+
+
+def _pull_first(ref: str, *, assume_yes: bool):
+    """`run NAME` of a model that is not here yet: ask (on a terminal) or take --yes, then pull it."""
+    from localseek import store
+    from localseek.cli.models import confirm, do_pull
+    from localseek.cli.progress import fmt_bytes
+    from localseek.errors import NotInstalledError
+    from localseek.pull import expected_size, parse_ref
+
+    size = expected_size(parse_ref(ref))
+    if not assume_yes and not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise NotInstalledError(f"{ref} is not installed: pass --yes to download it now, or `localseek pull {ref}`.")
+    about = f" (about {fmt_bytes(size)})" if size else ""
+    if not confirm(f"{ref} is not installed. Download it{about} from Hugging Face now?", assume_yes=assume_yes):
+        raise NotInstalledError(f"Not downloaded; `localseek pull {ref}` fetches it when you are ready.")
+    result = do_pull(ref)
+    store.touch(result.model.name)
+    return result.model.primary
 
 
 def _read_stdin() -> str | None:
