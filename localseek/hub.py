@@ -497,27 +497,26 @@ class Hub:
         pointer = folder / "snapshots" / commit / rf.path
         if pointer.exists() and pointer.stat().st_size == rf.size:
             blob = Path(os.path.realpath(pointer))
-            return self._verify_existing(repo, rf, pointer, blob, progress)
+            found = self._verify_existing(rf, pointer, blob, progress)
+            if found is not None:
+                return found
         meta = self._call(lambda: self._metadata(repo, commit, rf.path), repo, rf.path)
-        etag = meta.etag
-        expected_size = meta.size if meta.size is not None else rf.size
-        if rf.size and expected_size != rf.size:
+        if meta.size is not None and rf.size and meta.size != rf.size:
             raise HubError(f"{rf.path} in {repo}: the listing says {rf.size:,} bytes but the file is "
-                           f"{expected_size:,}; the repo changed during the pull — pull again.")
-        blob = folder / "blobs" / etag
-        lock = store.hf_cache_dir() / ".locks" / folder.name / f"{etag}.lock"
+                           f"{meta.size:,}; the repo changed during the pull — pull again.")
+        blob = folder / "blobs" / meta.etag
+        lock = store.hf_cache_dir() / ".locks" / folder.name / f"{meta.etag}.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
         blob.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(lock)):
+        with FileLock(str(lock)):  # the lock huggingface_hub itself takes for this blob
+            result = None
             if blob.exists() and blob.stat().st_size == rf.size:
-                result = self._verify_existing(repo, rf, pointer, blob, progress, link=True)
-            else:
+                result = self._verify_existing(rf, pointer, blob, progress)
+            if result is None:
                 result = self._download(repo, rf, meta, blob, progress)
             self._link(blob, pointer)
-            if result.path != pointer:
-                result = LocalFile(rf, pointer, blob, result.sha256, result.git_oid, result.mtime_ns,
-                                   result.preexisting, result.downloaded)
-            return result
+            return LocalFile(rf, pointer, blob, result.sha256, result.git_oid, result.mtime_ns, result.preexisting,
+                             result.downloaded)
 
     def _metadata(self, repo: str, commit: str, path: str) -> Any:
         from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
@@ -542,9 +541,9 @@ class Hub:
             return "git", etag
         return "sha256", None
 
-    def _verify_existing(self, repo: str, rf: RemoteFile, pointer: Path, blob: Path, progress: Progress,
-                         link: bool = False) -> LocalFile:
-        """A file already in the cache: verify it (once; the registry remembers), or delete it if it is corrupt."""
+    def _verify_existing(self, rf: RemoteFile, pointer: Path, blob: Path, progress: Progress) -> LocalFile | None:
+        """A file already in the cache: verify it (once; the registry remembers). A corrupt one is deleted and
+        None returned, so it is downloaded again."""
         kind, expected = self._expected(rf, blob.name if blob.parent.name == "blobs" else None)
         preexisting = not store.owners(blob)
         st = blob.stat()
@@ -561,10 +560,10 @@ class Hub:
             for p in (pointer, blob):
                 if p.is_symlink() or p.exists():
                     p.unlink()
-            raise IntegrityError(
-                f"{rf.path} in the Hugging Face cache is corrupt ({kind} {got[:12]}… but the Hub lists "
-                f"{expected[:12]}…); it was deleted — pull again to fetch a good copy."
-            )
+            progress.rewind(rf.path, 0)
+            progress.message(f"{rf.path} in the Hugging Face cache was corrupt ({kind} {got[:12]}… instead of "
+                             f"{expected[:12]}…): deleted it, downloading it again")
+            return None
         progress.file_done(rf.path, "cached")
         sha, oid = (got, None) if kind == "sha256" else (None, got)
         return LocalFile(rf, pointer, blob, sha, oid, st.st_mtime_ns, preexisting, 0)

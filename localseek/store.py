@@ -306,7 +306,7 @@ def remove(name: str) -> Removal:
                 why = "was in the Hugging Face cache before localseek pulled it"
             elif _foreign_links(real, our_paths):
                 why = "another Hugging Face cache snapshot uses it"
-            if f.path not in other_paths and f.path != f.blob:
+            if f.path not in other_paths and f.path != f.blob and not f.preexisting:
                 _unlink(f.path)
             if why:
                 result.kept.append((f.path, why))
