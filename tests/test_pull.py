@@ -70,7 +70,7 @@ def env(hub: FakeHub, tmp_path: Path) -> dict[str, str]:
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([*LOCALSEEK, *args], env=dict(env, **extra), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+                          timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
 def registry(home: Path) -> dict:
@@ -322,7 +322,7 @@ def test_corrupt_file_already_in_the_hf_cache_is_fetched_again(hub: FakeHub, env
 def _unshare_works() -> bool:
     if not shutil.which("unshare"):
         return False
-    r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True)
+    r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True, check=False)
     return r.returncode == 0
 
 
@@ -336,7 +336,7 @@ def test_too_small_disk_is_refused_with_numbers(hub: FakeHub, env: dict, served:
     script = (f'mount -t tmpfs -o size=4m tmpfs "{hf_home}" && exec "{sys.executable}" -m localseek '
               "pull deepseek-r1:7b")
     r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-                       env=dict(env, HF_HOME=str(hf_home)), capture_output=True, text=True, timeout=120)
+                       env=dict(env, HF_HOME=str(hf_home)), capture_output=True, text=True, timeout=120, check=False)
     line = one_error_line(r)
     assert "Not enough disk space" in line and "needs 20.5 MB more and 4.2 MB is free" in line
     assert not hub.requests("cdn")  # refused before any byte was fetched
@@ -374,7 +374,7 @@ def test_two_concurrent_pulls_do_not_collide(hub: FakeHub, env: dict, served: di
             time.sleep(0.05)
         assert hub.requests("cdn"), "the first pull never started downloading"
         second = cli(env, "pull", "deepseek-r1:1.5b")
-        out1, err1 = first.communicate(timeout=120)
+        _out1, err1 = first.communicate(timeout=120)
     finally:
         if first.poll() is None:
             first.kill()
@@ -449,7 +449,8 @@ def test_token_is_never_printed_even_with_debug(served: dict[str, Path], env: di
 def _download_with_huggingface_hub(env: dict, repo: str, filename: str) -> str:
     code = ("import sys; from huggingface_hub import hf_hub_download; "
             f"print(hf_hub_download({repo!r}, {filename!r}))")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                       check=False)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
 
