@@ -84,17 +84,19 @@ class Llama(_Dense):
         low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
         old_ctx = float(rope.get("original_max_position_embeddings", 8192))
         low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+        # float32 throughout, as llama.cpp's converter computes it (torch float32 tensors)
+        f32 = np.float32
+        freqs = f32(1.0) / (f32(base) ** (np.arange(0, dim, 2, dtype=f32) / f32(dim)))
         factors = []
-        for i in range(0, dim, 2):
-            freq = 1.0 / (base ** (np.float32(i) / np.float32(dim)))
-            wavelen = 2 * math.pi / freq
+        for freq in freqs:
+            wavelen = f32(2 * math.pi) / freq
             if wavelen < high_wavelen:
-                factors.append(1.0)
+                factors.append(f32(1.0))
             elif wavelen > low_wavelen:
-                factors.append(factor)
+                factors.append(f32(factor))
             else:
-                smooth = (old_ctx / wavelen - low) / (high - low)
-                factors.append(1.0 / ((1 - smooth) / factor + smooth))
+                smooth = (f32(old_ctx) / wavelen - f32(low)) / f32(high - low)
+                factors.append(f32(1.0) / ((f32(1.0) - smooth) / f32(factor) + smooth))
         data = np.asarray(factors, dtype=np.float32)
         return [OutTensor("rope_freqs.weight", data.shape, lambda: iter([data[None, :]]))]
 
