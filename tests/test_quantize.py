@@ -569,3 +569,35 @@ def test_progress_reports_every_tensor(v3, tmp_path) -> None:
     tensor_events = [e for e in events if e.stage == "tensor"]
     assert len(tensor_events) == result.n_tensors
     assert tensor_events[-1].bytes_done == tensor_events[-1].bytes_total == result.bytes_written
+
+
+# -- the command ---------------------------------------------------------------------------------------------
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "localseek", "quantize", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_converts_and_reports(hf_dir, tmp_path) -> None:
+    out = tmp_path / "v3.gguf"
+    r = _cli(str(hf_dir / "deepseek_v3"), "--type", "Q4_K_M", "--experts", "Q2_K", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert f"Wrote {out}" in r.stdout and "Kept 1 MTP layer" in r.stdout
+    types = {t.name: T(t.tensor_type) for t in gguf.GGUFReader(out).tensors}
+    assert types["blk.1.ffn_gate_exps.weight"] == T.Q2_K
+
+
+def test_cli_errors_are_one_line(hf_dir, tmp_path) -> None:
+    out = tmp_path / "o.gguf"
+    out.write_bytes(b"x")
+    for args, needle in [((str(hf_dir / "qwen2"), "-o", str(out)), "--force"),
+                         ((str(hf_dir / "qwen2"), "-t", "Q9", "-o", str(tmp_path / "n.gguf")), "Unknown quantization"),
+                         ((str(tmp_path / "missing"), "-o", str(tmp_path / "n.gguf")), "neither"),
+                         ((str(hf_dir / "qwen2"), "--split-max-size", "lots"), "--split-max-size")]:
+        r = _cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
+    assert out.read_bytes() == b"x"
