@@ -127,7 +127,10 @@ def plan_conversion(source: Path, *, qtype: str = "Q8_0", experts_type: str | No
             gtype = planner.choose(t.name, t.shape)
             planned.append((t, PlannedTensor(t.name, t.shape, gtype, nbytes(gtype, t.shape))))
         w = gguf.GGUFWriter(None, arch.gguf_arch)
+        w.add_type(gguf.GGUFType.MODEL)
         w.add_name(source.name)
+        w.add_size_label(_size_label(outs))
+        _sampling_defaults(w, source)
         arch.metadata(w, keep)
         w.add_file_type(int(ftype))
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -137,6 +140,36 @@ def plan_conversion(source: Path, *, qtype: str = "Q8_0", experts_type: str | No
     except BaseException:
         ckpt.close()
         raise
+
+
+def _size_label(outs: list[OutTensor]) -> str:
+    """"671B"-style label, counted as gguf-py counts it ("64x200M" for MoE: experts × per-expert size)."""
+    total = shared = expert = expert_sum = n_expert_tensors = 0
+    for t in outs:
+        size = int(np.prod(t.shape))
+        total += size
+        if "_exps." in t.name and len(t.shape) >= 3:
+            expert += size // t.shape[0]
+            expert_sum += t.shape[0]
+            n_expert_tensors += 1
+        else:
+            shared += size
+    return gguf.size_label(total, shared, expert, expert_sum // n_expert_tensors if n_expert_tensors else 0)
+
+
+def _sampling_defaults(w: gguf.GGUFWriter, source: Path) -> None:
+    """The model's recommended sampling (generation_config.json), as llama.cpp's converter records it."""
+    path = source / "generation_config.json"
+    try:
+        gen = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError:
+        return
+    if isinstance(gen.get("top_k"), int):
+        w.add_sampling_top_k(gen["top_k"])
+    if isinstance(gen.get("top_p"), (int, float)):
+        w.add_sampling_top_p(float(gen["top_p"]))
+    if isinstance(gen.get("temperature"), (int, float)):
+        w.add_sampling_temp(float(gen["temperature"]))
 
 
 def _convert_hf(source: Path, out: Path, name: str, ftype, default, experts, im, keep_mtp: bool, pure: bool,
