@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,7 +194,8 @@ def _convert_hf(source: Path, out: Path, name: str, ftype, default, experts, im,
             for i, (t, p) in enumerate(planned):
                 writer.begin(p)
                 values = im.get(t.name.removesuffix(".weight") + ".weight") if im else None
-                for data in _encode(t, p.ggml_type, values, threads):
+                chunks = _prefetch(t.chunks()) if threads > 1 else t.chunks()
+                for data in _encode(t, chunks, p.ggml_type, values, threads):
                     writer.write(data)
                     done += len(data)
                 writer.end()
@@ -233,7 +236,44 @@ def _imatrix_check(p: PlannedTensor, im: dict[str, np.ndarray] | None, n_layer: 
                           "was it computed on this model?")
 
 
-def _encode(t: OutTensor, gtype, imatrix: np.ndarray | None, threads: int):
+def _prefetch(chunks, depth: int = 2):
+    """Decode the next chunks (FP8 lookup, block scales, NaN check) in a thread while this one quantizes and
+    writes: both cores busy, at most `depth` + 1 chunks in memory."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for c in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put(c, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
+            q.put(exc)
+
+    worker = threading.Thread(target=produce, name="quantize-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+def _encode(t: OutTensor, chunks, gtype, imatrix: np.ndarray | None, threads: int):
     """Yield the bytes of tensor `t` as `gtype`, one bounded chunk at a time."""
     n_per_row = t.shape[-1]
     slices = None
@@ -246,7 +286,7 @@ def _encode(t: OutTensor, gtype, imatrix: np.ndarray | None, threads: int):
             log.warning("importance matrix for %s has %d values, expected %d; ignoring it", t.name, imatrix.size,
                         n_per_row)
     row = 0
-    for chunk in t.chunks():
+    for chunk in chunks:
         chunk = np.ascontiguousarray(chunk.reshape(-1, n_per_row), dtype=np.float32)
         if gtype == T.F32:
             yield chunk.tobytes()
