@@ -4,7 +4,8 @@
         --llama-cpp /tmp/src/llama_cpp_python-0.3.36/vendor/llama.cpp [--write docs/PERFORMANCE.md]
 
 1. Generates (once) a random FP8 checkpoint in DeepSeek-V3's exact layout — e4m3 weights with 128×128
-   `weight_scale_inv` blocks (ragged expert rows), MLA with q-LoRA, 64 routed + 1 shared expert, one MTP layer,
+   `weight_scale_inv` blocks (ragged expert rows), MLA with q-LoRA, 64 routed + 1 shared expert, one MTP
+   layer,
    sharded safetensors — sized by --size-gb.
 2. Converts it to Q8_0 with localseek (with and without the MTP layer) and with llama.cpp's converter (which
    needs torch; it drops the MTP layer), each in its own process, measuring wall time and peak RSS
@@ -12,8 +13,9 @@
    runs so that every tool starts with the same warm page cache.
 3. Prints a Markdown table (and appends it to --write).
 
-llama.cpp's converter recognises tokenizers by a hash of their output; the benchmark's tiny tokenizer is not in
-its table, so the wrapper tells it the pre-tokenizer ("deepseek-v3") — tokenizer handling is a negligible part of
+llama.cpp's converter recognises tokenizers by a hash of their output; the benchmark's tiny tokenizer is not
+in its table, so the wrapper tells it the pre-tokenizer ("deepseek-v3") — tokenizer handling is a negligible
+part of
 either tool's time.
 """
 
@@ -36,8 +38,22 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import hf_factory as hf  # noqa: E402
 
-DIMS = dict(hidden=2048, n_head=16, q_lora=768, kv_lora=512, nope=128, rope=64, v=128, ff=5632, moe=704,
-            n_routed=64, n_shared=1, n_used=6, first_dense=1, vocab=32768)
+DIMS = dict(
+    hidden=2048,
+    n_head=16,
+    q_lora=768,
+    kv_lora=512,
+    nope=128,
+    rope=64,
+    v=128,
+    ff=5632,
+    moe=704,
+    n_routed=64,
+    n_shared=1,
+    n_used=6,
+    first_dense=1,
+    vocab=32768,
+)
 
 
 def _fp8(rng: np.random.Generator, out_f: int, in_f: int) -> list[tuple[str, hf._Tensor]]:
@@ -57,21 +73,33 @@ def _layer(rng, p: str, i: int, d: dict, n_layer: int):
     yield p + "post_attention_layernorm.weight", _bf16(rng, h, scale=1.0)
     yield p + "self_attn.q_a_layernorm.weight", _bf16(rng, d["q_lora"], scale=1.0)
     yield p + "self_attn.kv_a_layernorm.weight", _bf16(rng, d["kv_lora"], scale=1.0)
-    linears = [("self_attn.q_a_proj", d["q_lora"], h), ("self_attn.q_b_proj", d["n_head"] * (d["nope"] + d["rope"]), d["q_lora"]),
-               ("self_attn.kv_a_proj_with_mqa", d["kv_lora"] + d["rope"], h),
-               ("self_attn.kv_b_proj", d["n_head"] * (d["nope"] + d["v"]), d["kv_lora"]),
-               ("self_attn.o_proj", h, d["n_head"] * d["v"])]
+    linears = [
+        ("self_attn.q_a_proj", d["q_lora"], h),
+        ("self_attn.q_b_proj", d["n_head"] * (d["nope"] + d["rope"]), d["q_lora"]),
+        ("self_attn.kv_a_proj_with_mqa", d["kv_lora"] + d["rope"], h),
+        ("self_attn.kv_b_proj", d["n_head"] * (d["nope"] + d["v"]), d["kv_lora"]),
+        ("self_attn.o_proj", h, d["n_head"] * d["v"]),
+    ]
     if i < d["first_dense"]:
         linears += [("mlp.gate_proj", d["ff"], h), ("mlp.up_proj", d["ff"], h), ("mlp.down_proj", h, d["ff"])]
     else:
         yield p + "mlp.gate.weight", _bf16(rng, d["n_routed"], h)
-        yield p + "mlp.gate.e_score_correction_bias", hf._Tensor("F32", rng.random(d["n_routed"], dtype=np.float32))
+        yield (
+            p + "mlp.gate.e_score_correction_bias",
+            hf._Tensor("F32", rng.random(d["n_routed"], dtype=np.float32)),
+        )
         s = d["moe"] * d["n_shared"]
-        linears += [("mlp.shared_experts.gate_proj", s, h), ("mlp.shared_experts.up_proj", s, h),
-                    ("mlp.shared_experts.down_proj", h, s)]
+        linears += [
+            ("mlp.shared_experts.gate_proj", s, h),
+            ("mlp.shared_experts.up_proj", s, h),
+            ("mlp.shared_experts.down_proj", h, s),
+        ]
         for e in range(d["n_routed"]):
-            linears += [(f"mlp.experts.{e}.gate_proj", d["moe"], h), (f"mlp.experts.{e}.up_proj", d["moe"], h),
-                        (f"mlp.experts.{e}.down_proj", h, d["moe"])]
+            linears += [
+                (f"mlp.experts.{e}.gate_proj", d["moe"], h),
+                (f"mlp.experts.{e}.up_proj", d["moe"], h),
+                (f"mlp.experts.{e}.down_proj", h, d["moe"]),
+            ]
     if i == n_layer:
         yield p + "embed_tokens.weight", _bf16(rng, d["vocab"], h, scale=1.0)
         yield p + "shared_head.head.weight", _bf16(rng, d["vocab"], h)
@@ -127,15 +155,32 @@ def generate(root: Path, size_gb: float) -> tuple[Path, int]:
         old = ckpt / f"model-{i:05d}-of-XXXXX.safetensors"
         old.rename(ckpt / f"model-{i:05d}-of-{shard:05d}.safetensors")
     weight_map = {k: v.replace("XXXXX", f"{shard:05d}") for k, v in weight_map.items()}
-    (ckpt / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
-                                                                    "weight_map": weight_map}))
+    (ckpt / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
+    )
     cfg = json.loads((hf.write_deepseek_v3(root / "tiny") / "config.json").read_text())
-    cfg.update({"hidden_size": h, "num_attention_heads": d["n_head"], "num_key_value_heads": d["n_head"],
-                "q_lora_rank": d["q_lora"], "kv_lora_rank": d["kv_lora"], "qk_nope_head_dim": d["nope"],
-                "qk_rope_head_dim": d["rope"], "v_head_dim": d["v"], "intermediate_size": d["ff"],
-                "moe_intermediate_size": d["moe"], "n_routed_experts": d["n_routed"],
-                "n_shared_experts": d["n_shared"], "num_experts_per_tok": d["n_used"], "n_group": 8, "topk_group": 4,
-                "first_k_dense_replace": d["first_dense"], "num_hidden_layers": n_layer, "vocab_size": d["vocab"]})
+    cfg.update(
+        {
+            "hidden_size": h,
+            "num_attention_heads": d["n_head"],
+            "num_key_value_heads": d["n_head"],
+            "q_lora_rank": d["q_lora"],
+            "kv_lora_rank": d["kv_lora"],
+            "qk_nope_head_dim": d["nope"],
+            "qk_rope_head_dim": d["rope"],
+            "v_head_dim": d["v"],
+            "intermediate_size": d["ff"],
+            "moe_intermediate_size": d["moe"],
+            "n_routed_experts": d["n_routed"],
+            "n_shared_experts": d["n_shared"],
+            "num_experts_per_tok": d["n_used"],
+            "n_group": 8,
+            "topk_group": 4,
+            "first_k_dense_replace": d["first_dense"],
+            "num_hidden_layers": n_layer,
+            "vocab_size": d["vocab"],
+        }
+    )
     (ckpt / "config.json").write_text(json.dumps(cfg, indent=2))
     hf.write_tokenizer(ckpt, "deepseek-v3")
     done.write_text(json.dumps({"n_layer": n_layer}))
@@ -158,8 +203,12 @@ def run(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
     from this (large) benchmark process would inherit its resident pages in ru_maxrss."""
     timing = Path(os.environ.get("TMPDIR", "/tmp")) / f"lsbench-time-{os.getpid()}.txt"
     start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-o", str(timing), "-f", "%e %M", *cmd], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, env=env)
+    proc = subprocess.run(
+        ["/usr/bin/time", "-o", str(timing), "-f", "%e %M", *cmd],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     wall = time.perf_counter() - start
     err = proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
@@ -173,7 +222,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-gb", type=float, default=2.3)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/lsbench"))
-    ap.add_argument("--llama-cpp", type=Path, default=Path("/tmp/src/llama_cpp_python-0.3.36/vendor/llama.cpp"))
+    ap.add_argument(
+        "--llama-cpp", type=Path, default=Path("/tmp/src/llama_cpp_python-0.3.36/vendor/llama.cpp")
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-llama", action="store_true")
     ap.add_argument("--write", type=Path)
@@ -182,7 +233,10 @@ def main() -> None:
     t0 = time.perf_counter()
     ckpt, n_layer = generate(args.workdir, args.size_gb)
     src_size = sum(p.stat().st_size for p in ckpt.glob("*.safetensors"))
-    print(f"checkpoint: {src_size / 1e9:.2f} GB, {n_layer} layers + MTP ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(
+        f"checkpoint: {src_size / 1e9:.2f} GB, {n_layer} layers + MTP ({time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
     for p in ckpt.glob("*.safetensors"):  # warm the page cache the same way for every tool
         with open(p, "rb") as f:
             while f.read(64 << 20):
@@ -191,8 +245,10 @@ def main() -> None:
     py = sys.executable
     for label, keep in (("localseek (MTP dropped, like llama.cpp)", False), ("localseek (MTP kept)", True)):
         out = args.workdir / f"localseek-{keep}.gguf"
-        code = (f"from quantize import convert; convert({str(ckpt)!r}, {str(out)!r}, qtype='Q8_0', force=True, "
-                f"keep_mtp={keep}, threads={args.threads})")
+        code = (
+            f"from quantize import convert; convert({str(ckpt)!r}, {str(out)!r}, qtype='Q8_0', force=True, "
+            f"keep_mtp={keep}, threads={args.threads})"
+        )
         wall, rss, _ = run([py, "-c", code])
         rows.append((label, wall, rss, out.stat().st_size))
         print(rows[-1], flush=True)
@@ -205,16 +261,22 @@ def main() -> None:
         rows.append(("llama.cpp convert_hf_to_gguf.py", wall, rss, out.stat().st_size))
         print(rows[-1], flush=True)
     base = rows[-1] if not args.skip_llama else None
-    lines = [f"| tool | wall time | peak RSS | output | vs llama.cpp |", "|---|---|---|---|---|"]
+    lines = ["| tool | wall time | peak RSS | output | vs llama.cpp |", "|---|---|---|---|---|"]
     for label, wall, rss, size in rows:
-        ratio = "" if base is None or label == base[0] else \
-            f"{base[1] / wall:.1f}× faster, {rss / base[2]:.2f}× RSS, size {100 * (size / base[3] - 1):+.2f}%"
+        ratio = (
+            ""
+            if base is None or label == base[0]
+            else f"{base[1] / wall:.1f}× faster, {rss / base[2]:.2f}× RSS, "
+            f"size {100 * (size / base[3] - 1):+.2f}%"
+        )
         lines.append(f"| {label} | {wall:.1f} s | {rss:.2f} GB | {size / 1e9:.3f} GB | {ratio} |")
     table = "\n".join(lines)
-    header = (f"Checkpoint: {src_size / 1e9:.2f} GB FP8 (DeepSeek-V3 layout: {n_layer} layers + 1 MTP, "
-              f"hidden {DIMS['hidden']}, {DIMS['n_routed']} experts of {DIMS['moe']}, vocab {DIMS['vocab']}), "
-              f"target Q8_0, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-              f"localseek threads={args.threads}.")
+    header = (
+        f"Checkpoint: {src_size / 1e9:.2f} GB FP8 (DeepSeek-V3 layout: {n_layer} layers + 1 MTP, "
+        f"hidden {DIMS['hidden']}, {DIMS['n_routed']} experts of {DIMS['moe']}, vocab {DIMS['vocab']}), "
+        f"target Q8_0, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+        f"localseek threads={args.threads}."
+    )
     print("\n" + header + "\n\n" + table)
     if args.write:
         with open(args.write, "a", encoding="utf-8") as f:

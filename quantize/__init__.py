@@ -7,12 +7,30 @@ Standalone: imports nothing from `localseek`, prints nothing, reports progress t
 """
 
 from quantize.convert import ConvertResult, Progress, convert, default_output, plan_conversion
-from quantize.errors import (BadWeights, Interrupted, OutputError, OutputExists, QuantizeError, SourceError,
-                             UnsupportedArchitecture, UnsupportedType)
+from quantize.errors import (
+    BadWeights,
+    OutputError,
+    OutputExists,
+    QuantizeError,
+    SourceError,
+    UnsupportedArchitecture,
+    UnsupportedType,
+)
 from quantize.types import FTYPES, TENSOR_TYPES
 
 __all__ = [
-    "BadWeights", "ConvertResult", "FTYPES", "Interrupted", "OutputError", "OutputExists", "Progress",
-    "QuantizeError", "SourceError", "TENSOR_TYPES", "UnsupportedArchitecture", "UnsupportedType", "convert",
-    "default_output", "plan_conversion",
+    "BadWeights",
+    "ConvertResult",
+    "FTYPES",
+    "OutputError",
+    "OutputExists",
+    "Progress",
+    "QuantizeError",
+    "SourceError",
+    "TENSOR_TYPES",
+    "UnsupportedArchitecture",
+    "UnsupportedType",
+    "convert",
+    "default_output",
+    "plan_conversion",
 ]

@@ -74,10 +74,20 @@ def default_output(source: Path, qtype: str) -> Path:
     return source.parent / f"{stem}-{qtype}.gguf"
 
 
-def convert(source: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *, qtype: str = "Q8_0",
-            experts_type: str | None = None, keep_mtp: bool = True, imatrix: str | os.PathLike[str] | None = None,
-            pure: bool = False, split_max_size: int | None = None, force: bool = False,
-            threads: int | None = None, progress: ProgressFn | None = None) -> ConvertResult:
+def convert(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    qtype: str = "Q8_0",
+    experts_type: str | None = None,
+    keep_mtp: bool = True,
+    imatrix: str | os.PathLike[str] | None = None,
+    pure: bool = False,
+    split_max_size: int | None = None,
+    force: bool = False,
+    threads: int | None = None,
+    progress: ProgressFn | None = None,
+) -> ConvertResult:
     """Convert `source` to GGUF at `out` (default: beside the source, named after the type).
 
     Raises QuantizeError subclasses for every bad input; on any failure (or KeyboardInterrupt) nothing is
@@ -92,8 +102,21 @@ def convert(source: str | os.PathLike[str], out: str | os.PathLike[str] | None =
         return _requantize(source, out, name, ftype, experts, im, force, threads, pure, progress)
     if not source.is_dir():
         raise SourceError(f"{source} is neither a Hugging Face model folder nor a .gguf file.")
-    return _convert_hf(source, out, name, ftype, default, experts, im, keep_mtp, pure, split_max_size, force,
-                       threads, progress)
+    return _convert_hf(
+        source,
+        out,
+        name,
+        ftype,
+        default,
+        experts,
+        im,
+        keep_mtp,
+        pure,
+        split_max_size,
+        force,
+        threads,
+        progress,
+    )
 
 
 def _read_config(source: Path) -> dict:
@@ -106,8 +129,15 @@ def _read_config(source: Path) -> dict:
         raise SourceError(f"{path} is not valid JSON; download it again.") from None
 
 
-def plan_conversion(source: Path, *, qtype: str = "Q8_0", experts_type: str | None = None, keep_mtp: bool = True,
-                    pure: bool = False, has_imatrix: bool = False):
+def plan_conversion(
+    source: Path,
+    *,
+    qtype: str = "Q8_0",
+    experts_type: str | None = None,
+    keep_mtp: bool = True,
+    pure: bool = False,
+    has_imatrix: bool = False,
+):
     """(arch, metadata writer, [(OutTensor, PlannedTensor)], planner, checkpoint) without writing anything.
     The caller must close the checkpoint."""
     name, ftype, default = parse_ftype(qtype)
@@ -122,7 +152,9 @@ def plan_conversion(source: Path, *, qtype: str = "Q8_0", experts_type: str | No
         block = tuple((config.get("quantization_config") or {}).get("weight_block_size") or (128, 128))
         ctx = Context(config, ckpt, keep, block)  # type: ignore[arg-type]
         outs = arch.plan(ctx)
-        planner = TypePlanner(arch.facts(keep), ftype, default, has_imatrix=has_imatrix, pure=pure, experts=experts)
+        planner = TypePlanner(
+            arch.facts(keep), ftype, default, has_imatrix=has_imatrix, pure=pure, experts=experts
+        )
         planner.prepare([t.name for t in outs])
         planned = []
         for t in outs:
@@ -145,7 +177,7 @@ def plan_conversion(source: Path, *, qtype: str = "Q8_0", experts_type: str | No
 
 
 def _size_label(outs: list[OutTensor]) -> str:
-    """"671B"-style label, counted as gguf-py counts it ("64x200M" for MoE: experts × per-expert size)."""
+    """ "671B"-style label, counted as gguf-py counts it ("64x200M" for MoE: experts × per-expert size)."""
     total = shared = expert = expert_sum = n_expert_tensors = 0
     for t in outs:
         size = int(np.prod(t.shape))
@@ -174,13 +206,31 @@ def _sampling_defaults(w: gguf.GGUFWriter, source: Path) -> None:
         w.add_sampling_temp(float(gen["temperature"]))
 
 
-def _convert_hf(source: Path, out: Path, name: str, ftype, default, experts, im, keep_mtp: bool, pure: bool,
-                split_max_size: int | None, force: bool, threads: int, progress: ProgressFn | None) -> ConvertResult:
+def _convert_hf(
+    source: Path,
+    out: Path,
+    name: str,
+    ftype,
+    default,
+    experts,
+    im,
+    keep_mtp: bool,
+    pure: bool,
+    split_max_size: int | None,
+    force: bool,
+    threads: int,
+    progress: ProgressFn | None,
+) -> ConvertResult:
     start = time.perf_counter()
     _check_output(out, force)
     arch, w, planned, planner, ckpt, keep = plan_conversion(
-        source, qtype=name, experts_type=experts.name if experts else None, keep_mtp=keep_mtp, pure=pure,
-        has_imatrix=im is not None)
+        source,
+        qtype=name,
+        experts_type=experts.name if experts else None,
+        keep_mtp=keep_mtp,
+        pure=pure,
+        has_imatrix=im is not None,
+    )
     try:
         n_layer = arch.n_layer()
         fallbacks = list(planner.fallbacks)
@@ -190,7 +240,9 @@ def _convert_hf(source: Path, out: Path, name: str, ftype, default, experts, im,
         if progress:
             progress(Progress("plan", 0, len(tensors), bytes_total=total))
         done = 0
-        with GGUFStreamWriter(out, w.kv_data[0], tensors, split_max_size=split_max_size, force=force) as writer:
+        with GGUFStreamWriter(
+            out, w.kv_data[0], tensors, split_max_size=split_max_size, force=force
+        ) as writer:
             for i, (t, p) in enumerate(planned):
                 writer.begin(p)
                 values = im.get(t.name.removesuffix(".weight") + ".weight") if im else None
@@ -204,8 +256,17 @@ def _convert_hf(source: Path, out: Path, name: str, ftype, default, experts, im,
         types: dict[str, int] = {}
         for p in tensors:
             types[p.ggml_type.name] = types.get(p.ggml_type.name, 0) + 1
-        result = ConvertResult(writer.paths, arch.gguf_arch, name, len(tensors), done,
-                               time.perf_counter() - start, types, arch.n_mtp() if keep else 0, fallbacks)
+        result = ConvertResult(
+            writer.paths,
+            arch.gguf_arch,
+            name,
+            len(tensors),
+            done,
+            time.perf_counter() - start,
+            types,
+            arch.n_mtp() if keep else 0,
+            fallbacks,
+        )
         if progress:
             progress(Progress("done", len(tensors), len(tensors), bytes_done=done, bytes_total=total))
         return result
@@ -221,8 +282,9 @@ def _check_output(out: Path, force: bool) -> None:
             raise OutputExists(f"{p} already exists; pass --force to overwrite it or choose another -o.")
 
 
-def _imatrix_check(p: PlannedTensor, im: dict[str, np.ndarray] | None, n_layer: int,
-                   fallbacks: list[str]) -> PlannedTensor:
+def _imatrix_check(
+    p: PlannedTensor, im: dict[str, np.ndarray] | None, n_layer: int, fallbacks: list[str]
+) -> PlannedTensor:
     if p.ggml_type not in NEEDS_IMATRIX or (im and p.name in im):
         return p
     if p.name.startswith(f"blk.{n_layer}."):  # the MTP block never runs during imatrix collection
@@ -230,10 +292,14 @@ def _imatrix_check(p: PlannedTensor, im: dict[str, np.ndarray] | None, n_layer: 
         t = T.Q4_K if p.shape[-1] % 256 == 0 else T.Q5_0 if p.shape[-1] % 32 == 0 else T.F16
         return PlannedTensor(p.name, p.shape, t, nbytes(t, p.shape))
     if im is None:
-        raise UnsupportedType(f"{p.ggml_type.name} needs an importance matrix: pass --imatrix FILE "
-                              "(made with llama-imatrix), or choose a K-type such as Q2_K.")
-    raise UnsupportedType(f"The importance matrix has no entry for {p.name}, which {p.ggml_type.name} needs; "
-                          "was it computed on this model?")
+        raise UnsupportedType(
+            f"{p.ggml_type.name} needs an importance matrix: pass --imatrix FILE "
+            "(made with llama-imatrix), or choose a K-type such as Q2_K."
+        )
+    raise UnsupportedType(
+        f"The importance matrix has no entry for {p.name}, which {p.ggml_type.name} needs; "
+        "was it computed on this model?"
+    )
 
 
 def _prefetch(chunks, depth: int = 2):
@@ -255,7 +321,7 @@ def _prefetch(chunks, depth: int = 2):
                 if stop.is_set():
                     return
             q.put(end)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
+        except BaseException as exc:
             q.put(exc)
 
     worker = threading.Thread(target=produce, name="quantize-decode", daemon=True)
@@ -283,8 +349,12 @@ def _encode(t: OutTensor, chunks, gtype, imatrix: np.ndarray | None, threads: in
         elif t.rows_per_expert and imatrix.size == n_per_row * (t.n_rows // t.rows_per_expert):
             slices = imatrix.reshape(-1, n_per_row)
         else:
-            log.warning("importance matrix for %s has %d values, expected %d; ignoring it", t.name, imatrix.size,
-                        n_per_row)
+            log.warning(
+                "importance matrix for %s has %d values, expected %d; ignoring it",
+                t.name,
+                imatrix.size,
+                n_per_row,
+            )
     row = 0
     for chunk in chunks:
         chunk = np.ascontiguousarray(chunk.reshape(-1, n_per_row), dtype=np.float32)
@@ -297,7 +367,9 @@ def _encode(t: OutTensor, chunks, gtype, imatrix: np.ndarray | None, threads: in
         elif gtype == T.BF16:
             yield f32_to_bf16(chunk).tobytes()
         elif slices is None or len(slices) == 1:
-            yield native.quantize_rows(int(gtype), chunk, None if slices is None else slices[0], threads).tobytes()
+            yield native.quantize_rows(
+                int(gtype), chunk, None if slices is None else slices[0], threads
+            ).tobytes()
         else:  # split the chunk where the expert (importance slice) changes
             r, per = 0, t.rows_per_expert
             while r < len(chunk):
@@ -308,8 +380,18 @@ def _encode(t: OutTensor, chunks, gtype, imatrix: np.ndarray | None, threads: in
         row += len(chunk)
 
 
-def _requantize(source: Path, out: Path, name: str, ftype, experts, im, force: bool, threads: int, pure: bool,
-                progress: ProgressFn | None) -> ConvertResult:
+def _requantize(
+    source: Path,
+    out: Path,
+    name: str,
+    ftype,
+    experts,
+    im,
+    force: bool,
+    threads: int,
+    pure: bool,
+    progress: ProgressFn | None,
+) -> ConvertResult:
     start = time.perf_counter()
     if out.exists() and not force:
         raise OutputExists(f"{out} already exists; pass --force to overwrite it or choose another -o.")
@@ -317,7 +399,7 @@ def _requantize(source: Path, out: Path, name: str, ftype, experts, im, force: b
         raise UnsupportedType("The output would overwrite the source GGUF; choose another -o.")
     try:
         reader = gguf.GGUFReader(source)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means a damaged or foreign file
+    except Exception as exc:
         raise SourceError(f"{source.name} is not a readable GGUF file: {exc}") from None
     n_tensors = len(reader.tensors)
     del reader
@@ -327,13 +409,16 @@ def _requantize(source: Path, out: Path, name: str, ftype, experts, im, force: b
     tmp = out.with_name(f".{out.name}.partial")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        native.requantize_gguf(source, tmp, int(ftype), overrides=overrides, imatrix=im, threads=threads)
+        native.requantize_gguf(
+            source, tmp, int(ftype), overrides=overrides, imatrix=im, threads=threads, pure=pure
+        )
         os.replace(tmp, out)
     finally:
         if tmp.exists():
             tmp.unlink()
-    result = ConvertResult([out], "", name, n_tensors, out.stat().st_size, time.perf_counter() - start,
-                           requantized=True)
+    result = ConvertResult(
+        [out], "", name, n_tensors, out.stat().st_size, time.perf_counter() - start, requantized=True
+    )
     if progress:
         progress(Progress("done", n_tensors, n_tensors, bytes_done=result.bytes_written))
     return result

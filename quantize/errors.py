@@ -32,7 +32,3 @@ class OutputExists(QuantizeError):
 
 class OutputError(QuantizeError):
     """Writing the output failed (disk full, permission denied, ...)."""
-
-
-class Interrupted(QuantizeError):
-    """The conversion was cancelled (Ctrl-C); nothing was left behind."""

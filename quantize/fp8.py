@@ -31,8 +31,11 @@ def decode_e4m3(codes: np.ndarray) -> np.ndarray:
     return np.take(E4M3_LUT, codes)
 
 
-def apply_block_scale(values: np.ndarray, scale_inv: np.ndarray, row0: int, block: tuple[int, int] = (128, 128)) -> None:
-    """Multiply decoded rows `values` (rows row0 … row0+len-1 of the weight) by their block scales, in place."""
+def apply_block_scale(
+    values: np.ndarray, scale_inv: np.ndarray, row0: int, block: tuple[int, int] = (128, 128)
+) -> None:
+    """Multiply decoded rows `values` (rows row0 … row0+len-1 of the weight) by their block scales,
+    in place."""
     bh, bw = block
     rows, cols = values.shape
     n_cb = -(-cols // bw)
@@ -52,8 +55,9 @@ def apply_block_scale(values: np.ndarray, scale_inv: np.ndarray, row0: int, bloc
         r = r_end
 
 
-def dequantize_fp8_rows(codes: np.ndarray, scale_inv: np.ndarray, row0: int,
-                        block: tuple[int, int] = (128, 128)) -> np.ndarray:
+def dequantize_fp8_rows(
+    codes: np.ndarray, scale_inv: np.ndarray, row0: int, block: tuple[int, int] = (128, 128)
+) -> np.ndarray:
     """FP8 rows + block scales → float32 rows (a new array the size of `codes`, never more)."""
     values = decode_e4m3(codes)
     apply_block_scale(values, scale_inv, row0, block)

@@ -2,7 +2,8 @@
 
 - `quantize_rows`: ggml's row quantizer (`ggml_quantize_chunk`) for every GGML type, with an optional
   importance matrix; ctypes releases the GIL, so two threads quantize two halves of a chunk at once.
-- `requantize_gguf`: GGUF → GGUF through `llama_model_quantize` (all mixtures, imatrix, tensor-type overrides).
+- `requantize_gguf`: GGUF → GGUF through `llama_model_quantize` (all mixtures, imatrix, tensor-type
+  overrides).
 - `load_imatrix`: importance matrices in llama.cpp's GGUF format (`*.in_sum2` / `*.counts`) or its legacy
   `.dat` format, normalised exactly as `llama-quantize` does.
 """
@@ -36,14 +37,23 @@ def _find(stem: str) -> Path:
         hits = sorted(d.glob(pattern))
         if hits:
             return hits[0]
-    raise QuantizeError(f"llama-cpp-python's {stem} library was not found in {d}; reinstall llama-cpp-python.")
+    raise QuantizeError(
+        f"llama-cpp-python's {stem} library was not found in {d}; reinstall llama-cpp-python."
+    )
 
 
 @lru_cache(maxsize=1)
 def ggml() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(_find("ggml-base")))
-    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_quantize_chunk.argtypes = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+    ]
     lib.ggml_quantize_chunk.restype = ctypes.c_size_t
     lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
     lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
@@ -80,7 +90,9 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return _POOL
 
 
-def quantize_rows(ggml_type: int, rows: np.ndarray, imatrix: np.ndarray | None = None, threads: int = 1) -> np.ndarray:
+def quantize_rows(
+    ggml_type: int, rows: np.ndarray, imatrix: np.ndarray | None = None, threads: int = 1
+) -> np.ndarray:
     """Quantize float32 rows [n_rows, n_per_row] to `ggml_type`; returns the packed bytes (uint8)."""
     src = np.ascontiguousarray(rows, dtype=np.float32)
     n_rows, n = src.shape
@@ -97,7 +109,8 @@ def quantize_rows(ggml_type: int, rows: np.ndarray, imatrix: np.ndarray | None =
         bounds = np.linspace(0, n_rows, threads + 1).astype(int)
         jobs = [
             _pool(threads).submit(_chunk, ggml_type, src[a:b], dst[a * rsize : b * rsize], imatrix)
-            for a, b in zip(bounds[:-1], bounds[1:]) if b > a
+            for a, b in zip(bounds[:-1], bounds[1:])
+            if b > a
         ]
         written = sum(j.result() for j in jobs)
     if written != dst.size:
@@ -123,14 +136,18 @@ def _load_imatrix_gguf(path: Path) -> dict[str, np.ndarray]:
 
     try:
         reader = gguf.GGUFReader(path)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means a damaged file
+    except Exception as exc:
         raise SourceError(f"{path.name} is not a readable imatrix GGUF: {exc}") from None
     sums = {t.name[: -len(".in_sum2")]: t for t in reader.tensors if t.name.endswith(".in_sum2")}
     counts = {t.name[: -len(".counts")]: t for t in reader.tensors if t.name.endswith(".counts")}
     out: dict[str, np.ndarray] = {}
     for name, t in sums.items():
         s = np.asarray(t.data, dtype=np.float32).reshape(-1)
-        c = np.asarray(counts[name].data, dtype=np.float32).reshape(-1) if name in counts else np.ones(1, np.float32)
+        c = (
+            np.asarray(counts[name].data, dtype=np.float32).reshape(-1)
+            if name in counts
+            else np.ones(1, np.float32)
+        )
         per = s.size // max(1, c.size)
         v = s.reshape(c.size, per) / np.where(c > 0, c, 1.0)[:, None]
         v[c <= 0] = 1.0
@@ -156,16 +173,26 @@ def _load_imatrix_legacy(path: Path) -> dict[str, np.ndarray]:
             pos += 4 * nval
             out[name] = vals / ncall if ncall > 0 else vals
     except (struct.error, ValueError, UnicodeDecodeError):
-        raise SourceError(f"{path.name} is not an importance matrix (neither GGUF nor legacy .dat).") from None
+        raise SourceError(
+            f"{path.name} is not an importance matrix (neither GGUF nor legacy .dat)."
+        ) from None
     if not out:
         raise SourceError(f"{path.name} holds no importance-matrix entries.")
     return out
 
 
-# -- GGUF → GGUF ----------------------------------------------------------------------------------------------
-def requantize_gguf(src: Path, dst: Path, ftype: int, *, overrides: list[tuple[str, int]] | None = None,
-                    imatrix: dict[str, np.ndarray] | None = None, threads: int = 0,
-                    allow_requantize: bool = True) -> None:
+# -- GGUF → GGUF ---------------------------------------------------------------------------------------
+def requantize_gguf(
+    src: Path,
+    dst: Path,
+    ftype: int,
+    *,
+    overrides: list[tuple[str, int]] | None = None,
+    imatrix: dict[str, np.ndarray] | None = None,
+    threads: int = 0,
+    allow_requantize: bool = True,
+    pure: bool = False,
+) -> None:
     """Run llama.cpp's `llama_model_quantize` (the engine behind `llama-quantize`)."""
     import llama_cpp
 
@@ -173,6 +200,7 @@ def requantize_gguf(src: Path, dst: Path, ftype: int, *, overrides: list[tuple[s
     params.nthread = threads
     params.ftype = ftype
     params.allow_requantize = allow_requantize
+    params.pure = pure
     keep: list[object] = []
     if overrides:
         arr = (llama_cpp.llama_model_tensor_override * (len(overrides) + 1))()
@@ -198,5 +226,7 @@ def requantize_gguf(src: Path, dst: Path, ftype: int, *, overrides: list[tuple[s
         keep.append(arr)
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0:
-        raise QuantizeError(f"llama.cpp could not quantize {src.name} (llama_model_quantize returned {rc}); "
-                            "rerun with --verbose for llama.cpp's log.")
+        raise QuantizeError(
+            f"llama.cpp could not quantize {src.name} (llama_model_quantize returned {rc}); "
+            "rerun with --verbose for llama.cpp's log."
+        )

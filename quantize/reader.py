@@ -29,16 +29,24 @@ class RowSource:
         self.scale: np.ndarray | None = None
         shape = self.info.shape
         if self.info.dtype == "F8_E4M3":
-            scale_name = name[: -len("weight")] + "weight_scale_inv" if name.endswith("weight") else name + "_scale_inv"
+            scale_name = (
+                name[: -len("weight")] + "weight_scale_inv"
+                if name.endswith("weight")
+                else name + "_scale_inv"
+            )
             if scale_name not in ckpt:
                 raise SourceError(f"{name} is FP8 but {scale_name} is missing; the checkpoint is incomplete.")
             if len(shape) != 2:
-                raise SourceError(f"{name} is FP8 with shape {list(shape)}; only 2-D FP8 weights are supported.")
+                raise SourceError(
+                    f"{name} is FP8 with shape {list(shape)}; only 2-D FP8 weights are supported."
+                )
             sinfo = ckpt.info(scale_name)
             want = (math.ceil(shape[0] / block[0]), math.ceil(shape[1] / block[1]))
             if tuple(sinfo.shape) != want:
-                raise SourceError(f"{scale_name} has shape {list(sinfo.shape)}, expected {list(want)} for "
-                                  f"{block[0]}×{block[1]} blocks of {list(shape)}; the checkpoint is inconsistent.")
+                raise SourceError(
+                    f"{scale_name} has shape {list(sinfo.shape)}, expected {list(want)} for "
+                    f"{block[0]}×{block[1]} blocks of {list(shape)}; the checkpoint is inconsistent."
+                )
             self.scale = _to_f32(ckpt.raw(scale_name), sinfo.dtype)
         self.rows = shape[0] if len(shape) >= 1 else 1
         self.cols = int(np.prod(shape[1:])) if len(shape) >= 2 else (shape[0] if shape else 1)
@@ -57,8 +65,10 @@ class RowSource:
             out = _to_f32(raw, self.info.dtype)
         if not np.isfinite(out).all():
             bad = int(np.count_nonzero(~np.isfinite(out)))
-            raise BadWeights(f"{self.name} contains {bad} NaN/Inf value(s) in rows {r0}–{r1 - 1}; "
-                             "the checkpoint is damaged: download it again.")
+            raise BadWeights(
+                f"{self.name} contains {bad} NaN/Inf value(s) in rows {r0}–{r1 - 1}; "
+                "the checkpoint is damaged: download it again."
+            )
         return out
 
     def all(self) -> np.ndarray:

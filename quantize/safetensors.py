@@ -50,15 +50,19 @@ class _Shard:
         try:
             self._fh = open(path, "rb")
         except FileNotFoundError:
-            raise SourceError(f"Shard {path.name} is missing from {path.parent}; download the model again.") from None
+            raise SourceError(
+                f"Shard {path.name} is missing from {path.parent}; download the model again."
+            ) from None
         size = path.stat().st_size
         head = self._fh.read(8)
         if len(head) < 8:
             raise SourceError(f"{path.name} is truncated (not even a safetensors header); download it again.")
         (n,) = struct.unpack("<Q", head)
         if n > min(size - 8, _MAX_HEADER):
-            raise SourceError(f"{path.name} is truncated or not a safetensors file (header of {n} bytes in a "
-                              f"{size}-byte file); download it again.")
+            raise SourceError(
+                f"{path.name} is truncated or not a safetensors file (header of {n} bytes in a "
+                f"{size}-byte file); download it again."
+            )
         try:
             header = json.loads(self._fh.read(n))
         except (ValueError, UnicodeDecodeError):
@@ -71,20 +75,31 @@ class _Shard:
             if name == "__metadata__":
                 continue
             try:
-                dtype, shape, (begin, end) = meta["dtype"], tuple(int(s) for s in meta["shape"]), meta["data_offsets"]
+                dtype, shape, (begin, end) = (
+                    meta["dtype"],
+                    tuple(int(s) for s in meta["shape"]),
+                    meta["data_offsets"],
+                )
             except (KeyError, TypeError, ValueError):
-                raise SourceError(f"{path.name}: tensor {name} has a malformed header entry; "
-                                  "download the file again.") from None
+                raise SourceError(
+                    f"{path.name}: tensor {name} has a malformed header entry; download the file again."
+                ) from None
             if dtype not in DTYPES:
-                raise SourceError(f"{path.name}: tensor {name} has dtype {dtype}, which localseek cannot convert "
-                                  f"(supported: {', '.join(DTYPES)}).")
+                raise SourceError(
+                    f"{path.name}: tensor {name} has dtype {dtype}, which localseek cannot convert "
+                    f"(supported: {', '.join(DTYPES)})."
+                )
             expected = math.prod(shape) * DTYPES[dtype][1]
             if end - begin != expected:
-                raise SourceError(f"{path.name}: tensor {name} declares shape {list(shape)} ({dtype}, "
-                                  f"{expected} bytes) but spans {end - begin} bytes; the file is damaged.")
+                raise SourceError(
+                    f"{path.name}: tensor {name} declares shape {list(shape)} ({dtype}, "
+                    f"{expected} bytes) but spans {end - begin} bytes; the file is damaged."
+                )
             if base + end > size:
-                raise SourceError(f"{path.name} is truncated: tensor {name} ends at byte {base + end} but the "
-                                  f"file has {size} bytes; download it again.")
+                raise SourceError(
+                    f"{path.name} is truncated: tensor {name} ends at byte {base + end} but the "
+                    f"file has {size} bytes; download it again."
+                )
             self.tensors[name] = TensorInfo(name, dtype, shape, path, base + begin, end - begin)
         self._mm: mmap.mmap | None = None
 
@@ -119,12 +134,16 @@ class Checkpoint:
             files = sorted(p.name for p in self.dir.glob("*.safetensors"))
             weight_map = {}
             if not files:
-                raise SourceError(f"No .safetensors files in {self.dir}; is this a Hugging Face model folder?")
+                raise SourceError(
+                    f"No .safetensors files in {self.dir}; is this a Hugging Face model folder?"
+                )
         missing = [f for f in files if not (self.dir / f).is_file()]
         if missing:
             n = sum(1 for v in weight_map.values() if v in missing)
-            raise SourceError(f"{len(missing)} shard(s) missing from {self.dir} ({', '.join(missing[:3])}"
-                              f"{'…' if len(missing) > 3 else ''}; {n} tensors): finish the download first.")
+            raise SourceError(
+                f"{len(missing)} shard(s) missing from {self.dir} ({', '.join(missing[:3])}"
+                f"{'…' if len(missing) > 3 else ''}; {n} tensors): finish the download first."
+            )
         self._shards: list[_Shard] = []
         self.tensors: dict[str, TensorInfo] = {}
         self._by_file: dict[Path, _Shard] = {}
@@ -143,8 +162,10 @@ class Checkpoint:
         absent = [n for n, f in weight_map.items() if n not in self.tensors]
         if absent:
             self.close()
-            raise SourceError(f"{len(absent)} tensor(s) listed in the index are not in their shard "
-                              f"(first: {absent[0]} in {weight_map[absent[0]]}); download the model again.")
+            raise SourceError(
+                f"{len(absent)} tensor(s) listed in the index are not in their shard "
+                f"(first: {absent[0]} in {weight_map[absent[0]]}); download the model again."
+            )
 
     def __contains__(self, name: str) -> bool:
         return name in self.tensors

@@ -30,8 +30,11 @@ class Vocab:
 
 
 def _looks_special(token: str) -> bool:
-    return (token.startswith("<|") and token.endswith("|>")) or (token.startswith("<｜") and token.endswith("｜>")) \
+    return (
+        (token.startswith("<|") and token.endswith("|>"))
+        or (token.startswith("<｜") and token.endswith("｜>"))
         or token in ("<pad>", "<mask>")
+    )
 
 
 def _regexes(node: object) -> list[str]:
@@ -84,7 +87,9 @@ def read_vocab(model_dir: Path, vocab_size: int | None, fallback_pre: str, arch_
     except (ValueError, KeyError):
         raise SourceError(f"{path} is not a valid tokenizer.json; download it again.") from None
     if model.get("type") != "BPE":
-        raise SourceError(f"{path.name} has a {model.get('type')} model; only byte-level BPE tokenizers are supported.")
+        raise SourceError(
+            f"{path.name} has a {model.get('type')} model; only byte-level BPE tokenizers are supported."
+        )
     vocab: dict[str, int] = dict(model["vocab"])
     added = {t["content"]: t for t in tok.get("added_tokens", [])}
     for content, t in added.items():
@@ -92,7 +97,9 @@ def read_vocab(model_dir: Path, vocab_size: int | None, fallback_pre: str, arch_
     n = max(vocab.values()) + 1
     if vocab_size is not None:
         if vocab_size < n:
-            raise SourceError(f"tokenizer.json has token id {n - 1} but config.json says vocab_size {vocab_size}.")
+            raise SourceError(
+                f"tokenizer.json has token id {n - 1} but config.json says vocab_size {vocab_size}."
+            )
         n = vocab_size
     reverse = {i: s for s, i in vocab.items()}
     tokens, types = [], []

@@ -57,10 +57,35 @@ FTYPES: dict[str, tuple[F, T]] = {
 ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M", "FP16": "F16", "FP32": "F32"}
 
 # Types `--experts` (and per-tensor overrides) may name.
-TENSOR_TYPES: dict[str, T] = {t.name: t for t in (
-    T.F32, T.F16, T.BF16, T.Q8_0, T.Q5_1, T.Q5_0, T.Q4_1, T.Q4_0, T.Q6_K, T.Q5_K, T.Q4_K, T.Q3_K, T.Q2_K,
-    T.IQ4_XS, T.IQ4_NL, T.IQ3_S, T.IQ3_XXS, T.IQ2_S, T.IQ2_XS, T.IQ2_XXS, T.IQ1_M, T.IQ1_S, T.TQ1_0, T.TQ2_0,
-)}
+TENSOR_TYPES: dict[str, T] = {
+    t.name: t
+    for t in (
+        T.F32,
+        T.F16,
+        T.BF16,
+        T.Q8_0,
+        T.Q5_1,
+        T.Q5_0,
+        T.Q4_1,
+        T.Q4_0,
+        T.Q6_K,
+        T.Q5_K,
+        T.Q4_K,
+        T.Q3_K,
+        T.Q2_K,
+        T.IQ4_XS,
+        T.IQ4_NL,
+        T.IQ3_S,
+        T.IQ3_XXS,
+        T.IQ2_S,
+        T.IQ2_XS,
+        T.IQ2_XXS,
+        T.IQ1_M,
+        T.IQ1_S,
+        T.TQ1_0,
+        T.TQ2_0,
+    )
+}
 # ggml refuses to quantize these without an importance matrix (ggml_quantize_requires_imatrix)
 NEEDS_IMATRIX = {T.IQ2_XXS, T.IQ2_XS, T.IQ1_S, T.IQ1_M}
 FLOAT_TYPES = {T.F32, T.F16, T.BF16}
@@ -137,8 +162,12 @@ class TypePlanner:
 
     def choose(self, name: str, shape: tuple[int, ...]) -> T:
         """Type of one tensor (numpy shape, last axis = row), or F32 for those that are never quantized."""
-        if len(shape) < 2 or name.endswith("_norm.weight") or not name.endswith("weight") \
-                or "ffn_gate_inp.weight" in name:
+        if (
+            len(shape) < 2
+            or name.endswith("_norm.weight")
+            or not name.endswith("weight")
+            or "ffn_gate_inp.weight" in name
+        ):
             return T.F32
         new = self.default
         if new in FLOAT_TYPES:
@@ -153,15 +182,29 @@ class TypePlanner:
     def _fallback(self, name: str, ncols: int, t: T) -> T:
         if t in FLOAT_TYPES or ncols % block_size(t) == 0:
             return t
-        to = {T.IQ1_S: T.IQ4_NL, T.IQ1_M: T.IQ4_NL, T.IQ2_XXS: T.IQ4_NL, T.IQ2_XS: T.IQ4_NL, T.IQ2_S: T.IQ4_NL,
-              T.IQ3_XXS: T.IQ4_NL, T.IQ3_S: T.IQ4_NL, T.IQ4_XS: T.IQ4_NL, T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0,
-              T.TQ1_0: T.Q4_0, T.TQ2_0: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}.get(t, t)
+        to = {
+            T.IQ1_S: T.IQ4_NL,
+            T.IQ1_M: T.IQ4_NL,
+            T.IQ2_XXS: T.IQ4_NL,
+            T.IQ2_XS: T.IQ4_NL,
+            T.IQ2_S: T.IQ4_NL,
+            T.IQ3_XXS: T.IQ4_NL,
+            T.IQ3_S: T.IQ4_NL,
+            T.IQ4_XS: T.IQ4_NL,
+            T.Q2_K: T.Q4_0,
+            T.Q3_K: T.Q4_0,
+            T.TQ1_0: T.Q4_0,
+            T.TQ2_0: T.Q4_0,
+            T.Q4_K: T.Q5_0,
+            T.Q5_K: T.Q5_1,
+            T.Q6_K: T.Q8_0,
+        }.get(t, t)
         if ncols % block_size(to) != 0:
             to = T.F16
         self.fallbacks.append(f"{name}: {t.name} → {to.name} (rows of {ncols})")
         return to
 
-    def _impl(self, new: T, name: str, nx: int, category: str) -> T:  # noqa: C901 - mirrors llama.cpp
+    def _impl(self, new: T, name: str, nx: int, category: str) -> T:
         f, facts = self.ftype, self.facts
         n_expert = max(1, facts.n_expert)
 
@@ -177,12 +220,26 @@ class TypePlanner:
                 return int(m.group(1)), n
             return counter, n
 
-        iq_low = {F.MOSTLY_IQ2_XXS, F.MOSTLY_IQ2_XS, F.MOSTLY_IQ1_S, F.MOSTLY_IQ2_S, F.MOSTLY_IQ2_M, F.MOSTLY_IQ1_M}
+        iq_low = {
+            F.MOSTLY_IQ2_XXS,
+            F.MOSTLY_IQ2_XS,
+            F.MOSTLY_IQ1_S,
+            F.MOSTLY_IQ2_S,
+            F.MOSTLY_IQ2_M,
+            F.MOSTLY_IQ1_M,
+        }
         if category == "output" or (not self.has_output and category == "token_embd"):
             if nx % block_size(new) != 0:
                 new = T.Q8_0
-            elif f in {F.MOSTLY_IQ2_XXS, F.MOSTLY_IQ2_XS, F.MOSTLY_IQ3_XXS, F.MOSTLY_IQ1_S, F.MOSTLY_IQ2_S,
-                       F.MOSTLY_IQ2_M, F.MOSTLY_IQ1_M}:
+            elif f in {
+                F.MOSTLY_IQ2_XXS,
+                F.MOSTLY_IQ2_XS,
+                F.MOSTLY_IQ3_XXS,
+                F.MOSTLY_IQ1_S,
+                F.MOSTLY_IQ2_S,
+                F.MOSTLY_IQ2_M,
+                F.MOSTLY_IQ1_M,
+            }:
                 new = T.Q5_K
             elif new != T.Q8_0:
                 new = T.Q6_K
@@ -231,7 +288,9 @@ class TypePlanner:
                 new = T.Q5_K
             elif f in (F.MOSTLY_IQ4_NL, F.MOSTLY_IQ4_XS) and gqa4:
                 new = T.Q5_K
-            elif f in (F.MOSTLY_Q4_K_M, F.MOSTLY_Q5_K_M) and more_bits(self.i_attention_wv, self.n_attention_wv):
+            elif f in (F.MOSTLY_Q4_K_M, F.MOSTLY_Q5_K_M) and more_bits(
+                self.i_attention_wv, self.n_attention_wv
+            ):
                 new = T.Q6_K
             elif f == F.MOSTLY_Q4_K_S and self.i_attention_wv < 4:
                 new = T.Q5_K
@@ -281,15 +340,28 @@ class TypePlanner:
             self.i_ffn_down += 1
         elif category == "attn_output":
             if facts.n_expert == 8:
-                if f in (F.MOSTLY_Q2_K, F.MOSTLY_IQ3_XS, F.MOSTLY_IQ3_XXS, F.MOSTLY_Q3_K_S, F.MOSTLY_Q3_K_M,
-                         F.MOSTLY_IQ4_NL, F.MOSTLY_Q4_K_S, F.MOSTLY_Q4_K_M, F.MOSTLY_IQ3_S, F.MOSTLY_IQ3_M,
-                         F.MOSTLY_IQ4_XS):
+                if f in (
+                    F.MOSTLY_Q2_K,
+                    F.MOSTLY_IQ3_XS,
+                    F.MOSTLY_IQ3_XXS,
+                    F.MOSTLY_Q3_K_S,
+                    F.MOSTLY_Q3_K_M,
+                    F.MOSTLY_IQ4_NL,
+                    F.MOSTLY_Q4_K_S,
+                    F.MOSTLY_Q4_K_M,
+                    F.MOSTLY_IQ3_S,
+                    F.MOSTLY_IQ3_M,
+                    F.MOSTLY_IQ4_XS,
+                ):
                     new = T.Q5_K
             else:
-                new = {F.MOSTLY_Q2_K: T.Q3_K, F.MOSTLY_IQ3_XXS: T.IQ3_S, F.MOSTLY_Q3_K_M: T.Q4_K,
-                       F.MOSTLY_Q3_K_L: T.Q5_K, F.MOSTLY_IQ3_M: T.Q4_K}.get(f, new)
-        elif category == "attn_qkv":  # pragma: no cover - unreachable (handled with attn_v), kept for parity
-            pass
+                new = {
+                    F.MOSTLY_Q2_K: T.Q3_K,
+                    F.MOSTLY_IQ3_XXS: T.IQ3_S,
+                    F.MOSTLY_Q3_K_M: T.Q4_K,
+                    F.MOSTLY_Q3_K_L: T.Q5_K,
+                    F.MOSTLY_IQ3_M: T.Q4_K,
+                }.get(f, new)
         elif category in ("ffn_gate", "ffn_up"):
             counter = self.i_ffn_gate if category == "ffn_gate" else self.i_ffn_up
             i, n = layer(counter)
@@ -307,9 +379,14 @@ def _category(name: str) -> str:
         return "output"
     if name in ("token_embd.weight", "per_layer_token_embd.weight"):
         return "token_embd"
-    for key, cat in (("attn_qkv.weight", "attn_qkv"), ("attn_kv_b.weight", "attn_kv_b"), ("attn_v.weight", "attn_v"),
-                     ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"),
-                     ("attn_output.weight", "attn_output")):
+    for key, cat in (
+        ("attn_qkv.weight", "attn_qkv"),
+        ("attn_kv_b.weight", "attn_kv_b"),
+        ("attn_v.weight", "attn_v"),
+        ("attn_k.weight", "attn_k"),
+        ("attn_q.weight", "attn_q"),
+        ("attn_output.weight", "attn_output"),
+    ):
         if key in name:
             return cat
     for key in ("ffn_up", "ffn_gate", "ffn_down"):

@@ -22,8 +22,19 @@ from gguf import GGUFValueType as V
 from quantize.errors import OutputError, OutputExists
 
 ALIGNMENT = gguf.GGUF_DEFAULT_ALIGNMENT
-_SIMPLE = {V.UINT8: "<B", V.INT8: "<b", V.UINT16: "<H", V.INT16: "<h", V.UINT32: "<I", V.INT32: "<i",
-           V.FLOAT32: "<f", V.UINT64: "<Q", V.INT64: "<q", V.FLOAT64: "<d", V.BOOL: "<?"}
+_SIMPLE = {
+    V.UINT8: "<B",
+    V.INT8: "<b",
+    V.UINT16: "<H",
+    V.INT16: "<h",
+    V.UINT32: "<I",
+    V.INT32: "<i",
+    V.FLOAT32: "<f",
+    V.UINT64: "<Q",
+    V.INT64: "<q",
+    V.FLOAT64: "<d",
+    V.BOOL: "<?",
+}
 
 
 @dataclass(frozen=True)
@@ -48,8 +59,15 @@ def _value(val: object, vtype: V, sub_type: V | None = None) -> bytes:
         items = list(val)  # type: ignore[call-overload]
         if sub_type is None:
             first = items[0]
-            sub_type = V.STRING if isinstance(first, (str, bytes)) else V.BOOL if isinstance(first, bool) else \
-                V.INT32 if isinstance(first, int) else V.FLOAT32
+            sub_type = (
+                V.STRING
+                if isinstance(first, (str, bytes))
+                else V.BOOL
+                if isinstance(first, bool)
+                else V.INT32
+                if isinstance(first, int)
+                else V.FLOAT32
+            )
         return struct.pack("<IQ", int(sub_type), len(items)) + b"".join(_value(i, sub_type) for i in items)
     raise ValueError(f"cannot write GGUF value of type {vtype}")
 
@@ -76,8 +94,15 @@ class GGUFStreamWriter:
     """Usage: `with GGUFStreamWriter(...) as w: for t in tensors: w.begin(t); w.write(bytes)…; w.end()`;
     leaving the block normally renames the parts into place."""
 
-    def __init__(self, out: Path, kv: dict[str, gguf.GGUFValue], tensors: list[PlannedTensor], *,
-                 split_max_size: int | None = None, force: bool = False) -> None:
+    def __init__(
+        self,
+        out: Path,
+        kv: dict[str, gguf.GGUFValue],
+        tensors: list[PlannedTensor],
+        *,
+        split_max_size: int | None = None,
+        force: bool = False,
+    ) -> None:
         self.out = Path(out)
         self.kv = kv
         self.tensors = tensors
@@ -128,7 +153,9 @@ class GGUFStreamWriter:
         if self.out.exists() and self.out not in existing:
             existing.append(self.out)
         if existing and not self.force:
-            raise OutputExists(f"{existing[0]} already exists; pass --force to overwrite it or choose another -o.")
+            raise OutputExists(
+                f"{existing[0]} already exists; pass --force to overwrite it or choose another -o."
+            )
         folder = self.out.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -138,8 +165,10 @@ class GGUFStreamWriter:
         need = sum(len(h) for h in heads) + self.total_bytes
         free = shutil.disk_usage(folder).free
         if need > free:
-            raise OutputError(f"Not enough disk space in {folder}: the output needs {need / 1e9:.2f} GB, "
-                              f"{free / 1e9:.2f} GB free. Free some space or write elsewhere with -o.")
+            raise OutputError(
+                f"Not enough disk space in {folder}: the output needs {need / 1e9:.2f} GB, "
+                f"{free / 1e9:.2f} GB free. Free some space or write elsewhere with -o."
+            )
         try:
             for path, head in zip(self.paths, heads):
                 tmp = path.with_name(f".{path.name}.partial")

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from factory import BOS, EOS, PAD, R1_TEMPLATE, R1_TEMPLATE_THINK, build_vocab
 
 FP8_MAX = 448.0
@@ -60,7 +59,9 @@ PRE_TOKENIZERS: dict[str, dict] = {
         "type": "Sequence",
         "pretokenizers": [
             _split("[\r\n]"),
-            _split("\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕ]+"),
+            _split(
+                "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕ]+"
+            ),
             _split("\\s?[!-/:-~！-／：-～‘-‟\u3000-。]+"),
             _split("\\s+$"),
             _split("[一-龥ࠀ-一가-퟿]+"),
@@ -72,7 +73,8 @@ PRE_TOKENIZERS: dict[str, dict] = {
         "type": "Sequence",
         "pretokenizers": [
             _split(
-                "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"
+                " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
                 "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
             ),
             _BYTE_LEVEL,
@@ -82,7 +84,8 @@ PRE_TOKENIZERS: dict[str, dict] = {
         "type": "Sequence",
         "pretokenizers": [
             _split(
-                "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}|"
+                " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
                 "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
             ),
             _BYTE_LEVEL,
@@ -120,7 +123,8 @@ def fp8_e4m3_encode(x: np.ndarray) -> np.ndarray:
 
 
 def fp8_block_quantize(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float32 [out, in] → (e4m3 codes, float32 scale_inv [ceil(out/128), ceil(in/128)]), DeepSeek's recipe."""
+    """float32 [out, in] → (e4m3 codes, float32 scale_inv [ceil(out/128), ceil(in/128)]), DeepSeek's
+    recipe."""
     rows, cols = w.shape
     br, bc = math.ceil(rows / BLOCK), math.ceil(cols / BLOCK)
     codes = np.empty(w.shape, dtype=np.uint8)
@@ -159,7 +163,9 @@ class _Tensor:
     array: np.ndarray  # raw storage: uint8 for F8_E4M3, uint16 bits for BF16
 
 
-def write_safetensors(path: Path, tensors: dict[str, _Tensor], metadata: dict[str, str] | None = None) -> None:
+def write_safetensors(
+    path: Path, tensors: dict[str, _Tensor], metadata: dict[str, str] | None = None
+) -> None:
     header: dict[str, object] = {"__metadata__": metadata or {"format": "pt"}}
     offset = 0
     for name, t in tensors.items():
@@ -194,9 +200,11 @@ def reference_tensors(model_dir: Path) -> dict[str, np.ndarray]:
     the `weight_scale_inv` tensors themselves are folded in and not returned)."""
     model_dir = Path(model_dir)
     index = model_dir / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else [
-        "model.safetensors"
-    ]
+    files = (
+        sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        if index.exists()
+        else ["model.safetensors"]
+    )
     raw: dict[str, tuple[str, np.ndarray]] = {}
     for f in files:
         raw.update(read_safetensors(model_dir / f))
@@ -219,9 +227,17 @@ def write_tokenizer(model_dir: Path, pre: str, *, think_in_prompt: bool = True, 
     specials = set(vocab.tokens[i] for i, t in enumerate(vocab.token_types) if t != 1)
     control = {vocab.tokens[i] for i, t in enumerate(vocab.token_types) if t == 3}
     added = [
-        {"id": vocab.id(tok), "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
-         "normalized": False, "special": tok in control}
-        for tok in vocab.tokens if tok in specials
+        {
+            "id": vocab.id(tok),
+            "content": tok,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": tok in control,
+        }
+        for tok in vocab.tokens
+        if tok in specials
     ]
     model_vocab = {tok: i for i, tok in enumerate(vocab.tokens)}
     tokenizer = {
@@ -234,22 +250,41 @@ def write_tokenizer(model_dir: Path, pre: str, *, think_in_prompt: bool = True, 
         "post_processor": {
             "type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": BOS, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": BOS, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": BOS, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "pair": [
+                {"SpecialToken": {"id": BOS, "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}},
+                {"SpecialToken": {"id": BOS, "type_id": 1}},
+                {"Sequence": {"id": "B", "type_id": 1}},
+            ],
             "special_tokens": {BOS: {"id": BOS, "ids": [vocab.id(BOS)], "tokens": [BOS]}},
         },
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {
-            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-            "vocab": model_vocab, "merges": vocab.merges,
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": model_vocab,
+            "merges": vocab.merges,
         },
     }
-    (model_dir / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False, indent=1), encoding="utf-8")
+    (model_dir / "tokenizer.json").write_text(
+        json.dumps(tokenizer, ensure_ascii=False, indent=1), encoding="utf-8"
+    )
 
     def tok(content: str) -> dict:
-        return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": True,
-                "rstrip": False, "single_word": False}
+        return {
+            "__type": "AddedToken",
+            "content": content,
+            "lstrip": False,
+            "normalized": True,
+            "rstrip": False,
+            "single_word": False,
+        }
 
     config = {
         "add_bos_token": bos,
@@ -265,9 +300,18 @@ def write_tokenizer(model_dir: Path, pre: str, *, think_in_prompt: bool = True, 
         "tokenizer_class": "LlamaTokenizerFast",
         "chat_template": R1_TEMPLATE_THINK if think_in_prompt else R1_TEMPLATE,
     }
-    (model_dir / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
-    generation = {"_from_model_config": True, "bos_token_id": vocab.id(BOS), "eos_token_id": vocab.id(EOS),
-                  "do_sample": True, "temperature": 0.6, "top_p": 0.95, "transformers_version": "4.46.3"}
+    (model_dir / "tokenizer_config.json").write_text(
+        json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
+    generation = {
+        "_from_model_config": True,
+        "bos_token_id": vocab.id(BOS),
+        "eos_token_id": vocab.id(EOS),
+        "do_sample": True,
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "transformers_version": "4.46.3",
+    }
     (model_dir / "generation_config.json").write_text(json.dumps(generation, indent=2), encoding="utf-8")
 
 
@@ -283,7 +327,9 @@ class _Builder:
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
 
-    def linear(self, name: str, out_f: int, in_f: int, *, fp8: bool | None = None, std: float | None = None) -> None:
+    def linear(
+        self, name: str, out_f: int, in_f: int, *, fp8: bool | None = None, std: float | None = None
+    ) -> None:
         w = (self.rng.standard_normal((out_f, in_f)) * (std or 1.0 / math.sqrt(in_f))).astype(np.float32)
         if self.fp8 if fp8 is None else fp8:
             codes, scale = fp8_block_quantize(w)
@@ -345,9 +391,23 @@ class DeepseekDims:
 
 V3_DIMS = DeepseekDims()
 V2_LITE_DIMS = DeepseekDims(
-    n_layer=27, hidden=128, n_head=2, q_lora_rank=None, kv_lora_rank=64, qk_nope=32, qk_rope=16, v_head=32,
-    intermediate=256, moe_intermediate=64, n_routed=4, n_shared=2, n_used=2, first_dense=1, n_group=1,
-    topk_group=1, vocab_size=448,
+    n_layer=27,
+    hidden=128,
+    n_head=2,
+    q_lora_rank=None,
+    kv_lora_rank=64,
+    qk_nope=32,
+    qk_rope=16,
+    v_head=32,
+    intermediate=256,
+    moe_intermediate=64,
+    n_routed=4,
+    n_shared=2,
+    n_used=2,
+    first_dense=1,
+    n_group=1,
+    topk_group=1,
+    vocab_size=448,
 )
 
 
@@ -383,8 +443,15 @@ def _deepseek_layer(b: _Builder, p: str, d: DeepseekDims, layer: int, *, sigmoid
     b.linear(p + "mlp.shared_experts.down_proj.weight", d.hidden, shared)
 
 
-def write_deepseek_v3(model_dir: Path, *, seed: int = 0, dims: DeepseekDims = V3_DIMS, mtp: bool = True,
-                      n_shards: int = 3, fp8: bool = True) -> Path:
+def write_deepseek_v3(
+    model_dir: Path,
+    *,
+    seed: int = 0,
+    dims: DeepseekDims = V3_DIMS,
+    mtp: bool = True,
+    n_shards: int = 3,
+    fp8: bool = True,
+) -> Path:
     """DeepSeek-V3/R1 layout: FP8 blocks, MLA + q-LoRA, MoE with sigmoid router, one MTP layer, sharded."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -407,33 +474,70 @@ def write_deepseek_v3(model_dir: Path, *, seed: int = 0, dims: DeepseekDims = V3
     config = {
         "architectures": ["DeepseekV3ForCausalLM"],
         "model_type": "deepseek_v3",
-        "attention_bias": False, "attention_dropout": 0.0,
-        "bos_token_id": build_vocab().id(BOS), "eos_token_id": build_vocab().id(EOS),
-        "ep_size": 1, "first_k_dense_replace": d.first_dense, "hidden_act": "silu", "hidden_size": d.hidden,
-        "initializer_range": 0.02, "intermediate_size": d.intermediate, "kv_lora_rank": d.kv_lora_rank,
-        "max_position_embeddings": 4096, "moe_intermediate_size": d.moe_intermediate, "moe_layer_freq": 1,
-        "n_group": d.n_group, "n_routed_experts": d.n_routed, "n_shared_experts": d.n_shared,
-        "norm_topk_prob": True, "num_attention_heads": d.n_head, "num_experts_per_tok": d.n_used,
-        "num_hidden_layers": d.n_layer, "num_key_value_heads": d.n_head,
-        "num_nextn_predict_layers": 1 if mtp else 0, "q_lora_rank": d.q_lora_rank,
-        "qk_nope_head_dim": d.qk_nope, "qk_rope_head_dim": d.qk_rope, "rms_norm_eps": 1e-06,
-        "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 4, "mscale": 1.0, "mscale_all_dim": 1.0,
-                         "original_max_position_embeddings": 1024, "type": "yarn"},
-        "rope_theta": 10000, "routed_scaling_factor": 2.5, "scoring_func": "sigmoid", "seq_aux": True,
-        "tie_word_embeddings": False, "topk_group": d.topk_group, "topk_method": "noaux_tc",
-        "torch_dtype": "bfloat16", "transformers_version": "4.46.3", "use_cache": True,
-        "v_head_dim": d.v_head, "vocab_size": d.vocab_size,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": build_vocab().id(BOS),
+        "eos_token_id": build_vocab().id(EOS),
+        "ep_size": 1,
+        "first_k_dense_replace": d.first_dense,
+        "hidden_act": "silu",
+        "hidden_size": d.hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": d.intermediate,
+        "kv_lora_rank": d.kv_lora_rank,
+        "max_position_embeddings": 4096,
+        "moe_intermediate_size": d.moe_intermediate,
+        "moe_layer_freq": 1,
+        "n_group": d.n_group,
+        "n_routed_experts": d.n_routed,
+        "n_shared_experts": d.n_shared,
+        "norm_topk_prob": True,
+        "num_attention_heads": d.n_head,
+        "num_experts_per_tok": d.n_used,
+        "num_hidden_layers": d.n_layer,
+        "num_key_value_heads": d.n_head,
+        "num_nextn_predict_layers": 1 if mtp else 0,
+        "q_lora_rank": d.q_lora_rank,
+        "qk_nope_head_dim": d.qk_nope,
+        "qk_rope_head_dim": d.qk_rope,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": {
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "factor": 4,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+            "original_max_position_embeddings": 1024,
+            "type": "yarn",
+        },
+        "rope_theta": 10000,
+        "routed_scaling_factor": 2.5,
+        "scoring_func": "sigmoid",
+        "seq_aux": True,
+        "tie_word_embeddings": False,
+        "topk_group": d.topk_group,
+        "topk_method": "noaux_tc",
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.46.3",
+        "use_cache": True,
+        "v_head_dim": d.v_head,
+        "vocab_size": d.vocab_size,
     }
     if fp8:
-        config["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
-                                         "weight_block_size": [BLOCK, BLOCK]}
+        config["quantization_config"] = {
+            "activation_scheme": "dynamic",
+            "fmt": "e4m3",
+            "quant_method": "fp8",
+            "weight_block_size": [BLOCK, BLOCK],
+        }
     (model_dir / "config.json").write_text(json.dumps(config, indent=2))
     write_tokenizer(model_dir, "deepseek-v3")
     return model_dir
 
 
-def write_deepseek_v2_lite(model_dir: Path, *, seed: int = 1, dims: DeepseekDims = V2_LITE_DIMS,
-                           n_shards: int = 2) -> Path:
+def write_deepseek_v2_lite(
+    model_dir: Path, *, seed: int = 1, dims: DeepseekDims = V2_LITE_DIMS, n_shards: int = 2
+) -> Path:
     """DeepSeek-V2-Lite layout: BF16, no q-LoRA, softmax router, 27 layers, YaRN."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -448,21 +552,53 @@ def write_deepseek_v2_lite(model_dir: Path, *, seed: int = 1, dims: DeepseekDims
     config = {
         "architectures": ["DeepseekV2ForCausalLM"],
         "model_type": "deepseek_v2",
-        "attention_bias": False, "attention_dropout": 0.0,
-        "bos_token_id": build_vocab().id(BOS), "eos_token_id": build_vocab().id(EOS),
-        "first_k_dense_replace": d.first_dense, "hidden_act": "silu", "hidden_size": d.hidden,
-        "initializer_range": 0.02, "intermediate_size": d.intermediate, "kv_lora_rank": d.kv_lora_rank,
-        "max_position_embeddings": 4096, "moe_intermediate_size": d.moe_intermediate, "moe_layer_freq": 1,
-        "n_group": d.n_group, "n_routed_experts": d.n_routed, "n_shared_experts": d.n_shared,
-        "norm_topk_prob": False, "num_attention_heads": d.n_head, "num_experts_per_tok": d.n_used,
-        "num_hidden_layers": d.n_layer, "num_key_value_heads": d.n_head, "q_lora_rank": None,
-        "qk_nope_head_dim": d.qk_nope, "qk_rope_head_dim": d.qk_rope, "rms_norm_eps": 1e-06,
-        "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 4, "mscale": 0.707, "mscale_all_dim": 0.707,
-                         "original_max_position_embeddings": 1024, "type": "yarn"},
-        "rope_theta": 10000, "routed_scaling_factor": 1.0, "scoring_func": "softmax", "seq_aux": True,
-        "tie_word_embeddings": False, "topk_group": d.topk_group, "topk_method": "greedy",
-        "torch_dtype": "bfloat16", "transformers_version": "4.46.3", "use_cache": True,
-        "v_head_dim": d.v_head, "vocab_size": d.vocab_size, "aux_loss_alpha": 0.001,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": build_vocab().id(BOS),
+        "eos_token_id": build_vocab().id(EOS),
+        "first_k_dense_replace": d.first_dense,
+        "hidden_act": "silu",
+        "hidden_size": d.hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": d.intermediate,
+        "kv_lora_rank": d.kv_lora_rank,
+        "max_position_embeddings": 4096,
+        "moe_intermediate_size": d.moe_intermediate,
+        "moe_layer_freq": 1,
+        "n_group": d.n_group,
+        "n_routed_experts": d.n_routed,
+        "n_shared_experts": d.n_shared,
+        "norm_topk_prob": False,
+        "num_attention_heads": d.n_head,
+        "num_experts_per_tok": d.n_used,
+        "num_hidden_layers": d.n_layer,
+        "num_key_value_heads": d.n_head,
+        "q_lora_rank": None,
+        "qk_nope_head_dim": d.qk_nope,
+        "qk_rope_head_dim": d.qk_rope,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": {
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "factor": 4,
+            "mscale": 0.707,
+            "mscale_all_dim": 0.707,
+            "original_max_position_embeddings": 1024,
+            "type": "yarn",
+        },
+        "rope_theta": 10000,
+        "routed_scaling_factor": 1.0,
+        "scoring_func": "softmax",
+        "seq_aux": True,
+        "tie_word_embeddings": False,
+        "topk_group": d.topk_group,
+        "topk_method": "greedy",
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.46.3",
+        "use_cache": True,
+        "v_head_dim": d.v_head,
+        "vocab_size": d.vocab_size,
+        "aux_loss_alpha": 0.001,
     }
     (model_dir / "config.json").write_text(json.dumps(config, indent=2))
     write_tokenizer(model_dir, "deepseek-llm", think_in_prompt=False)
@@ -509,23 +645,47 @@ def _write_dense(model_dir: Path, arch: str, *, seed: int, dims: DenseDims, n_sh
     b.write(model_dir, n_shards)
     vocab = build_vocab()
     config: dict[str, object] = {
-        "architectures": [{"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM",
-                           "qwen3": "Qwen3ForCausalLM"}[arch]],
+        "architectures": [
+            {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}[arch]
+        ],
         "model_type": arch,
-        "attention_dropout": 0.0, "bos_token_id": vocab.id(BOS), "eos_token_id": vocab.id(EOS),
-        "hidden_act": "silu", "hidden_size": d.hidden, "initializer_range": 0.02,
-        "intermediate_size": d.intermediate, "max_position_embeddings": 4096,
-        "num_attention_heads": d.n_head, "num_hidden_layers": d.n_layer, "num_key_value_heads": d.n_head_kv,
-        "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-        "transformers_version": "4.46.3", "use_cache": True, "vocab_size": d.vocab_size,
+        "attention_dropout": 0.0,
+        "bos_token_id": vocab.id(BOS),
+        "eos_token_id": vocab.id(EOS),
+        "hidden_act": "silu",
+        "hidden_size": d.hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": d.intermediate,
+        "max_position_embeddings": 4096,
+        "num_attention_heads": d.n_head,
+        "num_hidden_layers": d.n_layer,
+        "num_key_value_heads": d.n_head_kv,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.46.3",
+        "use_cache": True,
+        "vocab_size": d.vocab_size,
     }
     if arch == "qwen2":
         config.update({"sliding_window": 4096, "use_sliding_window": False, "max_window_layers": d.n_layer})
         pre = "qwen2"
     elif arch == "llama":
-        config.update({"attention_bias": False, "mlp_bias": False, "pretraining_tp": 1,
-                       "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-                                        "original_max_position_embeddings": 512, "rope_type": "llama3"}})
+        config.update(
+            {
+                "attention_bias": False,
+                "mlp_bias": False,
+                "pretraining_tp": 1,
+                "rope_scaling": {
+                    "factor": 8.0,
+                    "high_freq_factor": 4.0,
+                    "low_freq_factor": 1.0,
+                    "original_max_position_embeddings": 512,
+                    "rope_type": "llama3",
+                },
+            }
+        )
         pre = "llama-bpe"
     else:
         config.update({"head_dim": hd, "attention_bias": False})
@@ -540,8 +700,9 @@ def write_qwen2(model_dir: Path, *, seed: int = 2, dims: DenseDims = DenseDims()
     return _write_dense(model_dir, "qwen2", seed=seed, dims=dims, n_shards=n_shards)
 
 
-def write_llama(model_dir: Path, *, seed: int = 3, dims: DenseDims = DenseDims(vocab_size=415),
-                n_shards: int = 1) -> Path:
+def write_llama(
+    model_dir: Path, *, seed: int = 3, dims: DenseDims = DenseDims(vocab_size=415), n_shards: int = 1
+) -> Path:
     """R1-Distill-Llama layout (LlamaForCausalLM, BF16, llama3 RoPE scaling), single-file checkpoint."""
     return _write_dense(model_dir, "llama", seed=seed, dims=dims, n_shards=n_shards)
 

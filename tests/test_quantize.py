@@ -6,28 +6,35 @@ What is proved here:
   bound of the source value (FP8 × block scale, computed by the factory's own arithmetic decoder), and the
   quantized bytes are exactly what ggml produces from that source value (so FP8 decoding, block scales, expert
   stacking, MLA splitting and Llama's q/k permutation lose nothing);
-- a direct FP8→Q4_K_M conversion is byte-identical to llama.cpp's two-step route (F32 GGUF → llama_model_quantize);
+- a direct FP8→Q4_K_M conversion is byte-identical to llama.cpp's two-step route (F32 GGUF →
+  llama_model_quantize);
 - llama.cpp loads and greedy-generates every converted model; the MTP block loads with `load_mtp`;
 - bad input fails with one clear error and leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import struct
 from pathlib import Path
 
 import gguf
+import hf_factory as hf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
-import hf_factory as hf
-from quantize import (BadWeights, OutputError, OutputExists, SourceError, UnsupportedArchitecture,
-                      UnsupportedType, convert)
-from quantize import native
+from quantize import (
+    BadWeights,
+    OutputError,
+    OutputExists,
+    SourceError,
+    UnsupportedArchitecture,
+    UnsupportedType,
+    convert,
+    native,
+)
 
 LAYOUTS = ["deepseek_v3", "deepseek_v2_lite", "qwen2", "llama", "qwen3"]
 
@@ -76,23 +83,34 @@ def _hf_value(layout: str, name: str, ref: dict[str, np.ndarray], config: dict) 
     layer, rest = name.split(".", 2)[1:]
     p = f"model.layers.{layer}."
     table = {
-        "attn_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
-        "attn_q_a.weight": "self_attn.q_a_proj.weight", "attn_q_a_norm.weight": "self_attn.q_a_layernorm.weight",
-        "attn_q_b.weight": "self_attn.q_b_proj.weight", "attn_q.weight": "self_attn.q_proj.weight",
-        "attn_k.weight": "self_attn.k_proj.weight", "attn_v.weight": "self_attn.v_proj.weight",
-        "attn_q.bias": "self_attn.q_proj.bias", "attn_k.bias": "self_attn.k_proj.bias",
-        "attn_v.bias": "self_attn.v_proj.bias", "attn_q_norm.weight": "self_attn.q_norm.weight",
+        "attn_norm.weight": "input_layernorm.weight",
+        "ffn_norm.weight": "post_attention_layernorm.weight",
+        "attn_q_a.weight": "self_attn.q_a_proj.weight",
+        "attn_q_a_norm.weight": "self_attn.q_a_layernorm.weight",
+        "attn_q_b.weight": "self_attn.q_b_proj.weight",
+        "attn_q.weight": "self_attn.q_proj.weight",
+        "attn_k.weight": "self_attn.k_proj.weight",
+        "attn_v.weight": "self_attn.v_proj.weight",
+        "attn_q.bias": "self_attn.q_proj.bias",
+        "attn_k.bias": "self_attn.k_proj.bias",
+        "attn_v.bias": "self_attn.v_proj.bias",
+        "attn_q_norm.weight": "self_attn.q_norm.weight",
         "attn_k_norm.weight": "self_attn.k_norm.weight",
         "attn_kv_a_mqa.weight": "self_attn.kv_a_proj_with_mqa.weight",
-        "attn_kv_a_norm.weight": "self_attn.kv_a_layernorm.weight", "attn_output.weight": "self_attn.o_proj.weight",
-        "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
-        "ffn_down.weight": "mlp.down_proj.weight", "ffn_gate_inp.weight": "mlp.gate.weight",
+        "attn_kv_a_norm.weight": "self_attn.kv_a_layernorm.weight",
+        "attn_output.weight": "self_attn.o_proj.weight",
+        "ffn_gate.weight": "mlp.gate_proj.weight",
+        "ffn_up.weight": "mlp.up_proj.weight",
+        "ffn_down.weight": "mlp.down_proj.weight",
+        "ffn_gate_inp.weight": "mlp.gate.weight",
         "exp_probs_b.bias": "mlp.gate.e_score_correction_bias",
         "ffn_gate_shexp.weight": "mlp.shared_experts.gate_proj.weight",
         "ffn_up_shexp.weight": "mlp.shared_experts.up_proj.weight",
         "ffn_down_shexp.weight": "mlp.shared_experts.down_proj.weight",
-        "nextn.eh_proj.weight": "eh_proj.weight", "nextn.enorm.weight": "enorm.weight",
-        "nextn.hnorm.weight": "hnorm.weight", "nextn.embed_tokens.weight": "embed_tokens.weight",
+        "nextn.eh_proj.weight": "eh_proj.weight",
+        "nextn.enorm.weight": "enorm.weight",
+        "nextn.hnorm.weight": "hnorm.weight",
+        "nextn.embed_tokens.weight": "embed_tokens.weight",
         "nextn.shared_head_head.weight": "shared_head.head.weight",
         "nextn.shared_head_norm.weight": "shared_head.norm.weight",
     }
@@ -128,7 +146,8 @@ def _llama3_rope_factors(config: dict) -> np.ndarray:
             out.append(rope["factor"])
         else:
             s = (rope["original_max_position_embeddings"] / wavelen - rope["low_freq_factor"]) / (
-                rope["high_freq_factor"] - rope["low_freq_factor"])
+                rope["high_freq_factor"] - rope["low_freq_factor"]
+            )
             out.append(1 / ((1 - s) / rope["factor"] + s))
     return np.asarray(out, dtype=np.float32)
 
@@ -136,9 +155,18 @@ def _llama3_rope_factors(config: dict) -> np.ndarray:
 # Error bound per type: |dequantized − source| ≤ BOUND × max|source| within each ggml block (32 or 256 values
 # along the row). Derived from the formats: symmetric b-bit blocks err ≤ d/2 (+d at the clipped end, + the f16
 # rounding of d); affine K-types err ≤ range/(2^b − 1)/2 plus the 6-bit quantization of sub-block scales.
-BOUND = {T.Q8_0: 1 / 127 * 0.55, T.Q5_0: 1 / 16 * 1.01, T.Q5_1: 2 / 31 * 0.55, T.Q4_0: 1 / 8 * 1.01,
-         T.Q4_1: 2 / 15 * 0.55, T.Q6_K: 1 / 32 * 1.1, T.Q5_K: 2 / 31 * 1.0, T.Q4_K: 2 / 15 * 1.0,
-         T.Q3_K: 1 / 4 * 1.1, T.Q2_K: 2 / 3 * 1.0}
+BOUND = {
+    T.Q8_0: 1 / 127 * 0.55,
+    T.Q5_0: 1 / 16 * 1.01,
+    T.Q5_1: 2 / 31 * 0.55,
+    T.Q4_0: 1 / 8 * 1.01,
+    T.Q4_1: 2 / 15 * 0.55,
+    T.Q6_K: 1 / 32 * 1.1,
+    T.Q5_K: 2 / 31 * 1.0,
+    T.Q4_K: 2 / 15 * 1.0,
+    T.Q3_K: 1 / 4 * 1.1,
+    T.Q2_K: 2 / 3 * 1.0,
+}
 
 
 def _check_tensor(name: str, t, expected: np.ndarray) -> tuple[float, float]:
@@ -164,13 +192,25 @@ def _check_tensor(name: str, t, expected: np.ndarray) -> tuple[float, float]:
     assert ratio <= 1.0, f"{name} ({gtype.name}): error {ratio:.2f}× the bound"
     # and the bytes are exactly ggml's quantization of the source value
     want = native.quantize_rows(int(gtype), expected.reshape(-1, expected.shape[-1]))
-    assert np.array_equal(np.asarray(t.data).reshape(-1).view(np.uint8), want), f"{name}: bytes differ from ggml"
+    assert np.array_equal(np.asarray(t.data).reshape(-1).view(np.uint8), want), (
+        f"{name}: bytes differ from ggml"
+    )
     return ratio, rms
 
 
-CASES = [("deepseek_v3", "Q8_0"), ("deepseek_v3", "Q4_K_M"), ("deepseek_v3", "Q2_K"), ("deepseek_v3", "BF16"),
-         ("deepseek_v3", "Q6_K"), ("deepseek_v2_lite", "Q4_0"), ("qwen2", "Q8_0"), ("qwen2", "Q5_K_M"),
-         ("llama", "Q4_K_M"), ("llama", "F16"), ("qwen3", "Q3_K_M")]
+CASES = [
+    ("deepseek_v3", "Q8_0"),
+    ("deepseek_v3", "Q4_K_M"),
+    ("deepseek_v3", "Q2_K"),
+    ("deepseek_v3", "BF16"),
+    ("deepseek_v3", "Q6_K"),
+    ("deepseek_v2_lite", "Q4_0"),
+    ("qwen2", "Q8_0"),
+    ("qwen2", "Q5_K_M"),
+    ("llama", "Q4_K_M"),
+    ("llama", "F16"),
+    ("qwen3", "Q3_K_M"),
+]
 
 
 @pytest.mark.parametrize("layout,qtype", CASES)
@@ -187,8 +227,10 @@ def test_every_tensor_within_error_bound(layout, qtype, hf_dir, references, conv
         kind = T(t.tensor_type).name
         worst[kind] = (max(worst.get(kind, (0, 0))[0], ratio), max(worst.get(kind, (0, 0))[1], rms))
         seen.add(t.name)
-    print(f"\n{layout} {qtype}: " + ", ".join(f"{k}: max err {r:.2f}× bound, rel RMS {s:.4f}"
-                                            for k, (r, s) in sorted(worst.items())))
+    print(
+        f"\n{layout} {qtype}: "
+        + ", ".join(f"{k}: max err {r:.2f}× bound, rel RMS {s:.4f}" for k, (r, s) in sorted(worst.items()))
+    )
     # every source value is accounted for exactly once (MTP block included; rope_freqs is generated)
     n_gguf = sum(int(np.prod(t.shape)) for t in reader.tensors if t.name != "rope_freqs.weight")
     assert n_gguf == sum(v.size for v in ref.values())
@@ -196,8 +238,11 @@ def test_every_tensor_within_error_bound(layout, qtype, hf_dir, references, conv
 
 def test_v3_layout_keeps_mtp_and_metadata(converted) -> None:
     reader = gguf.GGUFReader(converted("deepseek_v3", "Q8_0"))
-    f = {k: v.contents() for k, v in reader.fields.items() if not k.startswith("tokenizer.ggml.") or
-         k in ("tokenizer.ggml.pre", "tokenizer.ggml.add_bos_token")}
+    f = {
+        k: v.contents()
+        for k, v in reader.fields.items()
+        if not k.startswith("tokenizer.ggml.") or k in ("tokenizer.ggml.pre", "tokenizer.ggml.add_bos_token")
+    }
     d = hf.V3_DIMS
     assert f["general.architecture"] == "deepseek2"
     assert f["deepseek2.block_count"] == d.n_layer + 1
@@ -215,8 +260,18 @@ def test_v3_layout_keeps_mtp_and_metadata(converted) -> None:
     assert f["tokenizer.ggml.pre"] == "deepseek-v3"
     names = {t.name for t in reader.tensors}
     mtp = f"blk.{d.n_layer}."
-    for n in ("nextn.eh_proj", "nextn.enorm", "nextn.hnorm", "nextn.embed_tokens", "nextn.shared_head_head",
-              "nextn.shared_head_norm", "attn_q_a", "ffn_gate_exps", "ffn_down_shexp", "attn_k_b"):
+    for n in (
+        "nextn.eh_proj",
+        "nextn.enorm",
+        "nextn.hnorm",
+        "nextn.embed_tokens",
+        "nextn.shared_head_head",
+        "nextn.shared_head_norm",
+        "attn_q_a",
+        "ffn_gate_exps",
+        "ffn_down_shexp",
+        "attn_k_b",
+    ):
         assert mtp + n + ".weight" in names
     assert f"blk.{d.n_layer}.exp_probs_b.bias" in names
     tokens = reader.fields["tokenizer.ggml.tokens"].contents()
@@ -234,8 +289,15 @@ def test_no_mtp_drops_the_block(converted) -> None:
     assert not any(t.name.startswith(f"blk.{hf.V3_DIMS.n_layer}.") for t in reader.tensors)
 
 
-@pytest.mark.parametrize("layout,pre", [("deepseek_v2_lite", "deepseek-llm"), ("qwen2", "deepseek-r1-qwen"),
-                                        ("llama", "llama-bpe"), ("qwen3", "deepseek-r1-qwen")])
+@pytest.mark.parametrize(
+    "layout,pre",
+    [
+        ("deepseek_v2_lite", "deepseek-llm"),
+        ("qwen2", "deepseek-r1-qwen"),
+        ("llama", "llama-bpe"),
+        ("qwen3", "deepseek-r1-qwen"),
+    ],
+)
 def test_tokenizer_pre_from_the_tokenizer(layout, pre, converted) -> None:
     reader = gguf.GGUFReader(converted(layout, "Q8_0"))
     assert reader.fields["tokenizer.ggml.pre"].contents() == pre
@@ -246,7 +308,9 @@ def _generate(path: Path, n: int = 12, **params) -> tuple[list[int], np.ndarray]
 
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False, **params)
     try:
-        prompt = llm.tokenize("<｜User｜>Hello! How can I help?<｜Assistant｜>".encode(), add_bos=True, special=True)
+        prompt = llm.tokenize(
+            "<｜User｜>Hello! How can I help?<｜Assistant｜>".encode(), add_bos=True, special=True
+        )
         out = [t for _, t in zip(range(n), llm.generate(prompt, temp=0.0))]
         llm.reset()
         llm.eval(prompt)
@@ -257,8 +321,16 @@ def _generate(path: Path, n: int = 12, **params) -> tuple[list[int], np.ndarray]
         llm.close()
 
 
-@pytest.mark.parametrize("layout,qtype", [("deepseek_v3", "Q4_K_M"), ("deepseek_v2_lite", "Q8_0"),
-                                          ("qwen2", "Q8_0"), ("llama", "Q4_K_M"), ("qwen3", "Q8_0")])
+@pytest.mark.parametrize(
+    "layout,qtype",
+    [
+        ("deepseek_v3", "Q4_K_M"),
+        ("deepseek_v2_lite", "Q8_0"),
+        ("qwen2", "Q8_0"),
+        ("llama", "Q4_K_M"),
+        ("qwen3", "Q8_0"),
+    ],
+)
 def test_llama_cpp_loads_and_generates(layout, qtype, converted) -> None:
     path = converted(layout, qtype)
     first, logits = _generate(path)
@@ -294,8 +366,9 @@ def _mtp_logits(model, ctx, token: int, h: np.ndarray) -> np.ndarray:
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
         assert llama_cpp.llama_decode(ctx, batch) == 0
         ptr = llama_cpp.llama_get_logits_ith(ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(int(llama_cpp.llama_vocab_n_tokens(
-            llama_cpp.llama_model_get_vocab(model))),)).copy()
+        return np.ctypeslib.as_array(
+            ptr, shape=(int(llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))),)
+        ).copy()
     finally:
         batch.token = None  # ours, not llama_batch_init's
         llama_cpp.llama_batch_free(batch)
@@ -319,7 +392,11 @@ def test_mtp_block_loads_and_runs_with_load_mtp(converted) -> None:
         try:
             rng = np.random.default_rng(0)
             h1, h2 = rng.standard_normal((2, hf.V3_DIMS.hidden)).astype(np.float32)
-            a, b, c = _mtp_logits(model, ctx, 5, h1), _mtp_logits(model, ctx, 5, h2), _mtp_logits(model, ctx, 9, h1)
+            a, b, c = (
+                _mtp_logits(model, ctx, 5, h1),
+                _mtp_logits(model, ctx, 5, h2),
+                _mtp_logits(model, ctx, 9, h1),
+            )
             assert np.isfinite(a).all() and a.std() > 0
             assert not np.allclose(a, b) and not np.allclose(a, c)  # depends on hidden state and token
             np.testing.assert_allclose(a, _mtp_logits(model, ctx, 5, h1), rtol=1e-5, atol=1e-5)
@@ -330,7 +407,8 @@ def test_mtp_block_loads_and_runs_with_load_mtp(converted) -> None:
 
 
 def test_direct_mixture_equals_llama_quantize_two_step(converted, tmp_path) -> None:
-    """FP8 → Q4_K_M in one pass == FP8 → F32 GGUF → llama.cpp's llama_model_quantize(Q4_K_M), byte for byte."""
+    """FP8 → Q4_K_M in one pass == FP8 → F32 GGUF → llama.cpp's llama_model_quantize(Q4_K_M), byte for
+    byte."""
     direct = gguf.GGUFReader(converted("deepseek_v3", "Q4_K_M"))
     f32 = converted("deepseek_v3", "F32")
     two_step = tmp_path / "two-step.gguf"
@@ -339,15 +417,19 @@ def test_direct_mixture_equals_llama_quantize_two_step(converted, tmp_path) -> N
     types = {}
     for t in direct.tensors:
         o = other[t.name]
-        assert T(t.tensor_type) == T(o.tensor_type), f"{t.name}: {T(t.tensor_type).name} vs {T(o.tensor_type).name}"
+        assert T(t.tensor_type) == T(o.tensor_type), (
+            f"{t.name}: {T(t.tensor_type).name} vs {T(o.tensor_type).name}"
+        )
         assert np.array_equal(np.asarray(t.data).view(np.uint8), np.asarray(o.data).view(np.uint8)), t.name
         types[T(t.tensor_type).name] = types.get(T(t.tensor_type).name, 0) + 1
     assert {"Q4_K", "Q6_K"} <= set(types)  # a real mixture, with fallbacks for ragged rows
     print(f"\nQ4_K_M tensor types: {types}")
 
 
-@pytest.mark.parametrize("layout,qtype", [("qwen2", "Q4_K_M"), ("llama", "Q3_K_M"), ("qwen2", "Q2_K"),
-                                          ("deepseek_v2_lite", "Q5_K_M")])
+@pytest.mark.parametrize(
+    "layout,qtype",
+    [("qwen2", "Q4_K_M"), ("llama", "Q3_K_M"), ("qwen2", "Q2_K"), ("deepseek_v2_lite", "Q5_K_M")],
+)
 def test_mixture_types_match_llama_cpp(layout, qtype, converted, tmp_path) -> None:
     f32 = converted(layout, "F32")
     ftype = int(getattr(gguf.LlamaFileType, "MOSTLY_" + qtype))
@@ -393,8 +475,9 @@ def test_iq_types_need_an_imatrix_and_use_it(hf_dir, converted, tmp_path) -> Non
     assert not (tmp_path / "x.gguf").exists()
     im = tmp_path / "model.imatrix"
     _write_imatrix(im, gguf.GGUFReader(converted("deepseek_v3", "F32")))
-    result = convert(hf_dir / "deepseek_v3", tmp_path / "x.gguf", qtype="Q4_K_M", experts_type="IQ2_XXS",
-                     imatrix=im)
+    result = convert(
+        hf_dir / "deepseek_v3", tmp_path / "x.gguf", qtype="Q4_K_M", experts_type="IQ2_XXS", imatrix=im
+    )
     types = {t.name: T(t.tensor_type) for t in gguf.GGUFReader(result.paths[0]).tensors}
     assert types["blk.1.ffn_gate_exps.weight"] == T.IQ2_XXS
     assert types["blk.2.ffn_gate_exps.weight"] == T.Q4_K  # MTP block: no importance data → Q4_K, reported
@@ -464,7 +547,9 @@ def _patch_header(shard: Path, fn) -> None:
 
 def test_unknown_dtype(v3, tmp_path) -> None:
     shard = v3 / "model-00001-of-00003.safetensors"
-    _patch_header(shard, lambda h: h["model.embed_tokens.weight"].update(dtype="F8E5"))  # same length as "BF16"
+    _patch_header(
+        shard, lambda h: h["model.embed_tokens.weight"].update(dtype="F8E5")
+    )  # same length as "BF16"
     with pytest.raises(SourceError, match="dtype F8E5"):
         convert(v3, tmp_path / "o.gguf")
     _no_output(tmp_path)
@@ -480,8 +565,10 @@ def test_shape_mismatch_with_config(v3, tmp_path) -> None:
 
 
 def test_declared_shape_does_not_match_bytes(v3, tmp_path) -> None:
-    _patch_header(v3 / "model-00001-of-00003.safetensors",
-                  lambda h: h["model.embed_tokens.weight"].update(shape=[448, 255]))
+    _patch_header(
+        v3 / "model-00001-of-00003.safetensors",
+        lambda h: h["model.embed_tokens.weight"].update(shape=[448, 255]),
+    )
     with pytest.raises(SourceError, match="spans"):
         convert(v3, tmp_path / "o.gguf")
 
@@ -546,7 +633,9 @@ def test_not_enough_space_is_refused_up_front(v3, tmp_path, monkeypatch) -> None
 
     import quantize.writer as writer
 
-    monkeypatch.setattr(writer.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(
+        writer.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10**9, 10**9 - 1000, 1000)
+    )
     with pytest.raises(OutputError, match="Not enough disk space"):
         convert(v3, tmp_path / "o.gguf")
     _no_output(tmp_path)
@@ -576,8 +665,9 @@ def _cli(*args: str):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "localseek", "quantize", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "localseek", "quantize", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_converts_and_reports(hf_dir, tmp_path) -> None:
@@ -592,10 +682,12 @@ def test_cli_converts_and_reports(hf_dir, tmp_path) -> None:
 def test_cli_errors_are_one_line(hf_dir, tmp_path) -> None:
     out = tmp_path / "o.gguf"
     out.write_bytes(b"x")
-    for args, needle in [((str(hf_dir / "qwen2"), "-o", str(out)), "--force"),
-                         ((str(hf_dir / "qwen2"), "-t", "Q9", "-o", str(tmp_path / "n.gguf")), "Unknown quantization"),
-                         ((str(tmp_path / "missing"), "-o", str(tmp_path / "n.gguf")), "neither"),
-                         ((str(hf_dir / "qwen2"), "--split-max-size", "lots"), "--split-max-size")]:
+    for args, needle in [
+        ((str(hf_dir / "qwen2"), "-o", str(out)), "--force"),
+        ((str(hf_dir / "qwen2"), "-t", "Q9", "-o", str(tmp_path / "n.gguf")), "Unknown quantization"),
+        ((str(tmp_path / "missing"), "-o", str(tmp_path / "n.gguf")), "neither"),
+        ((str(hf_dir / "qwen2"), "--split-max-size", "lots"), "--split-max-size"),
+    ]:
         r = _cli(*args)
         assert r.returncode == 2, (args, r.stderr)
         lines = r.stderr.strip().splitlines()

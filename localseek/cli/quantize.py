@@ -41,21 +41,44 @@ def _quiet_llama(verbose: bool) -> None:
 
 @app.command()
 def quantize(
-    source: Annotated[Path, typer.Argument(help="A Hugging Face model folder (config.json + safetensors) or a .gguf.",
-                                           show_default=False)],
-    qtype: Annotated[str, typer.Option("--type", "-t", help="Target: Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q4_0, BF16, F16, "
-                                       "IQ2_XXS… (see docs/QUANTIZE.md).")] = "Q8_0",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .gguf (default: beside SOURCE, "
-                                                   "named after the type).")] = None,
-    experts: Annotated[Optional[str], typer.Option("--experts", help="Quantize routed MoE experts to this type "
-                                                   "instead (e.g. Q2_K, IQ2_XXS).")] = None,
-    imatrix: Annotated[Optional[Path], typer.Option("--imatrix", help="Importance matrix from llama-imatrix "
-                                                    "(needed by IQ1/IQ2 types).")] = None,
-    no_mtp: Annotated[bool, typer.Option("--no-mtp", help="Drop DeepSeek's multi-token-prediction layer.")] = False,
-    pure: Annotated[bool, typer.Option("--pure", help="No mixture rules: every matrix gets the type's base "
-                                       "quantization.")] = False,
-    split_max_size: Annotated[Optional[str], typer.Option("--split-max-size", help="Split the output into parts "
-                                                          "of at most this size (e.g. 50G).")] = None,
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A Hugging Face model folder (config.json + safetensors) or a .gguf.", show_default=False
+        ),
+    ],
+    qtype: Annotated[
+        str,
+        typer.Option(
+            "--type",
+            "-t",
+            help="Target: Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q4_0, BF16, F16, IQ2_XXS… (see docs/QUANTIZE.md).",
+        ),
+    ] = "Q8_0",
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Output .gguf (default: beside SOURCE, named after the type)."),
+    ] = None,
+    experts: Annotated[
+        Optional[str],
+        typer.Option(
+            "--experts", help="Quantize routed MoE experts to this type instead (e.g. Q2_K, IQ2_XXS)."
+        ),
+    ] = None,
+    imatrix: Annotated[
+        Optional[Path],
+        typer.Option("--imatrix", help="Importance matrix from llama-imatrix (needed by IQ1/IQ2 types)."),
+    ] = None,
+    no_mtp: Annotated[
+        bool, typer.Option("--no-mtp", help="Drop DeepSeek's multi-token-prediction layer.")
+    ] = False,
+    pure: Annotated[
+        bool, typer.Option("--pure", help="No mixture rules: every matrix gets the type's base quantization.")
+    ] = False,
+    split_max_size: Annotated[
+        Optional[str],
+        typer.Option("--split-max-size", help="Split the output into parts of at most this size (e.g. 50G)."),
+    ] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Quantizer threads.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show per-tensor detail.")] = False,
@@ -70,9 +93,19 @@ def quantize(
     console = make_console(sys.stderr)
     bar = _ProgressView(console, verbose)
     try:
-        result = q.convert(source, output, qtype=qtype, experts_type=experts, keep_mtp=not no_mtp, imatrix=imatrix,
-                           pure=pure, split_max_size=_size(split_max_size), force=force, threads=threads,
-                           progress=bar.update)
+        result = q.convert(
+            source,
+            output,
+            qtype=qtype,
+            experts_type=experts,
+            keep_mtp=not no_mtp,
+            imatrix=imatrix,
+            pure=pure,
+            split_max_size=_size(split_max_size),
+            force=force,
+            threads=threads,
+            progress=bar.update,
+        )
     except (q.SourceError, q.BadWeights) as exc:
         raise ModelFileError(str(exc)) from exc
     except q.QuantizeError as exc:
@@ -81,16 +114,26 @@ def quantize(
         bar.close()
     out = make_console()
     size = sum(p.stat().st_size for p in result.paths)
-    out.print(f"Wrote {result.paths[0]}" + (f" (+{len(result.paths) - 1} more parts)" if len(result.paths) > 1 else ""))
+    out.print(
+        f"Wrote {result.paths[0]}"
+        + (f" (+{len(result.paths) - 1} more parts)" if len(result.paths) > 1 else "")
+    )
     detail = ", ".join(f"{n} {k}" for k, n in sorted(result.types.items(), key=lambda kv: -kv[1]))
     human = f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
-    out.print(f"{result.qtype}: {human}, {result.n_tensors} tensors"
-              + (f" ({detail})" if detail else "") + f", {result.seconds:.1f} s", style="stats")
+    out.print(
+        f"{result.qtype}: {human}, {result.n_tensors} tensors"
+        + (f" ({detail})" if detail else "")
+        + f", {result.seconds:.1f} s",
+        style="stats",
+    )
     if result.mtp_layers:
         out.print(f"Kept {result.mtp_layers} MTP layer(s) for speculative decoding.", style="stats")
     if result.fallbacks:
-        out.print(f"{len(result.fallbacks)} tensor(s) use a fallback type (rows not divisible by the block size"
-                  " or no importance data); --verbose lists them.", style="stats")
+        out.print(
+            f"{len(result.fallbacks)} tensor(s) use a fallback type (rows not divisible by the block size"
+            " or no importance data); --verbose lists them.",
+            style="stats",
+        )
         if verbose:
             for line in result.fallbacks:
                 out.print(f"  {line}", style="stats")
@@ -111,8 +154,14 @@ class _ProgressView:
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
         if self.progress is None:
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                     TimeRemainingColumn(), console=self.console, transient=True)
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
             self.progress.start()
             self.task = self.progress.add_task("Quantizing", total=p.bytes_total or None)
         if p.stage == "tensor":
@@ -121,4 +170,3 @@ class _ProgressView:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
-

@@ -31,7 +31,8 @@ def for_config(config: dict) -> Arch:
     module = REGISTRY.get(name)
     if module is None:
         raise UnsupportedArchitecture(
-            f"Architecture {name!r} is not supported; localseek converts {', '.join(supported())}.")
+            f"Architecture {name!r} is not supported; localseek converts {', '.join(supported())}."
+        )
     cls = importlib.import_module(f"quantize.archs.{module}").ARCHS[name]
     return cls(config)
 

@@ -75,7 +75,8 @@ class Arch:
                 return arch
         raise UnsupportedArchitecture(
             f"The installed gguf package does not know the GGUF architecture {self.gguf_arch!r}; "
-            "upgrade it (pip install -U gguf).")
+            "upgrade it (pip install -U gguf)."
+        )
 
     # -- hooks ------------------------------------------------------------------------------------------
     def n_layer(self) -> int:
@@ -103,7 +104,9 @@ class Arch:
         """HF-orientation shapes ([out, in] for weights) per tensor kind; experts: one expert's shape."""
         return {}
 
-    def transform(self, hf_name: str, gguf_name: str, kind: gguf.MODEL_TENSOR, ctx: Context) -> list[OutTensor] | None:
+    def transform(
+        self, hf_name: str, gguf_name: str, kind: gguf.MODEL_TENSOR, ctx: Context
+    ) -> list[OutTensor] | None:
         """Return tensors for a source that is not a plain copy, or None for the default."""
         return None
 
@@ -118,10 +121,13 @@ class Arch:
         from quantize.types import ModelFacts
 
         c = self.config
-        return ModelFacts(arch=self.gguf_arch, n_layer_all=self.block_count(keep_mtp),
-                          n_expert=int(c.get("n_routed_experts") or c.get("num_experts") or 0),
-                          n_head=int(c["num_attention_heads"]),
-                          n_head_kv=int(c.get("num_key_value_heads") or c["num_attention_heads"]))
+        return ModelFacts(
+            arch=self.gguf_arch,
+            n_layer_all=self.block_count(keep_mtp),
+            n_expert=int(c.get("n_routed_experts") or c.get("num_experts") or 0),
+            n_head=int(c["num_attention_heads"]),
+            n_head_kv=int(c.get("num_key_value_heads") or c["num_attention_heads"]),
+        )
 
     # -- the plan ---------------------------------------------------------------------------------------
     def name_map(self, n_blocks: int) -> dict[str, tuple[gguf.MODEL_TENSOR, str]]:
@@ -181,16 +187,19 @@ class Arch:
         if unmapped:
             raise UnsupportedArchitecture(
                 f"{len(unmapped)} tensor(s) of this {self.hf_architectures[0]} checkpoint have no GGUF name "
-                f"(first: {unmapped[0]}); this variant is not supported yet.")
+                f"(first: {unmapped[0]}); this variant is not supported yet."
+            )
         n_expert = int(self.config.get("n_routed_experts") or self.config.get("num_experts") or 0)
         for merged, by_id in experts.items():
             kind, gbase = expert_kind[merged]
             missing = sorted(set(range(n_expert)) - set(by_id))
             extra = sorted(set(by_id) - set(range(n_expert)))
             if missing or extra:
-                raise SourceError(f"{merged}: expected experts 0…{n_expert - 1}, "
-                                  f"{'missing ' + str(missing[:5]) if missing else 'unexpected ' + str(extra[:5])}; "
-                                  "the checkpoint is incomplete.")
+                raise SourceError(
+                    f"{merged}: expected experts 0…{n_expert - 1}, "
+                    f"{'missing ' + str(missing[:5]) if missing else 'unexpected ' + str(extra[:5])}; "
+                    "the checkpoint is incomplete."
+                )
             srcs = [by_id[i] for i in range(n_expert)]
             for s in srcs:
                 _check_shape(ctx, s, shapes.get(kind))
@@ -208,8 +217,10 @@ def _split_suffix(name: str) -> tuple[str, str]:
 def _check_shape(ctx: Context, hf_name: str, expected: tuple[int, ...] | None) -> None:
     got = tuple(ctx.ckpt.info(hf_name).shape)
     if expected is not None and got != tuple(expected):
-        raise SourceError(f"{hf_name} has shape {list(got)} but config.json implies {list(expected)}; "
-                          "the checkpoint and its config.json do not match.")
+        raise SourceError(
+            f"{hf_name} has shape {list(got)} but config.json implies {list(expected)}; "
+            "the checkpoint and its config.json do not match."
+        )
 
 
 def _plain(ctx: Context, hf_name: str, gname: str) -> OutTensor:
@@ -229,8 +240,10 @@ def _stacked(ctx: Context, hf_names: list[str], gname: str) -> OutTensor:
     first = srcs[0].shape
     for s in srcs[1:]:
         if s.shape != first:
-            raise SourceError(f"{s.name} has shape {list(s.shape)} but {srcs[0].name} has {list(first)}; "
-                              "experts of one layer must match.")
+            raise SourceError(
+                f"{s.name} has shape {list(s.shape)} but {srcs[0].name} has {list(first)}; "
+                "experts of one layer must match."
+            )
 
     def chunks() -> Iterator[np.ndarray]:
         for s in srcs:
@@ -240,7 +253,9 @@ def _stacked(ctx: Context, hf_names: list[str], gname: str) -> OutTensor:
     return OutTensor(gname, (len(srcs), *first), chunks, list(hf_names), rows_per_expert=first[0])
 
 
-def per_group(src: RowSource, group_rows: int, fn: Callable[[np.ndarray, int], np.ndarray]) -> Iterator[np.ndarray]:
+def per_group(
+    src: RowSource, group_rows: int, fn: Callable[[np.ndarray, int], np.ndarray]
+) -> Iterator[np.ndarray]:
     """Read `group_rows` rows at a time (whole heads), transform each group with `fn(rows, group_index)`."""
     per = max(1, rows_for(src.cols, 1) // group_rows)
     g = 0
@@ -248,7 +263,9 @@ def per_group(src: RowSource, group_rows: int, fn: Callable[[np.ndarray, int], n
     while g < n_groups:
         g1 = min(n_groups, g + per)
         block = src.read(g * group_rows, g1 * group_rows)
-        yield np.concatenate([fn(block[(i - g) * group_rows : (i - g + 1) * group_rows], i) for i in range(g, g1)])
+        yield np.concatenate(
+            [fn(block[(i - g) * group_rows : (i - g + 1) * group_rows], i) for i in range(g, g1)]
+        )
         g = g1
     src.release()
 

@@ -18,7 +18,9 @@ def rope_parameters(config: dict) -> dict:
     return rope
 
 
-def text_metadata(w: gguf.GGUFWriter, config: dict, block_count: int, *, n_head_kv: int | None = None) -> None:
+def text_metadata(
+    w: gguf.GGUFWriter, config: dict, block_count: int, *, n_head_kv: int | None = None
+) -> None:
     """The keys of llama.cpp's `TextModel.set_gguf_parameters` that these families use."""
     w.add_block_count(block_count)
     if (n_ctx := config.get("max_position_embeddings")) is not None:

@@ -19,8 +19,14 @@ from quantize.archs.base import Arch, Context, OutTensor, per_group
 from quantize.archs.common import rope_parameters, text_metadata
 
 M = gguf.MODEL_TENSOR
-NEXTN = (M.NEXTN_EH_PROJ, M.NEXTN_EMBED_TOKENS, M.NEXTN_ENORM, M.NEXTN_HNORM, M.NEXTN_SHARED_HEAD_HEAD,
-         M.NEXTN_SHARED_HEAD_NORM)
+NEXTN = (
+    M.NEXTN_EH_PROJ,
+    M.NEXTN_EMBED_TOKENS,
+    M.NEXTN_ENORM,
+    M.NEXTN_HNORM,
+    M.NEXTN_SHARED_HEAD_HEAD,
+    M.NEXTN_SHARED_HEAD_NORM,
+)
 
 
 class DeepseekV2(Arch):
@@ -53,37 +59,70 @@ class DeepseekV2(Arch):
         shexp = moe * int(c.get("n_shared_experts") or 0)
         ff = int(c["intermediate_size"])
         shapes = {
-            M.TOKEN_EMBD: (vocab, h), M.OUTPUT: (vocab, h), M.OUTPUT_NORM: (h,), M.ATTN_NORM: (h,),
-            M.ATTN_Q: (nh * (nope + rope), h), M.ATTN_KV_A_MQA: (kv + rope, h), M.ATTN_KV_A_NORM: (kv,),
-            M.ATTN_KV_B: (nh * (nope + v), kv), M.ATTN_OUT: (h, nh * v), M.FFN_NORM: (h,),
-            M.FFN_GATE: (ff, h), M.FFN_UP: (ff, h), M.FFN_DOWN: (h, ff),
+            M.TOKEN_EMBD: (vocab, h),
+            M.OUTPUT: (vocab, h),
+            M.OUTPUT_NORM: (h,),
+            M.ATTN_NORM: (h,),
+            M.ATTN_Q: (nh * (nope + rope), h),
+            M.ATTN_KV_A_MQA: (kv + rope, h),
+            M.ATTN_KV_A_NORM: (kv,),
+            M.ATTN_KV_B: (nh * (nope + v), kv),
+            M.ATTN_OUT: (h, nh * v),
+            M.FFN_NORM: (h,),
+            M.FFN_GATE: (ff, h),
+            M.FFN_UP: (ff, h),
+            M.FFN_DOWN: (h, ff),
             M.FFN_GATE_INP: (int(c.get("n_routed_experts") or 0), h),
-            M.FFN_GATE_EXP: (moe, h), M.FFN_UP_EXP: (moe, h), M.FFN_DOWN_EXP: (h, moe),
-            M.FFN_GATE_SHEXP: (shexp, h), M.FFN_UP_SHEXP: (shexp, h), M.FFN_DOWN_SHEXP: (h, shexp),
-            M.NEXTN_EH_PROJ: (h, 2 * h), M.NEXTN_EMBED_TOKENS: (vocab, h), M.NEXTN_SHARED_HEAD_HEAD: (vocab, h),
-            M.NEXTN_ENORM: (h,), M.NEXTN_HNORM: (h,), M.NEXTN_SHARED_HEAD_NORM: (h,),
+            M.FFN_GATE_EXP: (moe, h),
+            M.FFN_UP_EXP: (moe, h),
+            M.FFN_DOWN_EXP: (h, moe),
+            M.FFN_GATE_SHEXP: (shexp, h),
+            M.FFN_UP_SHEXP: (shexp, h),
+            M.FFN_DOWN_SHEXP: (h, shexp),
+            M.NEXTN_EH_PROJ: (h, 2 * h),
+            M.NEXTN_EMBED_TOKENS: (vocab, h),
+            M.NEXTN_SHARED_HEAD_HEAD: (vocab, h),
+            M.NEXTN_ENORM: (h,),
+            M.NEXTN_HNORM: (h,),
+            M.NEXTN_SHARED_HEAD_NORM: (h,),
         }
         if q:
-            shapes.update({M.ATTN_Q_A: (int(q), h), M.ATTN_Q_A_NORM: (int(q),), M.ATTN_Q_B: (nh * (nope + rope), int(q))})
+            shapes.update(
+                {
+                    M.ATTN_Q_A: (int(q), h),
+                    M.ATTN_Q_A_NORM: (int(q),),
+                    M.ATTN_Q_B: (nh * (nope + rope), int(q)),
+                }
+            )
         return shapes
 
-    def transform(self, hf_name: str, gguf_name: str, kind: gguf.MODEL_TENSOR, ctx: Context) -> list[OutTensor] | None:
+    def transform(
+        self, hf_name: str, gguf_name: str, kind: gguf.MODEL_TENSOR, ctx: Context
+    ) -> list[OutTensor] | None:
         if kind != M.ATTN_KV_B:
             return None
         c = self.config
-        nh, nope, v, kv = (int(c["num_attention_heads"]), int(c["qk_nope_head_dim"]), int(c["v_head_dim"]),
-                           int(c["kv_lora_rank"]))
+        nh, nope, v, kv = (
+            int(c["num_attention_heads"]),
+            int(c["qk_nope_head_dim"]),
+            int(c["v_head_dim"]),
+            int(c["kv_lora_rank"]),
+        )
         kb_name = gguf_name.replace("attn_kv_b", "attn_k_b")
         vb_name = gguf_name.replace("attn_kv_b", "attn_v_b")
 
         def k_b():
-            return per_group(ctx.source(hf_name), nope + v, lambda rows, _: np.ascontiguousarray(rows[:nope].T))
+            return per_group(
+                ctx.source(hf_name), nope + v, lambda rows, _: np.ascontiguousarray(rows[:nope].T)
+            )
 
         def v_b():
             return per_group(ctx.source(hf_name), nope + v, lambda rows, _: rows[nope:])
 
-        return [OutTensor(kb_name, (nh, kv, nope), k_b, [hf_name], rows_per_expert=kv),
-                OutTensor(vb_name, (nh, v, kv), v_b, [hf_name], rows_per_expert=v)]
+        return [
+            OutTensor(kb_name, (nh, kv, nope), k_b, [hf_name], rows_per_expert=kv),
+            OutTensor(vb_name, (nh, v, kv), v_b, [hf_name], rows_per_expert=v),
+        ]
 
     def metadata(self, w: gguf.GGUFWriter, keep_mtp: bool) -> None:
         c = self.config

@@ -29,10 +29,20 @@ class _Dense(Arch):
         nkv = int(c.get("num_key_value_heads") or nh)
         hd = self.head_dim()
         return {
-            M.TOKEN_EMBD: (vocab, h), M.OUTPUT: (vocab, h), M.OUTPUT_NORM: (h,), M.ATTN_NORM: (h,),
-            M.ATTN_Q: (nh * hd, h), M.ATTN_K: (nkv * hd, h), M.ATTN_V: (nkv * hd, h), M.ATTN_OUT: (h, nh * hd),
-            M.ATTN_Q_NORM: (hd,), M.ATTN_K_NORM: (hd,), M.FFN_NORM: (h,),
-            M.FFN_GATE: (ff, h), M.FFN_UP: (ff, h), M.FFN_DOWN: (h, ff),
+            M.TOKEN_EMBD: (vocab, h),
+            M.OUTPUT: (vocab, h),
+            M.OUTPUT_NORM: (h,),
+            M.ATTN_NORM: (h,),
+            M.ATTN_Q: (nh * hd, h),
+            M.ATTN_K: (nkv * hd, h),
+            M.ATTN_V: (nkv * hd, h),
+            M.ATTN_OUT: (h, nh * hd),
+            M.ATTN_Q_NORM: (hd,),
+            M.ATTN_K_NORM: (hd,),
+            M.FFN_NORM: (h,),
+            M.FFN_GATE: (ff, h),
+            M.FFN_UP: (ff, h),
+            M.FFN_DOWN: (h, ff),
         }
 
     def metadata(self, w: gguf.GGUFWriter, keep_mtp: bool) -> None:
@@ -61,7 +71,9 @@ class Llama(_Dense):
         w.add_vocab_size(int(self.config["vocab_size"]))
         w.add_rope_dimension_count(self.head_dim())
 
-    def transform(self, hf_name: str, gguf_name: str, kind: gguf.MODEL_TENSOR, ctx: Context) -> list[OutTensor] | None:
+    def transform(
+        self, hf_name: str, gguf_name: str, kind: gguf.MODEL_TENSOR, ctx: Context
+    ) -> list[OutTensor] | None:
         if kind not in (M.ATTN_Q, M.ATTN_K):
             return None
         hd = self.head_dim()
