@@ -12,7 +12,7 @@ import numpy as np
 
 from quantize.errors import BadWeights, SourceError
 from quantize.fp8 import bf16_to_f32, dequantize_fp8_rows
-from quantize.safetensors import Checkpoint
+from quantize.safetensors import DTYPES, Checkpoint
 
 # Target size of one float32 chunk: bounded memory however large the tensor (16 MiB of float32).
 CHUNK_ELEMENTS = 4 * 1024 * 1024
@@ -63,6 +63,8 @@ class RowSource:
             out = dequantize_fp8_rows(raw, self.scale, r0, self.block)
         else:
             out = _to_f32(raw, self.info.dtype)
+        row_bytes = self.cols * DTYPES[self.info.dtype][1]
+        self.ckpt.release(self.name, r0 * row_bytes, (r1 - r0) * row_bytes)  # keep RSS bounded by the chunk
         if not np.isfinite(out).all():
             bad = int(np.count_nonzero(~np.isfinite(out)))
             raise BadWeights(

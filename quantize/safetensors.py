@@ -184,8 +184,9 @@ class Checkpoint:
         arr = np.frombuffer(mm, dtype=dtype, count=info.n_elements, offset=info.offset)
         return arr.reshape(info.shape)
 
-    def release(self, name: str) -> None:
-        """Drop the resident pages of a tensor that has been consumed (they stay in the page cache)."""
+    def release(self, name: str, start: int = 0, length: int | None = None) -> None:
+        """Drop the resident pages of a consumed tensor (or of bytes start…start+length of it); they stay in
+        the page cache, and a later read simply maps them again."""
         info = self.tensors.get(name)
         if info is None:
             return
@@ -193,10 +194,13 @@ class Checkpoint:
         if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
             return
         page = mmap.PAGESIZE
-        start = info.offset - info.offset % page
-        length = info.offset + info.nbytes - start
+        begin = info.offset + start
+        end = info.offset + (info.nbytes if length is None else min(info.nbytes, start + length))
+        first = begin - begin % page  # madvise wants an aligned start; a shared edge page is simply re-read
+        if end <= first:
+            return
         try:
-            mm.madvise(mmap.MADV_DONTNEED, start, length)
+            mm.madvise(mmap.MADV_DONTNEED, first, end - first)
         except (OSError, ValueError):
             pass
 
