@@ -36,9 +36,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import hf_factory as hf  # noqa: E402
+import hf_factory as hf
 
-DIMS = dict(
+DIMS = dict(  # noqa: C408
     hidden=2048,
     n_head=16,
     q_lora=768,
@@ -64,7 +64,7 @@ def _fp8(rng: np.random.Generator, out_f: int, in_f: int) -> list[tuple[str, hf.
 
 
 def _bf16(rng: np.random.Generator, *shape: int, scale: float = 0.02) -> hf._Tensor:
-    return hf._Tensor("BF16", hf.to_bf16_bits((rng.standard_normal(shape, dtype=np.float32) * scale)))
+    return hf._Tensor("BF16", hf.to_bf16_bits(rng.standard_normal(shape, dtype=np.float32) * scale))
 
 
 def _layer(rng, p: str, i: int, d: dict, n_layer: int):
@@ -208,6 +208,7 @@ def run(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=env,
+        check=False,
     )
     wall = time.perf_counter() - start
     err = proc.stderr.decode(errors="replace")

@@ -19,15 +19,15 @@ from quantize.errors import (
 from quantize.types import FTYPES, TENSOR_TYPES
 
 __all__ = [
+    "FTYPES",
+    "TENSOR_TYPES",
     "BadWeights",
     "ConvertResult",
-    "FTYPES",
     "OutputError",
     "OutputExists",
     "Progress",
     "QuantizeError",
     "SourceError",
-    "TENSOR_TYPES",
     "UnsupportedArchitecture",
     "UnsupportedType",
     "convert",

@@ -17,9 +17,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import gguf
 import numpy as np
@@ -70,7 +70,7 @@ ProgressFn = Callable[[Progress], None]
 
 def default_output(source: Path, qtype: str) -> Path:
     source = Path(source)
-    stem = source.name[: -len(".gguf")] if source.name.endswith(".gguf") else source.name
+    stem = source.name.removesuffix(".gguf")
     return source.parent / f"{stem}-{qtype}.gguf"
 
 
@@ -140,7 +140,7 @@ def plan_conversion(
 ):
     """(arch, metadata writer, [(OutTensor, PlannedTensor)], planner, checkpoint) without writing anything.
     The caller must close the checkpoint."""
-    name, ftype, default = parse_ftype(qtype)
+    _, ftype, default = parse_ftype(qtype)
     experts = parse_tensor_type(experts_type) if experts_type else None
     config = _read_config(source)
     arch = for_config(config)
@@ -321,8 +321,8 @@ def _prefetch(chunks, depth: int = 2):
                 if stop.is_set():
                     return
             q.put(end)
-        except BaseException as exc:
-            q.put(exc)
+        except BaseException as exc:  # noqa: BLE001
+            q.put(exc)  # handed to the consumer and re-raised there
 
     worker = threading.Thread(target=produce, name="quantize-decode", daemon=True)
     worker.start()
@@ -399,7 +399,7 @@ def _requantize(
         raise UnsupportedType("The output would overwrite the source GGUF; choose another -o.")
     try:
         reader = gguf.GGUFReader(source)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (gguf-py raises many types for a damaged file)
         raise SourceError(f"{source.name} is not a readable GGUF file: {exc}") from None
     n_tensors = len(reader.tensors)
     del reader

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ctypes
+import itertools
 import struct
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -109,7 +110,7 @@ def quantize_rows(
         bounds = np.linspace(0, n_rows, threads + 1).astype(int)
         jobs = [
             _pool(threads).submit(_chunk, ggml_type, src[a:b], dst[a * rsize : b * rsize], imatrix)
-            for a, b in zip(bounds[:-1], bounds[1:])
+            for a, b in itertools.pairwise(bounds)
             if b > a
         ]
         written = sum(j.result() for j in jobs)
@@ -136,7 +137,7 @@ def _load_imatrix_gguf(path: Path) -> dict[str, np.ndarray]:
 
     try:
         reader = gguf.GGUFReader(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (gguf-py raises many types for a damaged file)
         raise SourceError(f"{path.name} is not a readable imatrix GGUF: {exc}") from None
     sums = {t.name[: -len(".in_sum2")]: t for t in reader.tensors if t.name.endswith(".in_sum2")}
     counts = {t.name[: -len(".counts")]: t for t in reader.tensors if t.name.endswith(".counts")}

@@ -48,7 +48,7 @@ class _Shard:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self._fh = open(path, "rb")
+            self._fh = open(path, "rb")  # noqa: SIM115 (kept open for mmap until close())
         except FileNotFoundError:
             raise SourceError(
                 f"Shard {path.name} is missing from {path.parent}; download the model again."
@@ -209,7 +209,7 @@ class Checkpoint:
             s.close()
         self._shards = []
 
-    def __enter__(self) -> "Checkpoint":
+    def __enter__(self) -> Checkpoint:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -278,15 +278,11 @@ class TypePlanner:
                 new = T.Q4_K
             elif f == F.MOSTLY_IQ3_XXS:
                 new = T.Q4_K if gqa4 else (T.IQ3_S if not self.has_imatrix else T.IQ3_XXS)
-            elif f in (F.MOSTLY_IQ3_XS, F.MOSTLY_IQ3_S) and gqa4:
-                new = T.Q4_K
-            elif f == F.MOSTLY_IQ3_M:
+            elif f in (F.MOSTLY_IQ3_XS, F.MOSTLY_IQ3_S) and gqa4 or f == F.MOSTLY_IQ3_M:
                 new = T.Q4_K
             elif f == F.MOSTLY_Q3_K_M:
                 new = T.Q5_K if self.i_attention_wv < 2 else T.Q4_K
-            elif f == F.MOSTLY_Q3_K_L:
-                new = T.Q5_K
-            elif f in (F.MOSTLY_IQ4_NL, F.MOSTLY_IQ4_XS) and gqa4:
+            elif f == F.MOSTLY_Q3_K_L or f in (F.MOSTLY_IQ4_NL, F.MOSTLY_IQ4_XS) and gqa4:
                 new = T.Q5_K
             elif f in (F.MOSTLY_Q4_K_M, F.MOSTLY_Q5_K_M) and more_bits(
                 self.i_attention_wv, self.n_attention_wv

@@ -86,7 +86,7 @@ def _pad(n: int) -> int:
 def split_paths(out: Path, n: int) -> list[Path]:
     if n <= 1:
         return [out]
-    stem = out.name[: -len(".gguf")] if out.name.endswith(".gguf") else out.name
+    stem = out.name.removesuffix(".gguf")
     return [out.with_name(f"{stem}-{i + 1:05d}-of-{n:05d}.gguf") for i in range(n)]
 
 
@@ -148,7 +148,7 @@ class GGUFStreamWriter:
             heads.append(bytes(head))
         return heads
 
-    def __enter__(self) -> "GGUFStreamWriter":
+    def __enter__(self) -> GGUFStreamWriter:  # noqa: PYI034
         existing = [p for p in self.paths if p.exists()]
         if self.out.exists() and self.out not in existing:
             existing.append(self.out)
@@ -225,9 +225,9 @@ class GGUFStreamWriter:
         except OSError as e:
             self._cleanup()
             raise _os_error(e, self.out.parent) from None
-        if self.force:  # stale parts of an earlier split layout would confuse llama.cpp's loader
-            if self.out.exists() and self.out not in self.paths:
-                self.out.unlink()
+        # with --force, a stale single file beside new split parts would confuse llama.cpp's loader
+        if self.force and self.out.exists() and self.out not in self.paths:
+            self.out.unlink()
         for tmp, path in zip(self._temps, self.paths):
             os.replace(tmp, path)
 

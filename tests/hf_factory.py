@@ -224,7 +224,7 @@ def reference_tensors(model_dir: Path) -> dict[str, np.ndarray]:
 # -- tokenizer files --------------------------------------------------------------------------------------
 def write_tokenizer(model_dir: Path, pre: str, *, think_in_prompt: bool = True, bos: bool = True) -> None:
     vocab = build_vocab()
-    specials = set(vocab.tokens[i] for i, t in enumerate(vocab.token_types) if t != 1)
+    specials = {vocab.tokens[i] for i, t in enumerate(vocab.token_types) if t != 1}
     control = {vocab.tokens[i] for i, t in enumerate(vocab.token_types) if t == 3}
     added = [
         {

@@ -133,6 +133,7 @@ def test_same_file_as_llama_cpp_converter(layout, pre, tmp_path) -> None:
         [sys.executable, str(wrapper), str(src), "--outtype", "q8_0", "--outfile", str(theirs)],
         capture_output=True,
         text=True,
+        check=False,
         env=env,
         timeout=300,
     )

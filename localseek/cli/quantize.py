@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -56,17 +56,17 @@ def quantize(
         ),
     ] = "Q8_0",
     output: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--output", "-o", help="Output .gguf (default: beside SOURCE, named after the type)."),
     ] = None,
     experts: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--experts", help="Quantize routed MoE experts to this type instead (e.g. Q2_K, IQ2_XXS)."
         ),
     ] = None,
     imatrix: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--imatrix", help="Importance matrix from llama-imatrix (needed by IQ1/IQ2 types)."),
     ] = None,
     no_mtp: Annotated[
@@ -76,10 +76,10 @@ def quantize(
         bool, typer.Option("--pure", help="No mixture rules: every matrix gets the type's base quantization.")
     ] = False,
     split_max_size: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--split-max-size", help="Split the output into parts of at most this size (e.g. 50G)."),
     ] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Quantizer threads.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Quantizer threads.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show per-tensor detail.")] = False,
 ) -> None:

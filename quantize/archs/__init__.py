@@ -37,4 +37,4 @@ def for_config(config: dict) -> Arch:
     return cls(config)
 
 
-__all__ = ["Arch", "Context", "OutTensor", "REGISTRY", "for_config", "supported"]
+__all__ = ["REGISTRY", "Arch", "Context", "OutTensor", "for_config", "supported"]

@@ -12,8 +12,8 @@ Everything else is mapped through gguf-py's `TensorNameMap` tables.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import gguf
 import numpy as np
