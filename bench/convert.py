@@ -284,7 +284,8 @@ def main() -> None:
         f"Checkpoint: {src_size / 1e9:.2f} GB FP8 (DeepSeek-V3 layout: {n_layer} layers + 1 MTP, "
         f"hidden {DIMS['hidden']}, {DIMS['n_routed']} experts of {DIMS['moe']}, vocab {DIMS['vocab']}), "
         f"target Q8_0, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-        f"localseek threads={args.threads}."
+        f"localseek threads={args.threads}, best of {args.repeat} run(s) per tool, "
+        f"load average {os.getloadavg()[0]:.1f} at the end."
     )
     print("\n" + header + "\n\n" + table)
     if args.write:
