@@ -17,7 +17,7 @@ from pathlib import Path
 
 from localseek import store
 from localseek.catalog import Catalog, ModelSpec, UnknownModelError, load_catalog
-from localseek.errors import HubError, LocalseekError, NotInstalledError
+from localseek.errors import HubError, LocalseekError, ModelFileError, NotInstalledError, UsageError
 from localseek.hub import (
     FileSet,
     Hub,
@@ -347,7 +347,7 @@ def _convert(result: PullResult, qtype: str, progress: Progress) -> PullResult:
     if (done := _installed_ok(key)) is not None:
         return PullResult(model=done, already_installed=True, reused=done.size, notes=result.notes)
     try:
-        from quantize import QuantizeError, convert
+        from quantize import BadWeights, QuantizeError, SourceError, convert
     except ImportError as exc:
         raise LocalseekError(
             f"--quantize needs the quantize package, which this build does not have yet; the original weights are "
@@ -361,8 +361,10 @@ def _convert(result: PullResult, qtype: str, progress: Progress) -> PullResult:
         try:
             conv = convert(original.primary, out, qtype=qtype, force=True,
                            progress=_conversion_progress(progress, out.name))
+        except (SourceError, BadWeights) as exc:
+            raise ModelFileError(f"{exc} (the original weights stay installed as {original.name})") from exc
         except QuantizeError as exc:
-            raise LocalseekError(str(exc)) from exc
+            raise UsageError(f"{exc} (the original weights stay installed as {original.name})") from exc
         paths = [Path(p) for p in conv.paths]
         files = tuple(store.StoredFile(path=str(p), blob=str(p), size=p.stat().st_size,
                                        mtime_ns=p.stat().st_mtime_ns) for p in paths)

@@ -547,16 +547,23 @@ def test_pull_original_verifies_small_files_by_git_hash(hub: FakeHub, env: dict,
     assert "original safetensors weights" in line
 
 
-def test_quantize_flag_without_the_quantize_package_says_so(hub: FakeHub, env: dict, served: dict[str, Path]) -> None:
-    try:
-        from quantize import convert  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("the quantize package is present: tests/test_pull_quantize.py covers the conversion")
-    hub.add(make_repo("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", {
-        "config.json": served["config"], "model.safetensors": served["weights"]}))
-    line = one_error_line(cli(env, "pull", "deepseek-r1:1.5b", "--quantize", "Q8_0"))
-    assert "--quantize needs the quantize package" in line
-    listed = json.loads(cli(env, "list", "--json").stdout)
-    assert [m["name"] for m in listed] == ["r1-distill-qwen-1.5b:original"]  # the download is kept
+def test_pull_original_and_quantize_registers_a_runnable_gguf(hub: FakeHub, env: dict, tmp_path: Path,
+                                                               isolated_home: Path) -> None:
+    from hf_factory import write_qwen2
+
+    src = write_qwen2(tmp_path / "hf-src")
+    hub.add(make_repo("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", {p.name: p for p in src.iterdir()}))
+    r = cli(env, "pull", "deepseek-r1:1.5b", "--quantize", "q8_0", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["name"] == "r1-distill-qwen-1.5b:Q8_0-converted" and data["source"] == "converted"
+    out = Path(data["path"])
+    assert out.parent == isolated_home / "models" and out.suffix == ".gguf"
+    names = {m["name"] for m in json.loads(cli(env, "list", "--json").stdout)}
+    assert names == {"r1-distill-qwen-1.5b:original", "r1-distill-qwen-1.5b:Q8_0-converted"}
+    info = json.loads(cli(env, "show", "r1-distill-qwen-1.5b:Q8_0-converted", "--json").stdout)
+    assert info["architecture"] == "qwen2" and info["quant"] == "Q8_0"
+    ran = cli(env, "run", "r1-distill-qwen-1.5b:Q8_0-converted", "hello", "-n", "4", "--temperature", "0")
+    assert ran.returncode == 0, ran.stderr
+    bad = one_error_line(cli(env, "pull", "deepseek-r1:1.5b", "--quantize", "Q9_Z"))
+    assert "Q9_Z" in bad and "original weights stay installed" in bad

@@ -110,6 +110,10 @@ def do_pull(name: str, *, original: bool = False, quantize: str | None = None) -
     """Pull with live progress; Ctrl-C keeps what arrived. Returns the PullResult."""
     from localseek.pull import pull as core_pull
 
+    if quantize:
+        from localseek.cli.quantize import _quiet_llama
+
+        _quiet_llama(False)  # llama.cpp's quantizer logs every tensor
     progress = make_progress()
     try:
         if isinstance(progress, RichProgress):
