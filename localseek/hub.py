@@ -22,8 +22,10 @@ import errno
 import fnmatch
 import hashlib
 import os
+import queue
 import re
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,20 +263,36 @@ class _Silent:
 
 
 class _HashingWriter:
-    """The file huggingface_hub's `http_get` writes into: hashes and reports bytes as they arrive."""
+    """The file huggingface_hub's `http_get` writes into: reports bytes as they arrive and hashes them on a helper
+    thread (hashlib releases the GIL), so verification overlaps the network and the disk instead of adding to them."""
 
     def __init__(self, fh: Any, hasher: Any, name: str, progress: Progress) -> None:
         self.fh, self.hasher, self.name, self.progress = fh, hasher, name, progress
         self.rehash = False  # set if the file was rewound (server ignored the Range request)
         self.written = 0
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)  # at most ~40 MiB in flight
+        self._thread = threading.Thread(target=self._hash_loop, name="localseek-sha", daemon=True)
+        self._thread.start()
+
+    def _hash_loop(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            if not self.rehash:
+                self.hasher.update(chunk)
 
     def write(self, data: bytes) -> int:
         n = self.fh.write(data)
         if not self.rehash:
-            self.hasher.update(data)
+            self._chunks.put(bytes(data))
         self.written += len(data)
         self.progress.advance(self.name, len(data))
         return n
+
+    def finish(self) -> Any:
+        """Wait for the hashing thread; returns the hasher (meaningless if `rehash` is set)."""
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+        return self.hasher
 
     def tell(self) -> int:
         return self.fh.tell()
@@ -591,13 +609,18 @@ class Hub:
             progress.message(f"Resuming {rf.path} at {_fmt(have)} of {_fmt(rf.size)}")
             hasher = _hash_file(part, kind, rf.size, rf.path, Progress(), upto=have)
         mode = "r+b" if part.exists() else "wb"
+        writer = None
         try:
             with part.open(mode) as fh:
                 fh.seek(have)
                 writer = _HashingWriter(fh, hasher, rf.path, progress)
-                self._call(lambda: http_get(url, writer, resume_size=have, headers=headers, expected_size=rf.size,
-                                            displayed_filename=rf.name, tqdm_class=_Silent),  # type: ignore[arg-type]
-                           repo, rf.path)
+                try:
+                    self._call(lambda: http_get(url, writer, resume_size=have, headers=headers,
+                                                expected_size=rf.size, displayed_filename=rf.name,
+                                                tqdm_class=_Silent),  # type: ignore[arg-type]
+                               repo, rf.path)
+                finally:
+                    hasher = writer.finish()
         except BaseException as exc:
             got = part.stat().st_size if part.exists() else 0
             if isinstance(exc, DownloadError) and got:

@@ -136,6 +136,9 @@ def pull(ref: str, *, original: bool = False, quantize: str | None = None, progr
     progress = progress or Progress()
     hub = hub or Hub()
     catalog = load_catalog()
+    if looks_like_path(ref) and catalog.resolve(ref) is None:
+        raise UsageError(f"{ref} is a file path: `localseek run {ref}` uses a local GGUF as it is; `pull` fetches "
+                         "catalog names and Hub repos (OWNER/REPO).")
     target = parse_ref(ref, catalog)
     if quantize:
         original = True

@@ -264,6 +264,31 @@ def test_killed_pull_resumes_where_it_stopped(hub: FakeHub, env: dict, served: d
     assert sha256(Path(data["path"])) == sha and not part.exists()
 
 
+def test_ctrl_c_keeps_what_arrived_and_says_so(hub: FakeHub, env: dict, served: dict[str, Path],
+                                               tmp_path: Path, isolated_home: Path) -> None:
+    sha = _big_repo(hub, served)
+    hub.faults.stall_after[sha] = 12 * MiB
+    part = cache(tmp_path) / "models--unsloth--DeepSeek-R1-Distill-Qwen-7B-GGUF" / "blobs" / f"{sha}.incomplete"
+    proc = subprocess.Popen([*LOCALSEEK, "pull", "deepseek-r1:7b"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert hub.stalled.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (part.exists() and part.stat().st_size >= 10 * MiB):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        hub.release.set()
+    assert proc.returncode == 130, err
+    assert "Pull interrupted; what arrived is kept — run the same command again to resume." in err
+    assert "Traceback" not in err and part.stat().st_size == 10 * MiB
+    assert registry(isolated_home) == {}
+    assert "is a file path" in one_error_line(cli(env, "pull", "./some/model.gguf"))
+
+
 def test_dropped_connection_then_next_pull_resumes(hub: FakeHub, env: dict, served: dict[str, Path],
                                                    tmp_path: Path, isolated_home: Path) -> None:
     sha = _big_repo(hub, served)
@@ -365,23 +390,38 @@ def test_disk_check_counts_what_is_already_here(hub: FakeHub, env: dict, served:
 
 def test_two_concurrent_pulls_do_not_collide(hub: FakeHub, env: dict, served: dict[str, Path],
                                              isolated_home: Path) -> None:
-    hub.faults.bytes_per_second = 250_000  # ~2 s for the 0.5 MB file, so the two pulls overlap
-    first = subprocess.Popen([*LOCALSEEK, "pull", "deepseek-r1:1.5b"], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    import select
+
+    sha = hub.repos[R15_REPO].files[R15_FILE].sha256
+    hub.faults.stall_after[sha] = 100_000  # hold the first transfer until the second pull is waiting
+    procs = []
     try:
+        first = subprocess.Popen([*LOCALSEEK, "pull", "deepseek-r1:1.5b"], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        procs.append(first)
+        assert hub.stalled.wait(timeout=60), "the first pull never started downloading"
+        second = subprocess.Popen([*LOCALSEEK, "pull", "deepseek-r1:1.5b"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        procs.append(second)
+        said = b""
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not hub.requests("cdn"):
-            time.sleep(0.05)
-        assert hub.requests("cdn"), "the first pull never started downloading"
-        second = cli(env, "pull", "deepseek-r1:1.5b")
-        _out1, err1 = first.communicate(timeout=120)
+        while b"waiting" not in said and time.monotonic() < deadline and second.poll() is None:
+            ready, _, _ = select.select([second.stderr], [], [], 0.2)
+            if ready:
+                said += os.read(second.stderr.fileno(), 4096)
+        hub.release.set()
+        _o1, err1 = first.communicate(timeout=120)
+        _o2, err2 = second.communicate(timeout=120)
     finally:
-        if first.poll() is None:
-            first.kill()
+        hub.release.set()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    err2 = said + err2
     assert first.returncode == 0, err1
-    assert second.returncode == 0, second.stderr
-    assert "Another pull of r1-distill-qwen-1.5b:Q4_K_M is running" in second.stderr
-    assert "already installed" in second.stderr
+    assert second.returncode == 0, err2
+    assert b"Another pull of r1-distill-qwen-1.5b:Q4_K_M is running (process " in err2
+    assert b"already installed" in err2
     assert len(hub.requests("cdn")) == 1  # the bytes were fetched once
     model = registry(isolated_home)["r1-distill-qwen-1.5b:Q4_K_M"]
     assert sha256(Path(model["files"][0]["path"])) == sha256(served["single"])

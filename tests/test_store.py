@@ -125,9 +125,10 @@ def test_pull_lock_makes_a_second_process_wait(tmp_path: Path) -> None:
     try:
         assert holder.stdout.readline().strip() == "held"
         waits: list[str] = []
-        with pytest.raises(store.StoreError, match=rf"Another pull of m:Q4_K_M is still running \(process {holder.pid}"):
-            with store.pull_lock("m:Q4_K_M", on_wait=waits.append, timeout=0.3):
-                pass
+        busy = rf"Another pull of m:Q4_K_M is still running \(process {holder.pid}"
+        with pytest.raises(store.StoreError, match=busy), store.pull_lock("m:Q4_K_M", on_wait=waits.append,
+                                                                          timeout=0.3):
+            pass
         assert waits and f"process {holder.pid}" in waits[0]
         holder.stdin.write("\n")
         holder.stdin.flush()
