@@ -18,17 +18,13 @@ from pathlib import Path
 from localseek import store
 from localseek.catalog import Catalog, ModelSpec, UnknownModelError, load_catalog
 from localseek.errors import HubError, LocalseekError, ModelFileError, NotInstalledError, UsageError
-from localseek.hub import (
+from localseek.hub import Hub, LocalFile, Progress, RepoUnavailableError, offline_mode
+from localseek.listing import (
     FileSet,
-    Hub,
-    LocalFile,
-    Progress,
     RemoteFile,
     RepoListing,
-    RepoUnavailableError,
     available_quants,
     gguf_sets,
-    offline_mode,
     original_files,
     select_files,
     select_quant,

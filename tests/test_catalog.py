@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from localseek.catalog import DEFAULT_CTX, CatalogError, load_catalog, parse_catalog
-from localseek.hub import RemoteFile, RepoListing, available_quants, gguf_sets, select_files, select_quant
+from localseek.listing import RemoteFile, RepoListing, available_quants, gguf_sets, select_files, select_quant
 from localseek.quants import is_quant, quant_of_path
 
 # Every family MODELS.md lists, by its deepseek-ai repo name.

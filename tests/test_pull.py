@@ -372,7 +372,8 @@ def test_disk_check_counts_what_is_already_here(hub: FakeHub, env: dict, served:
                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process variant with the free-space probe pinned: a resumed download needs only the missing bytes."""
     from localseek.errors import DiskSpaceError
-    from localseek.hub import Hub, RemoteFile
+    from localseek.hub import Hub
+    from localseek.listing import RemoteFile
 
     sha = _big_repo(hub, served)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
@@ -438,7 +439,10 @@ def test_gated_repo_asks_to_log_in_and_works_with_a_token(served: dict[str, Path
         assert f"is gated: accept its terms at {hub.url}/someone/Gated-GGUF" in line and "hf auth login" in line
         line = one_error_line(cli(env, "pull", "someone/Gated-GGUF", HF_TOKEN="hf_not_accepted_yet"))
         assert "your Hugging Face token has no access yet" in line and "hf_not_accepted_yet" not in line
-        ok = cli(env, "pull", "someone/Gated-GGUF", HF_TOKEN=TOKEN)
+        token_file = Path(env["HF_HOME"]) / "token"  # what `hf auth login` stores
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(TOKEN)
+        ok = cli(env, "pull", "someone/Gated-GGUF")
         assert ok.returncode == 0, ok.stderr
         assert TOKEN not in ok.stdout + ok.stderr
         assert all(q["auth"] is None for q in hub.requests("cdn"))
