@@ -289,6 +289,7 @@ def test_ctrl_c_keeps_what_arrived_and_says_so(hub: FakeHub, env: dict, served: 
     assert "is a file path" in one_error_line(cli(env, "pull", "./some/model.gguf"))
 
 
+@pytest.mark.slow  # huggingface_hub sleeps 1 s between its 5 retries before giving up
 def test_dropped_connection_then_next_pull_resumes(hub: FakeHub, env: dict, served: dict[str, Path],
                                                    tmp_path: Path, isolated_home: Path) -> None:
     sha = _big_repo(hub, served)

@@ -54,17 +54,32 @@ def confirm(question: str, *, assume_yes: bool) -> bool:
 
 # ───────────────────────────── models ─────────────────────────────
 
+def _gpu_memory() -> int:
+    """Free memory of usable discrete GPUs, when the hardware module can detect them (0 otherwise). Unified
+    memory (Apple silicon) is already counted as RAM."""
+    detect = getattr(hardware, "detect", None)
+    if detect is None:
+        return 0
+    try:
+        hw = detect()
+        return 0 if getattr(hw, "unified_memory", False) else int(getattr(hw, "vram_free", 0) or 0)
+    except Exception:  # noqa: BLE001 - GPU probing must never break the catalog listing
+        return 0
+
+
 @app.command()
 def models(as_json: JsonOpt = False) -> None:
     """The catalog: every DeepSeek model localseek knows, what it needs, and whether it fits this machine."""
     catalog = load_catalog()
     mem = hardware.memory()
+    vram = _gpu_memory()
+    budget = mem.total + vram  # llama.cpp splits layers between GPU and RAM
     installed = store.installed()
     rows = []
     for spec in catalog.models:
         need = spec.memory_need()
         have = sorted(m.quant or "?" for m in installed.values() if m.catalog_id == spec.id)
-        fits = None if need is None or not mem.total else need <= mem.total
+        fits = None if need is None or not mem.total else need <= budget
         rows.append({
             "id": spec.id, "aliases": list(spec.aliases), "title": spec.title, "family": spec.family,
             "repo": spec.repo, "hf_arch": spec.hf_arch, "gguf_arch": spec.gguf_arch, "params": spec.params,
@@ -79,11 +94,12 @@ def models(as_json: JsonOpt = False) -> None:
             "sources": [src.repo for src in spec.gguf],
         })
     if as_json:
-        _print_json({"memory": {"total": mem.total, "available": mem.available, "source": mem.source},
-                     "models": rows})
+        _print_json({"memory": {"total": mem.total, "available": mem.available, "source": mem.source,
+                                "gpu_free": vram}, "models": rows})
         return
     out = _out()
-    table = Table(title=f"DeepSeek models (this machine: {fmt_bytes(mem.total)} RAM; needs = weights + "
+    gpu = f" + {fmt_bytes(vram)} free GPU memory" if vram else ""
+    table = Table(title=f"DeepSeek models (this machine: {fmt_bytes(mem.total)} RAM{gpu}; needs = weights + "
                   f"{DEFAULT_CTX}-token context)", title_justify="left", box=None, header_style="bold")
     wide = out.width >= 110
     for col in ("name", "also", "params", "default", "size", "needs", "fits", "installed"):
