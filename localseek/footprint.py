@@ -96,6 +96,8 @@ class Footprint:
     value_length: int
     mla: bool
     legacy_mla: bool  # deepseek2 converted before the MLA split: llama.cpp caches full K and V per head
+    kv_lora: int  # deepseek2: rank of the compressed KV latent (0 elsewhere)
+    rope_dim: int
     n_expert: int
     n_expert_used: int
     n_ff: int
@@ -238,6 +240,8 @@ def from_gguf(info: GGUFInfo) -> Footprint:
         value_length=value_length,
         mla=mla,
         legacy_mla=legacy,
+        kv_lora=kv_lora,
+        rope_dim=_int(info, "rope.dimension_count", 0),
         n_expert=_int(info, "expert_count"),
         n_expert_used=_int(info, "expert_used_count"),
         n_ff=_int(info, "feed_forward_length"),

@@ -18,6 +18,11 @@ from pathlib import Path
 from localseek.errors import UsageError
 
 GiB = 1024**3
+ROOT = Path("/")  # where /proc and /sys are read from (tests point it at a fake tree)
+
+
+def _p(path: str) -> Path:
+    return ROOT / path.lstrip("/")
 
 # ISA features that change which llama.cpp kernels run (x86 /proc/cpuinfo "flags", ARM "Features").
 _X86_FEATURES = (
@@ -133,7 +138,7 @@ def format_size(n: float) -> str:
 def _meminfo() -> dict[str, int]:
     values: dict[str, int] = {}
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in _p("/proc/meminfo").read_text().splitlines():
             key, _, rest = line.partition(":")
             parts = rest.split()
             if parts:
@@ -150,12 +155,12 @@ def _cgroup_limit() -> tuple[int | None, int | None]:
         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
     ):
         try:
-            raw = Path(limit_file).read_text().strip()
+            raw = _p(limit_file).read_text().strip()
         except OSError:
             continue
         if raw.isdigit() and int(raw) < 1 << 60:
             try:
-                usage = int(Path(usage_file).read_text().strip())
+                usage = int(_p(usage_file).read_text().strip())
             except (OSError, ValueError):
                 usage = None
             return int(raw), usage
@@ -213,7 +218,7 @@ def usable_cpus() -> int:
     """CPUs this process may run on (affinity masks, container CPU sets, and a cgroup CPU quota)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        quota, period = _p("/sys/fs/cgroup/cpu.max").read_text().split()
         if quota != "max":
             n = min(n, max(1, int(int(quota) / int(period))))
     except (OSError, ValueError):
@@ -225,7 +230,7 @@ def _sysfs_physical_cores() -> int | None:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     cores = set()
     for cpu in cpus:
-        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        topo = _p(f"/sys/devices/system/cpu/cpu{cpu}/topology")
         try:
             cores.add((topo.joinpath("physical_package_id").read_text().strip(), topo.joinpath("core_id").read_text().strip()))
         except OSError:
@@ -257,7 +262,7 @@ def physical_cores() -> int:
     cores = _sysfs_physical_cores()
     if cores is None:
         try:
-            cores = _cpuinfo_physical_cores(Path("/proc/cpuinfo").read_text())
+            cores = _cpuinfo_physical_cores(_p("/proc/cpuinfo").read_text())
         except OSError:
             cores = None
     if cores is None and platform.system() == "Darwin":
@@ -269,7 +274,7 @@ def _cpu(notes: list[str], build: dict[str, dict[str, str]]) -> CPU:
     arch = platform.machine().lower()
     model, flags = "", set()
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = _p("/proc/cpuinfo").read_text()
     except OSError:
         text = ""
     for line in text.splitlines():
@@ -323,7 +328,7 @@ def unused_cpu_features(cpu: CPU) -> list[str]:
 def _board() -> Board | None:
     for path in ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model"):
         try:
-            model = Path(path).read_bytes().rstrip(b"\x00").decode("utf-8", "replace").strip()
+            model = _p(path).read_bytes().rstrip(b"\x00").decode("utf-8", "replace").strip()
         except OSError:
             continue
         if model:
@@ -360,11 +365,11 @@ def _unseen_gpus() -> list[GPU]:
             if len(parts) == 3 and parts[1].isdigit():
                 found.append(GPU(parts[0], parts[0], "", int(parts[1]) << 20, int(parts[2] or 0) << 20, usable=False))
     if not found:
-        for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        for info in sorted(_p("/proc/driver/nvidia/gpus").glob("*/information")):
             m = re.search(r"^Model:\s*(.+)$", info.read_text(errors="replace"), re.M)
             name = m[1].strip() if m else "NVIDIA GPU"
             found.append(GPU(name, name, "", 0, 0, usable=False))
-    for card in sorted(Path("/sys/class/drm").glob("card[0-9]*/device")):
+    for card in sorted(_p("/sys/class/drm").glob("card[0-9]*/device")):
         try:
             vendor = card.joinpath("vendor").read_text().strip()
             vram = int(card.joinpath("mem_info_vram_total").read_text())
@@ -465,6 +470,35 @@ def simulated(
     )
 
 
+def what_if(
+    base: Hardware,
+    *,
+    ram: int | None = None,
+    vram: int | None = None,
+    unified: bool = False,
+    cores: int | None = None,
+    board: str | None = None,
+) -> Hardware:
+    """This machine with some parts replaced: RAM (all of it available), one GPU of `vram` (0: none), cores,
+    a board model (e.g. "Raspberry Pi 5 Model B" plans with the small-board profile on an ARM CPU)."""
+    if ram is None and vram is None and cores is None and board is None and not unified:
+        return base
+    hw = simulated(
+        ram=ram if ram is not None else base.memory.available,
+        vram=vram or 0,
+        unified=unified,
+        cores=cores,
+        board=board,
+        arch="aarch64" if board else None,
+        base=None if board else base,
+    )
+    if vram is None and not unified:  # keep the detected GPUs
+        hw = replace(hw, gpus=base.gpus, backends=base.backends)
+    if board and cores is None:
+        hw = replace(hw, cpu=replace(hw.cpu, physical_cores=4, logical_cpus=4, model=board))
+    return hw
+
+
 # -- advice ----------------------------------------------------------------------------------------------------
 
 _CMAKE_FLAG = {"NVIDIA": "-DGGML_CUDA=on", "AMD": "-DGGML_HIP=on", "Apple": "-DGGML_METAL=on"}
@@ -497,6 +531,6 @@ def gpu_install_hint(hw: Hardware, python: str | None = None) -> str | None:
 
 __all__ = [
     "CPU", "GPU", "Board", "Hardware", "Memory", "detect", "simulated", "memory", "physical_cores", "usable_cpus",
-    "parse_size", "format_size", "gpu_install_hint", "board_from_model", "unused_cpu_features",
+    "parse_size", "format_size", "gpu_install_hint", "what_if", "board_from_model", "unused_cpu_features",
 ]
 

@@ -332,6 +332,11 @@ def _explain(plan: Plan, fp: Footprint, hw: Hardware, req: Request, wanted: int)
     total_gpu_slots = fp.n_layer_all + 1
 
     # GPU layers and experts
+    asked_offload = req.gpu_layers not in ("auto", 0) or req.cpu_moe or req.n_cpu_moe is not None
+    if not hw.usable_gpus and asked_offload:
+        plan.warnings.append("no usable GPU: --gpu-layers/--cpu-moe/--n-cpu-moe have no effect; everything runs from RAM")
+    if (req.cpu_moe or req.n_cpu_moe is not None) and not fp.is_moe:
+        plan.warnings.append(f"{fp.name} has no routed experts: --cpu-moe/--n-cpu-moe have no effect")
     if not hw.usable_gpus:
         hint = "no GPU that this llama.cpp build can use"
         if any(not g.usable for g in hw.gpus):
@@ -386,9 +391,11 @@ def _explain(plan: Plan, fp: Footprint, hw: Hardware, req: Request, wanted: int)
                    f"{src}; KV cache {fs(fp.kv_bytes(plan.n_ctx))} ({fs(kv_tok)} per token, {kind}); "
                    f"trained for {fp.context_train}"))
     if fp.legacy_mla:
+        latent = (fp.kv_lora + fp.rope_dim) * 2 * fp.n_layer
         plan.warnings.append(
-            "this deepseek2 GGUF predates llama.cpp's MLA layout (no attn_k_b/attn_v_b): its KV cache is "
-            f"{fs(kv_tok)} per token; a current conversion needs about 1/28 of that"
+            "this deepseek2 GGUF predates llama.cpp's MLA layout (attn_kv_b, no attn_k_b/attn_v_b): it caches "
+            f"{fs(kv_tok)} per token where a current conversion caches {fs(latent)} "
+            f"(1/{kv_tok / latent:.0f}) — re-download or re-convert it for long contexts"
         )
 
     # threads
@@ -396,10 +403,12 @@ def _explain(plan: Plan, fp: Footprint, hw: Hardware, req: Request, wanted: int)
         why(Reason("threads", str(plan.threads), "you asked for it"))
     elif hw.cpu.performance_cores:
         why(Reason("threads", str(plan.threads), "one per performance core; efficiency cores slow every token down"))
-    else:
+    elif hw.cpu.logical_cpus > hw.cpu.physical_cores:
         why(Reason("threads", str(plan.threads),
                    f"one per physical core ({hw.cpu.logical_cpus} logical CPUs): llama.cpp is limited by memory "
                    "bandwidth and hyper-threads only contend for it"))
+    else:
+        why(Reason("threads", str(plan.threads), "one per core"))
 
     # batch
     comp = fp.compute_bytes(plan.n_ctx, plan.n_ubatch, plan.flash_attn)
@@ -414,8 +423,9 @@ def _explain(plan: Plan, fp: Footprint, hw: Hardware, req: Request, wanted: int)
                    f"llama.cpp's usual micro-batch; compute buffer {fs(comp)}"))
     if plan.flash_attn:
         without = fp.compute_bytes(plan.n_ctx, plan.n_ubatch, False)
-        why(Reason("flash attention", "on",
-                   f"compute buffer {fs(comp)} instead of {fs(without)}, and it stays flat as the context grows"))
+        gain = f"compute buffer {fs(comp)} instead of {fs(without)}" if without > comp * 1.05 else \
+            f"no memory cost here (compute buffer {fs(comp)})"
+        why(Reason("flash attention", "on", f"{gain}; without it the attention scores grow with the context"))
     else:
         why(Reason("flash attention", "off", f"you turned it off; the compute buffer is {fs(comp)}"))
 

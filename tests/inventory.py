@@ -54,6 +54,7 @@ class DeepseekShape:
     topk_group: int = 0
     routed_scale: float = 1.0
     pre: str = "deepseek-v3"
+    legacy_mla: bool = False  # converted before llama.cpp split attn_kv_b into attn_k_b/attn_v_b (early 2025 GGUFs)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ R1 = DeepseekShape(
     n_group=8, topk_group=4, routed_scale=2.5,
 )
 R1_MTP = replace(R1, name="DeepSeek-R1+MTP", nextn=1)
+R1_LEGACY = replace(R1, name="DeepSeek-R1-legacy", legacy_mla=True)
 V2_LITE = DeepseekShape(
     "DeepSeek-V2-Lite", n_layer=27, n_dense=1, n_embd=2048, n_head=16, n_vocab=102400, q_lora=None, kv_lora=512,
     nope=128, rope=64, v_dim=128, n_expert=64, n_expert_used=6, n_shared=2, n_ff=10944, n_ff_exp=1408,
@@ -123,8 +125,11 @@ def deepseek_tensors(s: DeepseekShape, n_vocab: int) -> Iterator[Tensor]:
             yield p + "attn_q.weight", (s.n_embd, s.n_head * k_mla)
         yield p + "attn_kv_a_norm.weight", (s.kv_lora,)
         yield p + "attn_kv_a_mqa.weight", (s.n_embd, s.kv_lora + s.rope)
-        yield p + "attn_k_b.weight", (s.nope, s.kv_lora, s.n_head)
-        yield p + "attn_v_b.weight", (s.kv_lora, s.v_dim, s.n_head)
+        if s.legacy_mla:
+            yield p + "attn_kv_b.weight", (s.kv_lora, s.n_head * (s.nope + s.v_dim))
+        else:
+            yield p + "attn_k_b.weight", (s.nope, s.kv_lora, s.n_head)
+            yield p + "attn_v_b.weight", (s.kv_lora, s.v_dim, s.n_head)
         yield p + "attn_output.weight", (s.n_head * s.v_dim, s.n_embd)
         yield p + "ffn_norm.weight", (s.n_embd,)
         if i < s.n_dense:
@@ -203,7 +208,7 @@ def _write_metadata(w: gguf.GGUFWriter, shape: DeepseekShape | DenseShape, n_voc
         s = shape
         w.add_block_count(s.n_layer + s.nextn)
         w.add_feed_forward_length(s.n_ff)
-        w.add_head_count_kv(1)
+        w.add_head_count_kv(s.n_head if s.legacy_mla else 1)
         w.add_rope_freq_base(10000.0)
         w.add_expert_used_count(s.n_expert_used)
         if s.n_group:
@@ -214,10 +219,14 @@ def _write_metadata(w: gguf.GGUFWriter, shape: DeepseekShape | DenseShape, n_voc
         if s.q_lora:
             w.add_q_lora_rank(s.q_lora)
         w.add_kv_lora_rank(s.kv_lora)
-        w.add_key_length(s.kv_lora + s.rope)
-        w.add_value_length(s.kv_lora)
-        w.add_key_length_mla(s.nope + s.rope)
-        w.add_value_length_mla(s.v_dim)
+        if s.legacy_mla:  # the old converter wrote plain multi-head sizes and no *_mla keys
+            w.add_key_length(s.nope + s.rope)
+            w.add_value_length(s.v_dim)
+        else:
+            w.add_key_length(s.kv_lora + s.rope)
+            w.add_value_length(s.kv_lora)
+            w.add_key_length_mla(s.nope + s.rope)
+            w.add_value_length_mla(s.v_dim)
         w.add_expert_feed_forward_length(s.n_ff_exp)
         w.add_expert_count(s.n_expert)
         w.add_expert_shared_count(s.n_shared)
