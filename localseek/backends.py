@@ -136,4 +136,4 @@ def buffer_type_name(buft: int) -> str:
     return _text(_ggml().ggml_backend_buft_name(ctypes.c_void_p(buft)))
 
 
-__all__ = ["Device", "build_features", "buffer_type_name", "cpu_buffer_type", "devices", "registries"]
+__all__ = ["Device", "buffer_type_name", "build_features", "cpu_buffer_type", "devices", "registries"]

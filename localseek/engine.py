@@ -10,7 +10,6 @@ import codecs
 import ctypes
 import os
 import re
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -32,10 +31,20 @@ def _install_log_capture() -> None:
         line = text.decode("utf-8", "replace")
         _LOG.append(line)
         if _ECHO_LOG:
-            sys.stderr.write(line)
+            # llama-cpp-python points fd 2 at /dev/null while it loads a model; echo to the real stderr
+            os.write(_echo_fd(), text)
 
     llama_cpp.llama_log_set(_capture, ctypes.c_void_p(0))
     _install_log_capture.callback = _capture  # type: ignore[attr-defined]  # keep alive for C
+
+
+_ECHO_FD: list[int] = []
+
+
+def _echo_fd() -> int:
+    if not _ECHO_FD:
+        _ECHO_FD.append(os.dup(2))
+    return _ECHO_FD[0]
 
 
 def captured_log() -> str:
@@ -116,6 +125,8 @@ class Engine:
     def load(cls, path: Path, options: LoadOptions) -> Engine:
         global _ECHO_LOG
         _ECHO_LOG = options.verbose
+        if options.verbose:
+            _echo_fd()  # duplicate stderr now, before llama-cpp-python redirects it
         # Importing llama_cpp prints nothing, but loading does: capture before the first call.
         import llama_cpp
 

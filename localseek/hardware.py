@@ -170,12 +170,12 @@ def _cgroup_limit() -> tuple[int | None, int | None]:
 
 def _darwin_memory() -> Memory | None:
     try:
-        total = int(subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True, text=True, timeout=5).stdout)
-        vm = subprocess.run(["vm_stat"], capture_output=True, text=True, timeout=5).stdout
+        total = int(subprocess.run(["sysctl", "-n", "hw.memsize"], check=False, capture_output=True, text=True, timeout=5).stdout)
+        vm = subprocess.run(["vm_stat"], check=False, capture_output=True, text=True, timeout=5).stdout
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
     page = int(m[1]) if (m := re.search(r"page size of (\d+) bytes", vm)) else 16384
-    pages = {k.strip(): int(v.strip(" .")) for k, v in re.findall(r"^(Pages [^:]+):\s+(\d+)\.?", vm, re.M)}
+    pages = {k.strip(): int(v.strip(" .")) for k, v in re.findall(r"^(Pages [^:]+):\s+(\d+)\.?", vm, re.MULTILINE)}
     free = sum(pages.get(f"Pages {k}", 0) for k in ("free", "inactive", "speculative", "purgeable")) * page
     return Memory(total=total, available=min(free, total) or total, swap_free=0, source="sysctl/vm_stat")
 
@@ -251,7 +251,7 @@ def _cpuinfo_physical_cores(text: str) -> int | None:
 
 def _sysctl_int(name: str) -> int | None:
     try:
-        out = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5).stdout.strip()
+        out = subprocess.run(["sysctl", "-n", name], check=False, capture_output=True, text=True, timeout=5).stdout.strip()
         return int(out) if out else None
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
@@ -310,7 +310,7 @@ def _cpu(notes: list[str], build: dict[str, dict[str, str]]) -> CPU:
 
 def _sysctl_str(name: str) -> str:
     try:
-        return subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5).stdout.strip()
+        return subprocess.run(["sysctl", "-n", name], check=False, capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -356,7 +356,7 @@ def _unseen_gpus() -> list[GPU]:
         try:
             out = subprocess.run(
                 [nvsmi, "--query-gpu=name,memory.total,memory.free", "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=10,
+                check=False, capture_output=True, text=True, timeout=10,
             ).stdout
         except (OSError, subprocess.SubprocessError):
             out = ""
@@ -366,7 +366,7 @@ def _unseen_gpus() -> list[GPU]:
                 found.append(GPU(parts[0], parts[0], "", int(parts[1]) << 20, int(parts[2] or 0) << 20, usable=False))
     if not found:
         for info in sorted(_p("/proc/driver/nvidia/gpus").glob("*/information")):
-            m = re.search(r"^Model:\s*(.+)$", info.read_text(errors="replace"), re.M)
+            m = re.search(r"^Model:\s*(.+)$", info.read_text(errors="replace"), re.MULTILINE)
             name = m[1].strip() if m else "NVIDIA GPU"
             found.append(GPU(name, name, "", 0, 0, usable=False))
     for card in sorted(_p("/sys/class/drm").glob("card[0-9]*/device")):
@@ -530,7 +530,21 @@ def gpu_install_hint(hw: Hardware, python: str | None = None) -> str | None:
 
 
 __all__ = [
-    "CPU", "GPU", "Board", "Hardware", "Memory", "detect", "simulated", "memory", "physical_cores", "usable_cpus",
-    "parse_size", "format_size", "gpu_install_hint", "what_if", "board_from_model", "unused_cpu_features",
+    "CPU",
+    "GPU",
+    "Board",
+    "Hardware",
+    "Memory",
+    "board_from_model",
+    "detect",
+    "format_size",
+    "gpu_install_hint",
+    "memory",
+    "parse_size",
+    "physical_cores",
+    "simulated",
+    "unused_cpu_features",
+    "usable_cpus",
+    "what_if",
 ]
 

@@ -285,7 +285,7 @@ def make_plan(fp: Footprint, hw: Hardware, req: Request = Request()) -> Plan:
     lay = _layout(fp, hw, n_ctx, min(ub, n_ctx), req)
     ram, gpu = _usage(fp, hw, n_ctx, min(ub, n_ctx), lay, req)
     fits = _fits(hw, ram, gpu)
-    if not fits and wanted > MIN_CTX:
+    if not fits and not ram.fits and wanted > MIN_CTX:  # RAM is the limit: a shorter context may fit
         best = None
         lo, hi = MIN_CTX // 256, (wanted - 1) // 256
         while lo <= hi:  # largest context (multiple of 256 cells) that fits

@@ -61,7 +61,18 @@ def inventories(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Header-only GGUFs with the real tensor inventories (tests/inventory.py): "DeepSeek-R1-Q4_K_M" → path.
     A few MB of disk each whatever their apparent size; per-tensor types from llama.cpp's quantizer."""
     import gguf
-    from inventory import LLAMA_8B, LLAMA_70B, QWEN3_8B, QWEN_1_5B, QWEN_7B, QWEN_14B, R1, R1_MTP, V2_LITE, header_only_quant
+    from inventory import (
+        LLAMA_8B,
+        LLAMA_70B,
+        QWEN3_8B,
+        QWEN_1_5B,
+        QWEN_7B,
+        QWEN_14B,
+        R1,
+        R1_MTP,
+        V2_LITE,
+        header_only_quant,
+    )
 
     q = gguf.LlamaFileType
     d = tmp_path_factory.mktemp("inventories")

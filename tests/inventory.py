@@ -15,9 +15,9 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import gguf
 import numpy as np
@@ -101,6 +101,11 @@ TINY_MOE = DeepseekShape(
     nope=16, rope=8, v_dim=16, n_expert=8, n_expert_used=2, n_shared=1, n_ff=128, n_ff_exp=32, ctx=4096,
     n_group=0, topk_group=0, routed_scale=2.5,
 )
+# V2-Lite's layout (no q-LoRA, softmax router): llama.cpp recognises it by its 27 layers.
+TINY_LITE = replace(
+    TINY_MOE, name="tiny-deepseek2-lite", n_layer=27, q_lora=None, sigmoid=False, n_shared=2, routed_scale=1.0,
+)
+TINY_MTP = replace(TINY_MOE, name="tiny-deepseek2-mtp", nextn=1)
 
 
 # -- tensor tables (ggml order: ne0 first) ----------------------------------------------------------------------

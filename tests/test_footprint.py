@@ -11,16 +11,8 @@ from pathlib import Path
 import gguf
 import pytest
 from inventory import (
-    LLAMA_8B,
-    LLAMA_70B,
-    QWEN3_8B,
-    QWEN_1_5B,
-    QWEN_7B,
-    R1,
     R1_LEGACY,
-    R1_MTP,
     V2_LITE,
-    header_only_quant,
     llama_dry_run,
     write_header_only,
 )
@@ -36,7 +28,7 @@ MiB = 1024**2
 def test_header_only_files_take_no_disk(inventories) -> None:
     path = inventories["DeepSeek-R1-Q4_K_M"]
     assert path.stat().st_size > 400 * GB
-    used = int(subprocess.run(["du", "-k", str(path)], capture_output=True, text=True).stdout.split()[0]) * 1024
+    used = int(subprocess.run(["du", "-k", str(path)], check=False, capture_output=True, text=True).stdout.split()[0]) * 1024
     assert used < 50 * MiB
 
 

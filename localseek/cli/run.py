@@ -9,8 +9,18 @@ import typer
 
 from localseek.chat import Conversation
 from localseek.cli import app
-from localseek.cli.offload import CpuMoe, Ctx, Force, GpuLayers, Mlock, NCpuMoe, NoMmap, Threads, make_request, \
-    summary_line
+from localseek.cli.offload import (
+    CpuMoe,
+    Ctx,
+    Force,
+    GpuLayers,
+    Mlock,
+    NCpuMoe,
+    NoMmap,
+    Threads,
+    make_request,
+    summary_line,
+)
 from localseek.engine import Sampling
 from localseek.errors import Interrupted, UsageError
 from localseek.generation import Turn, respond
