@@ -137,18 +137,23 @@ class Footprint:
         return int(self.kv_bytes_per_token_layer(type_size) * cells * (self.n_layer if layers is None else layers))
 
     # -- compute buffers -----------------------------------------------------------------------------------------
-    def compute_bytes(self, n_ctx: int, n_ubatch: int, flash_attn: bool = True) -> int:
+    def compute_bytes(self, n_ctx: int, n_ubatch: int, flash_attn: bool = True, n_outputs: int | None = None) -> int:
         """Estimated scratch memory of one forward pass of `n_ubatch` tokens (llama.cpp's "compute buffer").
 
         The largest of three phases, each a few live f32 tensors per token of the micro-batch: the output head
         (logits), attention (the KQ mask; without flash attention the full KQ score matrix, n_head × n_ctx per
         token), and the feed-forward block. The constants were fitted to llama.cpp's own dry runs of the DeepSeek
         family (tests/test_footprint.py keeps them honest).
+
+        `n_outputs` (default: every token) is how many rows of logits are computed. llama.cpp reserves the buffer
+        for a full micro-batch of logits, but a chat only asks for the last token's, and untouched pages of a CPU
+        buffer take no RAM: `n_outputs=1` estimates what is resident in RAM.
         """
         cells = padded_ctx(n_ctx)
         ub = max(1, min(n_ubatch, cells))
         deepseek = self.arch.startswith("deepseek")
-        logits = ub * 4 * (self.n_vocab + (10 if deepseek else 2) * self.n_embd)
+        rows = ub if n_outputs is None else max(1, min(n_outputs, ub))
+        logits = rows * 4 * self.n_vocab + ub * 4 * (10 if deepseek else 2) * self.n_embd
         if self.mla:
             width = self.n_head * (2 * self.key_length + self.value_length)
         else:

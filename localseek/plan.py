@@ -19,7 +19,7 @@ DEFAULT_CTX = 4096
 PI_DEFAULT_CTX = 2048
 MIN_CTX = 1024
 GPU_MARGIN = 1 * GiB  # left free on each GPU, as llama.cpp's own --fit does (driver, other programs)
-RUNTIME_RAM = 256 * MiB  # Python, llama.cpp, libraries: the process before any model (measured, bench/memory.py)
+RUNTIME_RAM = 128 * MiB  # Python, libraries, llama.cpp's context and threads (measured: bench/memory.py)
 CLOSE_TO_SWAP = 0.85  # warn when a plan takes more than this share of available RAM
 
 # Bits per weight of llama.cpp's file types, for "a smaller quant" advice (MODELS.md rules of thumb).
@@ -177,7 +177,10 @@ def _usage(fp: Footprint, hw: Hardware, n_ctx: int, ub: int, lay: _Layout, req: 
         gpu_cpu_experts = [i for i in cpu_experts if i >= start]
         if lay.op_offload and gpu_cpu_experts and ub >= 32:
             gpu.compute += fp.expert_copy_bytes(gpu_cpu_experts)
-    ram.compute = ub * fp.n_embd * 4 * 2 if everything_on_gpu else compute
+    # GPU buffers are reserved in full; a CPU buffer's untouched pages cost nothing, and a chat computes the logits
+    # of one token per step, not of the whole micro-batch
+    resident = fp.compute_bytes(n_ctx, ub, req.flash_attn, n_outputs=1)
+    ram.compute = ub * fp.n_embd * 4 * 2 if everything_on_gpu else resident
     ram.other = RUNTIME_RAM + fp.n_vocab * 4
     return ram, gpu
 
@@ -254,7 +257,13 @@ def _layout(fp: Footprint, hw: Hardware, n_ctx: int, ub: int, req: Request) -> _
             return _Layout(0, ())
         return _auto_layout(fp, hw, n_ctx, ub, req)
     ngl = full if req.gpu_layers == "all" else max(0, min(int(req.gpu_layers), full))
-    return _Layout(ngl, experts or ())
+    lay = _Layout(ngl, experts or ())
+    if lay.cpu_experts:  # keep op offload only if the GPU can stage a layer's experts
+        ram, gpu = _usage(fp, hw, n_ctx, ub, lay, req)
+        _budgets(hw, ram, gpu)
+        if not gpu.fits:
+            lay = _Layout(ngl, lay.cpu_experts, op_offload=False)
+    return lay
 
 
 def _overrides(fp: Footprint, lay: _Layout, req: Request) -> tuple[str, ...]:

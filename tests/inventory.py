@@ -477,3 +477,51 @@ def llama_dry_run(path: Path, n_ctx: int, n_ubatch: int = 512, flash_attn: bool 
         output_bytes=mib(r"output buffer size =\s*([\d.]+) MiB"),
         log=log,
     )
+
+
+# -- full-size random models (for measurements) -------------------------------------------------------------------
+
+
+def write_random_weights(path: Path, shape: DeepseekShape | DenseShape, seed: int = 0) -> Path:
+    """A loadable GGUF of `shape` with seeded random F16 weights, written one tensor at a time (memory stays at
+    one tensor). Used by bench/memory.py to measure real allocations; quantize it with llama.cpp afterwards."""
+    rng = np.random.default_rng(seed)
+    n_vocab = vocab_size(shape)
+    tensors = tensors_of(shape, n_vocab)
+    types = {name: source_type(name, ne, Q.F16) for name, ne in tensors}
+    tmp = path.with_name(path.name + ".part")
+    w = gguf.GGUFWriter(str(tmp), _arch_of(shape))
+    _write_metadata(w, shape, n_vocab, gguf.LlamaFileType.MOSTLY_F16)
+    for name, ne in tensors:
+        dtype = np.float32 if types[name] == Q.F32 else np.float16
+        w.add_tensor_info(name, tuple(reversed(ne)), np.dtype(dtype), nbytes(types[name], ne), raw_dtype=types[name])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for name, ne in tensors:
+        np_shape = tuple(reversed(ne))
+        if len(ne) == 1:
+            data = np.ones(np_shape, np.float32) if not name.endswith(".bias") else np.zeros(np_shape, np.float32)
+        else:
+            scale = 1.0 / np.sqrt(ne[0])
+            data = (rng.standard_normal(np_shape, dtype=np.float32) * scale).astype(types[name] == Q.F32 and
+                                                                                    np.float32 or np.float16)
+        w.write_tensor_data(data)
+    w.close()
+    tmp.replace(path)
+    return path
+
+
+def quantize(source: Path, dest: Path, ftype: int, threads: int = 2) -> Path:
+    """llama.cpp's own quantizer (the real thing, not a dry run)."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = threads
+    tmp = dest.with_name(dest.name + ".part")
+    rc = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise RuntimeError(f"llama.cpp quantize failed ({rc})")
+    tmp.replace(dest)
+    return dest
