@@ -62,7 +62,7 @@ def _mib(log: str, pattern: str) -> float:
 
 
 def _status_kib(field: str) -> int:
-    m = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    m = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
     return int(m[1]) if m else 0
 
 
@@ -142,8 +142,10 @@ def main() -> None:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| model (file) | ctx | mmap | weights pred. / llama.cpp | KV pred. / llama.cpp | "
-        "compute reserved pred. / llama.cpp | RAM pred. | peak RSS | repacked dup. | pred. / (RSS − dup.) |",
+        (
+            "| model (file) | ctx | mmap | weights pred. / llama.cpp | KV pred. / llama.cpp | "
+            "compute reserved pred. / llama.cpp | RAM pred. | peak RSS | repacked dup. | pred. / (RSS − dup.) |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
