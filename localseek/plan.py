@@ -271,7 +271,7 @@ def _overrides(fp: Footprint, lay: _Layout, req: Request) -> tuple[str, ...]:
     on_gpu = [i for i in lay.cpu_experts if i >= start]
     if not on_gpu or lay.ngl == 0:
         return ()
-    if req.cpu_moe or set(on_gpu) >= {i for i in fp.moe_layers if i >= start}:
+    if req.cpu_moe:
         return (r"\.ffn_(up|down|gate|gate_up)_(ch|)exps",)  # llama.cpp's --cpu-moe pattern
     alternatives = "|".join(str(i) for i in on_gpu)
     return (rf"^blk\.({alternatives})\.ffn_(up|down|gate|gate_up)_(ch|)exps",)

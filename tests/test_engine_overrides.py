@@ -81,3 +81,25 @@ def test_other_deepseek2_layouts_load_with_overrides(tmp_path: Path, shape) -> N
 def test_bad_overrides_are_one_line_errors(tiny_moe: Path, override, message: str) -> None:
     with pytest.raises(EngineError, match=message):
         Engine.load(tiny_moe, LoadOptions(n_ctx=128, n_threads=1, tensor_overrides=(override,)))
+
+
+def test_plan_on_localseeks_own_conversion_with_mtp(tmp_path: Path) -> None:
+    """`localseek quantize` keeps V3's MTP layer: the planner sees it as its own class, and the expert overrides
+    name only trunk layers (the MTP layer is not loaded unless MTP decoding is on)."""
+    import hf_factory
+
+    from quantize import convert
+
+    out = tmp_path / "v3-q8.gguf"
+    convert(hf_factory.write_deepseek_v3(tmp_path / "v3"), out, qtype="Q8_0")
+    fp = from_gguf(read_gguf(out))
+    assert fp.n_layer_all == fp.n_layer + 1 and fp.totals["mtp"] > 0 and fp.mla
+    box = hardware.simulated(ram=16 * GiB, vram=8 * GiB, cores=2)
+    plan = make_plan(fp, box, Request(n_ctx=256, gpu_layers="all", n_cpu_moe=fp.n_layer, threads=1))
+    assert plan.cpu_expert_layers == tuple(fp.moe_layers)
+    engine = Engine.load(out, plan.load_options())
+    try:
+        assert {n.split(".")[1] for n, _ in engine.overridden_tensors()} == {str(i) for i in fp.moe_layers}
+        assert greedy(engine, 2)
+    finally:
+        engine.close()
