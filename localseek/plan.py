@@ -171,7 +171,7 @@ def _usage(fp: Footprint, hw: Hardware, n_ctx: int, ub: int, lay: _Layout, req: 
         if not mtp or req.load_mtp:
             (gpu if on_gpu else ram).kv_cache += kv_layer
     compute = fp.compute_bytes(n_ctx, ub, req.flash_attn)
-    everything_on_gpu = has_gpu and start == 0 and not (cpu_experts & {i for i in range(fp.n_layer_all)})
+    everything_on_gpu = has_gpu and start == 0 and not cpu_experts
     if has_gpu:
         gpu.compute = compute
         gpu_cpu_experts = [i for i in cpu_experts if i >= start]
@@ -226,6 +226,8 @@ def _auto_layout(fp: Footprint, hw: Hardware, n_ctx: int, ub: int, req: Request)
         return _Layout(full, ())
     if fp.is_moe:
         moe = tuple(fp.moe_layers)
+        # op offload first: it moves prompt processing of RAM-resident experts to the GPU, worth more than the
+        # few percent of decode speed one more expert layer in VRAM would give
         for op in (True, False):
             for n in range(1, len(moe) + 1):
                 if gpu_ok(_Layout(full, moe[:n], op)):
@@ -314,7 +316,8 @@ def make_plan(fp: Footprint, hw: Hardware, req: Request = Request()) -> Plan:
     plan = Plan(
         model=fp.name, arch=fp.arch, file_type=fp.file_type, n_params=fp.n_params, n_ctx=n_ctx,
         n_ctx_requested=wanted, n_batch=batch, n_ubatch=ub, threads=req.threads or _threads(hw),
-        n_gpu_layers=lay.ngl, gpu_layers=tuple(i for i in range(_gpu_start(fp, lay.ngl), fp.n_layer_all)) if lay.ngl else (),
+        n_gpu_layers=lay.ngl,
+        gpu_layers=tuple(range(_gpu_start(fp, lay.ngl), fp.n_layer_all if req.load_mtp else fp.n_layer)) if lay.ngl else (),
         cpu_expert_layers=tuple(i for i in lay.cpu_experts if lay.ngl and i >= _gpu_start(fp, lay.ngl)),
         overrides=_overrides(fp, lay, req), op_offload=lay.op_offload, flash_attn=req.flash_attn,
         use_mmap=req.mmap, use_mlock=req.mlock, load_mtp=req.load_mtp, ram=ram,
@@ -363,8 +366,8 @@ def _explain(plan: Plan, fp: Footprint, hw: Hardware, req: Request, wanted: int)
     else:
         n_rep = len(plan.gpu_layers)
         why(Reason("gpu layers", str(plan.n_gpu_layers),
-                   f"output + the last {n_rep} of {fp.n_layer_all} layers fill {fs(plan.gpu.total if plan.gpu else 0)} "
-                   f"of {fs(plan.gpu.budget if plan.gpu else 0)} usable VRAM; the first {fp.n_layer_all - n_rep} run on the CPU"))
+                   f"output + the last {n_rep} of {fp.n_layer} layers fill {fs(plan.gpu.total if plan.gpu else 0)} "
+                   f"of {fs(plan.gpu.budget if plan.gpu else 0)} usable VRAM; the first {fp.n_layer - n_rep} run on the CPU"))
     if fp.is_moe and plan.n_gpu_layers:
         n_moe_gpu = len([i for i in fp.moe_layers if i in set(plan.gpu_layers)])
         if plan.cpu_expert_layers:
