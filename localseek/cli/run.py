@@ -9,10 +9,23 @@ import typer
 
 from localseek.chat import Conversation
 from localseek.cli import app
-from localseek.engine import LoadOptions, Sampling
+from localseek.cli.offload import (
+    CpuMoe,
+    Ctx,
+    Force,
+    GpuLayers,
+    Mlock,
+    NCpuMoe,
+    NoMmap,
+    Threads,
+    make_request,
+    summary_line,
+)
+from localseek.engine import Sampling
 from localseek.errors import Interrupted, UsageError
 from localseek.generation import Turn, respond
-from localseek.loader import default_ctx, open_model
+from localseek.ggufinfo import read_gguf
+from localseek.loader import load_planned, plan_for, resolve_model
 from localseek.tui import StreamView, make_console
 
 ModelArg = Annotated[str, typer.Argument(
@@ -29,27 +42,40 @@ def run(
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling.")] = 0.95,
     top_k: Annotated[int, typer.Option("--top-k", min=0, help="Top-k sampling (0 = off).")] = 40,
     seed: Annotated[int | None, typer.Option(help="Random seed for reproducible sampling.")] = None,
-    ctx: Annotated[int | None, typer.Option("--ctx", min=64, help="Context size in tokens.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", "-t", min=1, help="CPU threads.")] = None,
+    ctx: Ctx = None,
+    threads: Threads = None,
+    gpu_layers: GpuLayers = "auto",
+    cpu_moe: CpuMoe = False,
+    n_cpu_moe: NCpuMoe = None,
+    mlock: Mlock = False,
+    no_mmap: NoMmap = False,
     hide_thinking: Annotated[bool, typer.Option("--hide-thinking", help="Do not show the reasoning.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Load even if the model seems too big for RAM.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's own log.")] = False,
+    force: Force = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the plan and llama.cpp's own log.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Pull the model without asking if it is not installed.")]
     = False,
 ) -> None:
-    """Run a model: one answer for PROMPT (also reads piped stdin), or an interactive chat."""
-    from localseek.ggufinfo import read_gguf
-    from localseek.loader import resolve_model
+    """Run a model: one answer for PROMPT (also reads piped stdin), or an interactive chat.
 
-    info = read_gguf(resolve_model(model, fetch=lambda ref: _pull_first(ref, assume_yes=yes)))
-    options = LoadOptions(n_ctx=default_ctx(info, ctx), n_threads=threads, verbose=verbose)
+    Memory is planned first (see `localseek plan MODEL`); the offload flags override the plan.
+    """
+    request = make_request(
+        ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads, mlock=mlock,
+        no_mmap=no_mmap, force=force,
+    )
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
     piped = _read_stdin()
     if prompt is not None and piped:
         prompt = f"{prompt}\n\n{piped}"
     elif prompt is None and piped:
         prompt = piped
-    engine, _ = open_model(str(info.path), options, force=force)
+    info = read_gguf(resolve_model(model, fetch=lambda ref: _pull_first(ref, assume_yes=yes)))
+    plan = plan_for(info, request)
+    _report_plan(plan, verbose=verbose)
+    engine = load_planned(info, plan, verbose=verbose)
+    if verbose and plan.overrides:
+        moved = engine.overridden_tensors()
+        sys.stderr.write(f"llama.cpp: {len(moved)} tensors overridden to CPU (RAM) by {', '.join(plan.overrides)}\n")
     try:
         if prompt is not None:
             if not prompt.strip():
@@ -78,6 +104,16 @@ def _pull_first(ref: str, *, assume_yes: bool):
     result = do_pull(ref)
     store.touch(result.model.name)
     return result.model.primary
+
+
+def _report_plan(plan, *, verbose: bool) -> None:
+    """Plan warnings always go to stderr (before the possibly long load); with --verbose the plan too."""
+    for warning in plan.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    if plan.forced:
+        sys.stderr.write(f"warning: --force: {plan.problem}\n")
+    if verbose:
+        sys.stderr.write(summary_line(plan) + "\n")
 
 
 def _read_stdin() -> str | None:
