@@ -29,10 +29,11 @@ QUANT_BPW = (
 )
 # What to run on a small board, by RAM (Q4_0: repacked for ARM's NEON/dot-product kernels at load).
 BOARD_MODELS = (
-    (16 * GiB, "DeepSeek-R1-Distill-Qwen-14B at Q4_0 (≈8.5 GB)"),
-    (8 * GiB, "DeepSeek-R1-Distill-Qwen-7B at Q4_0 (≈4.4 GB)"),
-    (4 * GiB, "DeepSeek-R1-Distill-Qwen-1.5B at Q4_0 (≈1.1 GB)"),
-    (2 * GiB, "DeepSeek-R1-Distill-Qwen-1.5B at Q4_0 (≈1.1 GB), with --ctx 1024"),
+    # Catalog names (models.toml), so the advice is a command the user can run as printed.
+    (16 * GiB, "deepseek-r1:14b-q4_0 (R1-Distill-Qwen-14B, ≈8.5 GB): `localseek run deepseek-r1:14b-q4_0`"),
+    (8 * GiB, "deepseek-r1:7b-q4_0 (R1-Distill-Qwen-7B, ≈4.4 GB): `localseek run deepseek-r1:7b-q4_0`"),
+    (4 * GiB, "deepseek-r1:1.5b-q4_0 (R1-Distill-Qwen-1.5B, ≈1.1 GB): `localseek run deepseek-r1:1.5b-q4_0`"),
+    (2 * GiB, "deepseek-r1:1.5b-q4_0 (≈1.1 GB) with --ctx 1024: `localseek run deepseek-r1:1.5b-q4_0 --ctx 1024`"),
 )
 
 
