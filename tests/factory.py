@@ -162,6 +162,7 @@ class TinyConfig:
     seed: int = 0
     dtype: str = "f32"  # or "f16"
     chat_template: bool = True
+    loop_reasoning: bool = False  # scripted only: the reasoning repeats forever (for Ctrl-C and budget tests)
 
 
 def _write_vocab(writer: gguf.GGUFWriter, vocab: Vocab, pre: str) -> None:
@@ -177,7 +178,9 @@ def _write_vocab(writer: gguf.GGUFWriter, vocab: Vocab, pre: str) -> None:
     writer.add_add_eos_token(False)
 
 
-def _scripted_embeddings(rng: np.random.Generator, vocab: Vocab, n_embd: int) -> tuple[np.ndarray, np.ndarray]:
+def _scripted_embeddings(
+    rng: np.random.Generator, vocab: Vocab, n_embd: int, loop_reasoning: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Embedding and output matrices whose greedy bigram chain spells the scripted reply."""
     n_vocab = len(vocab.tokens)
     embd = rng.standard_normal((n_vocab, n_embd)).astype(np.float32)
@@ -185,7 +188,10 @@ def _scripted_embeddings(rng: np.random.Generator, vocab: Vocab, n_embd: int) ->
     embd *= np.sqrt(n_embd)  # unit RMS, so RMSNorm leaves the direction (and scale) as is
     output = rng.standard_normal((n_vocab, n_embd)).astype(np.float32) * 0.02
     chain = [vocab.id(ASSISTANT)] + [vocab.id(p) for p in _SCRIPT_PIECES]
-    for prev, nxt in zip(chain, chain[1:]):
+    edges = list(zip(chain, chain[1:]))
+    if loop_reasoning:  # "." goes back to "Hmm" instead of closing the block: it reasons until stopped
+        edges = [(a, vocab.id("Hmm") if a == vocab.id(".") else b) for a, b in edges]
+    for prev, nxt in edges:
         output[nxt] += embd[prev] * (4.0 / np.sqrt(n_embd))
     return embd, output
 
@@ -218,7 +224,7 @@ def write_qwen2_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
         return (rng.standard_normal(shape) * s).astype(wdtype)
 
     if cfg.weights == "scripted":
-        embd, output = _scripted_embeddings(rng, vocab, d)
+        embd, output = _scripted_embeddings(rng, vocab, d, cfg.loop_reasoning)
     else:
         embd = rng.standard_normal((n_vocab, d)).astype(np.float32)
         output = rng.standard_normal((n_vocab, d)).astype(np.float32) * 0.5
