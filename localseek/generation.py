@@ -163,7 +163,7 @@ def respond(
     yield Done(
         engine.last_stats,
         "".join(turn.reasoning).rstrip("\n"),
-        "".join(turn.answer),
+        "".join(turn.answer).lstrip("\n"),  # after "<think></think>" in the prompt, models start with "\n\n"
         prompt.opened_think,
         reasoning_tokens=turn.thinking.tokens if turn.thinking else think_tokens,
         reasoning_seconds=turn.thinking.seconds if turn.thinking else (

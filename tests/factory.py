@@ -163,6 +163,7 @@ class TinyConfig:
     dtype: str = "f32"  # or "f16"
     chat_template: bool = True
     loop_reasoning: bool = False  # scripted only: the reasoning repeats forever (for Ctrl-C and budget tests)
+    template: str | None = None  # a chat template other than the R1 ones (e.g. a hybrid V3.1-style one)
 
 
 def _write_vocab(writer: gguf.GGUFWriter, vocab: Vocab, pre: str) -> None:
@@ -215,7 +216,7 @@ def write_qwen2_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if cfg.dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     _write_vocab(writer, vocab, "deepseek-r1-qwen")
     if cfg.chat_template:
-        writer.add_chat_template(R1_TEMPLATE_THINK if cfg.think_in_prompt else R1_TEMPLATE)
+        writer.add_chat_template(cfg.template or (R1_TEMPLATE_THINK if cfg.think_in_prompt else R1_TEMPLATE))
 
     wdtype = np.float32 if cfg.dtype == "f32" else np.float16
     scale = 0.02 if cfg.weights == "scripted" else 0.2

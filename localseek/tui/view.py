@@ -39,10 +39,14 @@ def printable(text: str) -> str:
     return text.translate(_CONTROL)
 
 
+def _count(tokens: int) -> str:
+    return f"{tokens} token{'s' if tokens != 1 else ''}"
+
+
 def thought_line(seconds: float, tokens: int, *, forced: bool = False, interrupted: bool = False) -> str:
     if forced and tokens == 0:
         return "Thinking skipped (reasoning budget 0)"
-    line = f"Thought for {seconds:.1f} s · {tokens} token{'s' if tokens != 1 else ''}"
+    line = f"Thought for {seconds:.1f} s · {_count(tokens)}"
     if forced:
         line += " · budget reached"
     if interrupted:
@@ -276,7 +280,7 @@ class ChatView:
         if self._phase == "thinking":
             seconds = time.perf_counter() - self._think_started
             tokens = stats.generated_tokens if stats else len(self._reasoning)
-            header = self._status(f"Thinking… {seconds:.1f} s · {tokens} tokens")
+            header = self._status(f"Thinking… {seconds:.1f} s · {_count(tokens)}")
             if not self.show_thinking:
                 return header
             body = Tail(Text(self._reasoning_tail.lstrip("\n"), style="think.text"), self._thinking_rows(),
@@ -287,7 +291,7 @@ class ChatView:
         if pending.strip():
             parts.append(Tail(render_pending(pending), rows - 1))
         if stats is not None and stats.generated_tokens:
-            parts.append(self._status(f"{stats.generated_tokens} tokens · {stats.tokens_per_second:.1f} tok/s"))
+            parts.append(self._status(f"{_count(stats.generated_tokens)} · {stats.tokens_per_second:.1f} tok/s"))
         return Group(*parts)
 
     def _status(self, label: str) -> RenderableType:
