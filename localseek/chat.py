@@ -158,7 +158,7 @@ class Conversation:
             raise UsageError(f"Could not write {path}: {exc.strerror or exc}; choose another file.") from exc
 
     @classmethod
-    def load(cls, path: Path) -> "Conversation":
+    def load(cls, path: Path) -> Conversation:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             turns = [

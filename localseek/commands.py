@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from localseek.errors import LocalseekError, UsageError
 from localseek.reasoning import ReasoningParser
@@ -243,8 +243,8 @@ def _stats(session: ChatSession, arg: str) -> Reply:
         st = last.stats
         rows += [
             ("last reply", f"{st.generated_tokens} tokens ({last.reasoning_tokens} reasoning), stop: {st.stop_reason}"),
-            ("time to first token", f"{st.time_to_first_token * 1000:.0f} ms ({st.prompt_tokens} prompt tokens, "
-             f"{st.prompt_tokens_per_second:.1f} tok/s)"),
+            ("time to first token", (f"{st.time_to_first_token * 1000:.0f} ms ({st.prompt_tokens} prompt tokens, "
+                                     f"{st.prompt_tokens_per_second:.1f} tok/s)")),
             ("generation", f"{st.tokens_per_second:.1f} tok/s over {st.generation_seconds:.2f} s"),
         ]
         if last.reasoning_seconds:
@@ -275,8 +275,9 @@ def _model(session: ChatSession, arg: str) -> Reply:
     rows += [
         ("context", f"{session.n_ctx} tokens"),
         ("chat template", template),
-        ("sampling", f"temperature {s.temperature:g}, top_p {s.top_p:g}, top_k {s.top_k}, min_p {s.min_p:g}, "
-         f"repeat_penalty {s.repeat_penalty:g}, max_tokens {s.max_tokens or 'off'}, seed {s.seed if s.seed is not None else 'random'}"),
+        ("sampling", (f"temperature {s.temperature:g}, top_p {s.top_p:g}, top_k {s.top_k}, min_p {s.min_p:g}, "
+                      f"repeat_penalty {s.repeat_penalty:g}, max_tokens {s.max_tokens or 'off'}, "
+                      f"seed {s.seed if s.seed is not None else 'random'}")),
         ("reasoning", _think_state(session)),
     ]
     return Reply(rows=rows)

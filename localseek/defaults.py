@@ -11,8 +11,9 @@ temperature, top_p, top_k, min_p, repeat_penalty, max_tokens), its values are us
 from __future__ import annotations
 
 import importlib
-from dataclasses import fields, replace
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
 
 from localseek.engine import Sampling
 from localseek.ggufinfo import GGUFInfo
@@ -77,7 +78,6 @@ def resolve_sampling(
                 break
         else:
             sources[knob] = "default"
-    known = {f.name for f in fields(Sampling)}
-    if flags.get("seed") is not None and "seed" in known:
+    if flags.get("seed") is not None:
         values["seed"] = int(flags["seed"])
     return replace(BUILTIN, **values), sources

@@ -12,9 +12,9 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from localseek.errors import EngineError
 
@@ -107,7 +107,7 @@ class Engine:
     _pending: list[int] = field(default_factory=list, repr=False)  # tokens queued by `inject`
 
     @classmethod
-    def load(cls, path: Path, options: LoadOptions) -> "Engine":
+    def load(cls, path: Path, options: LoadOptions) -> Engine:
         global _ECHO_LOG
         _ECHO_LOG = options.verbose
         # Importing llama_cpp prints nothing, but loading does: capture before the first call.

@@ -8,8 +8,9 @@ turns, never the system prompt) and the reasoning budget (closing `</think>` aft
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from localseek.chat import FALLBACK_TEMPLATE, ChatTemplate, Conversation
 from localseek.engine import Engine, Sampling, Stats

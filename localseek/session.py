@@ -6,9 +6,10 @@ The TUI feeds it user text (`ask`, which yields generation events) and slash com
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from localseek.chat import Conversation
 from localseek.engine import Engine, Sampling

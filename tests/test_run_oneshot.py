@@ -15,12 +15,22 @@ from factory import SCRIPT_ANSWER, SCRIPT_REASONING
 from tuimodels import loop_model
 
 CMD = [sys.executable, "-m", "localseek", "run"]
+ENV = {**os.environ, "LOCALSEEK_THREADS": "1"}  # one thread: steady on a busy 2-core machine
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (Linux /proc), to know it is past imports and loading."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*CMD, *args], input=stdin if stdin is not None else "", capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})},
+        env={**ENV, **(env or {})}, check=False,
     )
 
 
@@ -95,7 +105,7 @@ def test_ctrl_c_exits_130_with_the_partial_answer(model_dir: Path) -> None:
     proc = subprocess.Popen(
         [*CMD, str(loop_model(model_dir)), "hello", "--temperature", "0", "--ctx", "32768", "-n", "1000000",
          "--show-thinking"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )
     try:
         assert proc.stderr is not None
@@ -103,7 +113,7 @@ def test_ctrl_c_exits_130_with_the_partial_answer(model_dir: Path) -> None:
         assert first == "Hmm, the user"
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 130
@@ -113,10 +123,13 @@ def test_ctrl_c_exits_130_with_the_partial_answer(model_dir: Path) -> None:
 def test_json_when_interrupted_still_prints_what_it_has(model_dir: Path) -> None:
     proc = subprocess.Popen(
         [*CMD, str(loop_model(model_dir)), "hello", "--temperature", "0", "--ctx", "32768", "-n", "1000000", "--json"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )
     try:
-        time.sleep(3.0)
+        # --json prints nothing until the end: wait until it has worked well past loading (~0.7 s of CPU)
+        deadline = time.monotonic() + 60
+        while cpu_seconds(proc.pid) < 2.0 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:

@@ -40,8 +40,8 @@ def console(color: bool = True, width: int = 80) -> Console:
 
 
 def stats(**kw: object) -> Stats:
-    base = dict(prompt_tokens=12, generated_tokens=40, generation_seconds=2.0, time_to_first_token=0.25,
-                stop_reason="eos", n_ctx=4096)
+    base = {"prompt_tokens": 12, "generated_tokens": 40, "generation_seconds": 2.0, "time_to_first_token": 0.25,
+            "stop_reason": "eos", "n_ctx": 4096}
     base.update(kw)
     return Stats(**base)  # type: ignore[arg-type]
 

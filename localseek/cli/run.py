@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -16,31 +16,62 @@ from localseek.loader import default_ctx, open_model
 from localseek.session import ChatSession, ChatSettings
 
 ModelArg = Annotated[str, typer.Argument(help="A .gguf file (split models: any part).", show_default=False)]
-_SAMPLING = "Sampling (default: the model's catalog entry, else its GGUF, else DeepSeek's R1 advice)"
+_SAMPLING = "Sampling (defaults: catalog entry, else GGUF, else DeepSeek R1 advice)"
 _THINK = "Reasoning"
+
+
+Opt = typer.Option
 
 
 @app.command()
 def run(
     model: ModelArg,
-    prompt: Annotated[Optional[str], typer.Argument(help="Answer this once and exit (stdin is appended). Omit to chat.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", "-n", min=1, help="Cap the reply length.", rich_help_panel=_SAMPLING)] = None,
-    temperature: Annotated[Optional[float], typer.Option(min=0.0, help="Sampling temperature (0 = greedy) [default 0.6].", rich_help_panel=_SAMPLING)] = None,
-    top_p: Annotated[Optional[float], typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling [default 0.95].", rich_help_panel=_SAMPLING)] = None,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", min=0, help="Top-k sampling, 0 = off [default 40].", rich_help_panel=_SAMPLING)] = None,
-    min_p: Annotated[Optional[float], typer.Option("--min-p", min=0.0, max=1.0, help="Min-p sampling [default 0.05].", rich_help_panel=_SAMPLING)] = None,
-    repeat_penalty: Annotated[Optional[float], typer.Option("--repeat-penalty", min=0.01, help="Repetition penalty, 1 = off [default 1].", rich_help_panel=_SAMPLING)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed for reproducible sampling.", rich_help_panel=_SAMPLING)] = None,
-    think: Annotated[bool, typer.Option("--think/--no-think", help="Hybrid models (V3.1 and later): reason before answering. R1-style models always reason.", rich_help_panel=_THINK)] = True,
-    think_budget: Annotated[Optional[int], typer.Option("--think-budget", min=0, help="Cap reasoning at N tokens, then close it and let the model answer.", rich_help_panel=_THINK)] = None,
-    show_thinking: Annotated[bool, typer.Option("--show-thinking", help="Piped output: write the reasoning to stderr.", rich_help_panel=_THINK)] = False,
-    hide_thinking: Annotated[bool, typer.Option("--hide-thinking", help="Terminal: do not show the reasoning live (one summary line instead).", rich_help_panel=_THINK)] = False,
-    system: Annotated[Optional[str], typer.Option("--system", help="A system prompt (DeepSeek advises none for R1).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One-shot: print the answer, reasoning and stats as JSON.")] = False,
-    ctx: Annotated[Optional[int], typer.Option("--ctx", min=64, help="Context size in tokens.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", "-t", min=1, help="CPU threads.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Load even if the model seems too big for RAM.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's own log.")] = False,
+    prompt: Annotated[
+        str | None, typer.Argument(help="Answer this once and exit (piped stdin is appended). Omit to chat.")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, Opt("--max-tokens", "-n", min=1, help="Cap the reply length.", rich_help_panel=_SAMPLING)
+    ] = None,
+    temperature: Annotated[
+        float | None, Opt(min=0.0, help="Temperature, 0 = greedy (default 0.6).", rich_help_panel=_SAMPLING)
+    ] = None,
+    top_p: Annotated[
+        float | None, Opt("--top-p", min=0.0, max=1.0, help="Nucleus sampling (default 0.95).", rich_help_panel=_SAMPLING)
+    ] = None,
+    top_k: Annotated[
+        int | None, Opt("--top-k", min=0, help="Top-k sampling, 0 = off (default 40).", rich_help_panel=_SAMPLING)
+    ] = None,
+    min_p: Annotated[
+        float | None, Opt("--min-p", min=0.0, max=1.0, help="Min-p sampling (default 0.05).", rich_help_panel=_SAMPLING)
+    ] = None,
+    repeat_penalty: Annotated[
+        float | None, Opt(min=0.01, help="Repetition penalty, 1 = off (default 1).", rich_help_panel=_SAMPLING)
+    ] = None,
+    seed: Annotated[int | None, Opt(help="Random seed for reproducible sampling.", rich_help_panel=_SAMPLING)] = None,
+    think: Annotated[
+        bool,
+        Opt("--think/--no-think", rich_help_panel=_THINK,
+            help="Hybrid models (V3.1 and later): reason before answering. R1-style models always reason."),
+    ] = True,
+    think_budget: Annotated[
+        int | None,
+        Opt("--think-budget", min=0, rich_help_panel=_THINK,
+            help="Cap reasoning at N tokens, then close it and let the model answer (0 = skip it)."),
+    ] = None,
+    show_thinking: Annotated[
+        bool, Opt("--show-thinking", help="Piped output: write the reasoning to stderr.", rich_help_panel=_THINK)
+    ] = False,
+    hide_thinking: Annotated[
+        bool,
+        Opt("--hide-thinking", rich_help_panel=_THINK,
+            help="Terminal: do not show the reasoning live (a one-line summary instead)."),
+    ] = False,
+    system: Annotated[str | None, Opt("--system", help="A system prompt (DeepSeek advises none for R1).")] = None,
+    as_json: Annotated[bool, Opt("--json", help="One-shot: print the answer, reasoning and stats as JSON.")] = False,
+    ctx: Annotated[int | None, Opt("--ctx", min=64, help="Context size in tokens.")] = None,
+    threads: Annotated[int | None, Opt("--threads", "-t", min=1, help="CPU threads.")] = None,
+    force: Annotated[bool, Opt("--force", help="Load even if the model seems too big for RAM.")] = False,
+    verbose: Annotated[bool, Opt("--verbose", "-v", help="Show llama.cpp's own log.")] = False,
 ) -> None:
     """Run a model: one answer for PROMPT (also reads piped stdin), or an interactive chat.
 
@@ -52,8 +83,10 @@ def run(
 
     info = read_gguf(resolve_model(model))
     options = LoadOptions(n_ctx=default_ctx(info, ctx), n_threads=threads, verbose=verbose)
-    flags = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
-             "repeat_penalty": repeat_penalty, "max_tokens": max_tokens, "seed": seed}
+    flags = {
+        "temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
+        "repeat_penalty": repeat_penalty, "max_tokens": max_tokens, "seed": seed,
+    }
     sampling, _ = resolve_sampling(model, info, flags)
     piped = _read_stdin()
     if prompt is not None and piped:
@@ -62,12 +95,14 @@ def run(
         prompt = piped
     if prompt is not None and not prompt.strip():
         raise UsageError("The prompt is empty; pass some text or pipe it in.")
-    if prompt is None and not sys.stdin.isatty():
+    if prompt is None and (sys.stdin is None or not sys.stdin.isatty()):
         raise UsageError("Nothing to answer: pass a prompt, pipe text in, or run from a terminal to chat.")
     if as_json and prompt is None:
         raise UsageError("--json needs a prompt (it answers once); pass one or pipe it in.")
     engine, info = open_model(str(info.path), options, force=force)
-    settings = ChatSettings(sampling=sampling, think=think, show_thinking=not hide_thinking, think_budget=think_budget)
+    settings = ChatSettings(
+        sampling=sampling, think=think, show_thinking=not hide_thinking, think_budget=think_budget
+    )
     session = ChatSession(engine, settings, system=system, model_name=info.path.name, model_facts=_facts(info))
     try:
         if prompt is not None:
@@ -102,7 +137,7 @@ def _history_key(filename: str) -> str:
 
     m = SPLIT_RE.match(filename)
     stem = m["stem"] if m else filename
-    return stem[:-5] if stem.endswith(".gguf") else stem
+    return stem.removesuffix(".gguf")
 
 
 def _answer_once(session: ChatSession, prompt: str, *, as_json: bool, show_thinking: bool) -> None:

@@ -43,6 +43,6 @@ def make_console(file: TextIO | None = None, *, stderr: bool = False, **kwargs: 
     )
 
 
-from localseek.tui.view import ChatView, PlainView, stats_line, thought_line  # noqa: E402
+from localseek.tui.view import ChatView, PlainView, stats_line, thought_line
 
 __all__ = ["THEME", "ChatView", "PlainView", "make_console", "stats_line", "thought_line"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from rich.console import Console
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Callable, Iterable, TextIO
+from collections.abc import Callable, Iterable
+from typing import TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -31,7 +32,7 @@ StatsSource = Callable[[], Stats]
 _BAR = "│ "
 THINKING_ROWS = 12  # the live reasoning block shows at most this many of its last lines
 # Model output is untrusted: control characters (ESC above all) must not reach the terminal as such.
-_CONTROL = {c: "\ufffd" for c in [*range(0, 9), *range(11, 32), 127] if c != 13}
+_CONTROL = {c: "\ufffd" for c in [*range(9), *range(11, 32), 127] if c != 13}
 _CONTROL[13] = None
 
 
@@ -144,10 +145,11 @@ class ChatView:
         self._maybe_refresh()
 
     def end_reasoning(self, done: ThinkingDone) -> None:
+        if self.show_thinking and self._phase == "thinking":
+            self._refresh()  # draw the block's last state once, however fast the tokens came
         self._thought = done
-        self._print(Text(thought_line(done.seconds, done.tokens, forced=done.forced), style="think.summary"))
         self._phase = "answer"
-        self._refresh()
+        self._print(Text(thought_line(done.seconds, done.tokens, forced=done.forced), style="think.summary"))
 
     def stream_answer(self, text: str) -> None:
         text = printable(text)
@@ -308,9 +310,9 @@ class _Live(Live):
         self._view = view
 
     def refresh(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            if time.perf_counter() - self._view._last_refresh < 0.2:
-                return
+        timer = threading.current_thread() is not threading.main_thread()
+        if timer and time.perf_counter() - self._view._last_refresh < 0.2:
+            return
         super().refresh()
 
 
