@@ -3,9 +3,8 @@
 Order: a flag the user passed > the catalog entry (models.toml) > the GGUF's own `general.sampling.*`
 keys > DeepSeek's advice for R1 (temperature 0.6, top-p 0.95) and llama.cpp's defaults for the rest.
 
-The catalog is optional here: if `localseek.catalog` provides
-`sampling_defaults(ref: str, info: GGUFInfo) -> Mapping[str, float | int] | None` (keys among
-temperature, top_p, top_k, min_p, repeat_penalty, max_tokens), its values are used.
+The catalog is optional here (see `_catalog_lookup`): without `localseek.catalog`, the GGUF and the
+built-in defaults decide.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from localseek.engine import Sampling
+from localseek.errors import LocalseekError
 from localseek.ggufinfo import GGUFInfo
 
 KNOBS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens")
@@ -32,11 +32,39 @@ CatalogLookup = Callable[[str, GGUFInfo], "Mapping[str, Any] | None"]
 
 
 def _catalog_lookup() -> CatalogLookup | None:
+    """The catalog's defaults for a model reference, if a catalog module is present.
+
+    Wired to the catalog of the `pull` work: `load_catalog().resolve(ref).spec.sampling` (temperature, top_p)
+    for a catalog name or alias; for an installed model (by its name or OWNER/REPO), the catalog entry it was
+    pulled from (`pull.find_installed(ref).catalog_id`). A catalog may instead offer `sampling_defaults`.
+    """
     try:
         catalog = importlib.import_module("localseek.catalog")
     except ImportError:
         return None
-    return getattr(catalog, "sampling_defaults", None)
+    direct = getattr(catalog, "sampling_defaults", None)
+    if direct is not None:
+        return direct  # type: ignore[no-any-return]
+    if not hasattr(catalog, "load_catalog"):
+        return None
+
+    def lookup(ref: str, info: GGUFInfo) -> Mapping[str, Any] | None:
+        try:
+            cat = catalog.load_catalog()
+            resolved = cat.resolve(ref)
+            spec = resolved.spec if resolved is not None else None
+            if spec is None:
+                pull = importlib.import_module("localseek.pull")
+                model = pull.find_installed(ref)
+                spec = cat.get(model.catalog_id) if model is not None and model.catalog_id else None
+        except (LocalseekError, ImportError, AttributeError, OSError, ValueError):
+            return None  # a bad catalog must not stop a local file from running
+        sampling = getattr(spec, "sampling", None)
+        if sampling is None:
+            return None
+        return {k: getattr(sampling, k) for k in KNOBS if getattr(sampling, k, None) is not None}
+
+    return lookup
 
 
 def _gguf_values(info: GGUFInfo) -> dict[str, Any]:

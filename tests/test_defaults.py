@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from localseek.defaults import resolve_sampling
@@ -70,3 +71,47 @@ def test_gguf_sampling_keys_are_read(tiny_gguf: Path, tmp_path: Path) -> None:
     writer.close()
     sampling, sources = resolve_sampling(str(out), read_gguf(out), NONE, catalog=lambda r, i: None)
     assert (sampling.temperature, sampling.top_k) == (0.0, 1) and sources["temperature"] == "gguf"
+
+
+def test_catalog_module_is_used_when_present(monkeypatch, tmp_path: Path) -> None:
+    """The adapter for the catalog of the `pull` work: load_catalog().resolve(ref).spec.sampling, and installed
+    models through pull.find_installed(ref).catalog_id. Stand-in modules with that interface."""
+    import types
+    from dataclasses import dataclass
+
+    from localseek import defaults
+
+    @dataclass(frozen=True)
+    class SamplingDefaults:
+        temperature: float
+        top_p: float
+
+    @dataclass(frozen=True)
+    class Spec:
+        id: str
+        sampling: SamplingDefaults | None
+
+    specs = {"deepseek-v3": Spec("deepseek-v3", SamplingDefaults(0.3, 0.9)), "bare": Spec("bare", None)}
+
+    class Catalog:
+        def resolve(self, ref: str):
+            spec = specs.get(ref.split(":")[0])
+            return types.SimpleNamespace(spec=spec, quant=None) if spec else None
+
+        def get(self, name: str):
+            return specs.get(name)
+
+    catalog = types.ModuleType("localseek.catalog")
+    catalog.load_catalog = Catalog  # type: ignore[attr-defined]
+    pull = types.ModuleType("localseek.pull")
+    pull.find_installed = lambda ref: (  # type: ignore[attr-defined]
+        types.SimpleNamespace(catalog_id="deepseek-v3") if ref == "unsloth/DeepSeek-V3-GGUF" else None)
+    monkeypatch.setitem(sys.modules, "localseek.catalog", catalog)
+    monkeypatch.setitem(sys.modules, "localseek.pull", pull)
+    lookup = defaults._catalog_lookup()
+    assert lookup is not None
+    for ref in ("deepseek-v3:q4_k_m", "unsloth/DeepSeek-V3-GGUF"):
+        sampling, sources = resolve_sampling(ref, info(), NONE)
+        assert (sampling.temperature, sampling.top_p) == (0.3, 0.9) and sources["temperature"] == "catalog"
+    assert resolve_sampling("bare", info(), NONE)[1]["temperature"] == "default"
+    assert resolve_sampling(str(tmp_path / "x.gguf"), info(), NONE)[0].temperature == 0.6

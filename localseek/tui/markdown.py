@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import textwrap
 
+from markdown_it import MarkdownIt
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.markdown import Markdown
 from rich.padding import Padding
@@ -93,6 +94,31 @@ class BlockSplitter:
         return block if block.strip() else None
 
 
+def _parser() -> MarkdownIt:
+    parser = getattr(_parser, "cached", None)
+    if parser is None:
+        parser = _parser.cached = MarkdownIt().enable("strikethrough").enable("table")  # type: ignore[attr-defined]
+    return parser
+
+
+_MARKDOWN_ATTRS = set(vars(Markdown("")))
+
+
+def markdown(text: str) -> Markdown:
+    """`rich.markdown.Markdown(text)` without building a new markdown-it parser each time (that is half the
+    cost of a small block). Falls back to the plain constructor if Rich's Markdown ever stores other state."""
+    attrs = {
+        "markup": text, "parsed": None, "code_theme": CODE_THEME, "justify": None, "style": "none",
+        "hyperlinks": True, "inline_code_lexer": None, "inline_code_theme": CODE_THEME,
+    }
+    if set(attrs) != _MARKDOWN_ATTRS:
+        return Markdown(text, code_theme=CODE_THEME)
+    md = Markdown.__new__(Markdown)
+    attrs["parsed"] = _parser().parse(text)
+    md.__dict__.update(attrs)
+    return md
+
+
 def render_block(block: str, *, after_list: bool = False) -> RenderableType:
     """A finished block as Markdown. An indented block right after a list is a continuation of a list item:
     dedent it (so `   ```python` stays a fence) and indent the rendering instead."""
@@ -100,8 +126,8 @@ def render_block(block: str, *, after_list: bool = False) -> RenderableType:
         dedented = textwrap.dedent(block)
         indent = len(block.split("\n", 1)[0]) - len(block.split("\n", 1)[0].lstrip())
         if dedented != block and indent:
-            return Padding(Markdown(dedented, code_theme=CODE_THEME), (0, 0, 0, min(indent, 8)))
-    return Markdown(block, code_theme=CODE_THEME)
+            return Padding(markdown(dedented), (0, 0, 0, min(indent, 8)))
+    return markdown(block)
 
 
 def is_list_block(block: str) -> bool:
@@ -111,7 +137,7 @@ def is_list_block(block: str) -> bool:
 def render_pending(text: str) -> RenderableType:
     if len(text) > LIVE_MARKDOWN_CHARS:
         return Text(text[-LIVE_MARKDOWN_CHARS:])
-    return Markdown(text, code_theme=CODE_THEME)
+    return markdown(text)
 
 
 class Tail:
@@ -131,4 +157,44 @@ class Tail:
             if self.prefix is not None:
                 yield from self.prefix.render(console)
             yield from line
+            yield new_line
+
+
+def wrap_tail(text: str, width: int, rows: int) -> list[str] | None:
+    """The last `rows` lines of `text` word-wrapped at `width` columns, fast, for ASCII text only
+    (None otherwise: wide characters need Rich's cell-aware wrapping)."""
+    if not text.isascii():
+        return None
+    out: list[str] = []
+    for line in text.split("\n"):
+        pos = 0
+        while len(line) - pos > width:
+            cut = line.rfind(" ", pos, pos + width + 1)
+            if cut <= pos:
+                out.append(line[pos:pos + width])
+                pos += width
+            else:
+                out.append(line[pos:cut])
+                pos = cut + 1
+        out.append(line[pos:])
+    return out[-rows:] if rows > 0 else []
+
+
+class ReasoningTail:
+    """The live reasoning block: its last lines, dimmed, each behind a bar."""
+
+    def __init__(self, text: str, rows: int, *, style: str, bar: str, bar_style: str) -> None:
+        self.text, self.rows, self.style, self.bar, self.bar_style = text, rows, style, bar, bar_style
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = max(10, options.max_width - len(self.bar))
+        lines = wrap_tail(self.text, width, self.rows)
+        if lines is None:  # not ASCII: let Rich measure the cells
+            yield Tail(Text(self.text, style=self.style), self.rows, prefix=Text(self.bar, style=self.bar_style))
+            return
+        style, bar_style = console.get_style(self.style), console.get_style(self.bar_style)
+        new_line = Segment.line()
+        for line in lines:
+            yield Segment(self.bar, bar_style)
+            yield Segment(line, style)
             yield new_line

@@ -16,7 +16,6 @@ from typing import TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.markdown import Markdown
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
@@ -26,7 +25,15 @@ from localseek.engine import Stats
 from localseek.generation import Done, ThinkingDone
 from localseek.reasoning import Answer, Reasoning
 from localseek.session import ContextTrimmed
-from localseek.tui.markdown import BlockSplitter, Tail, is_list_block, render_block, render_pending
+from localseek.tui.markdown import (
+    BlockSplitter,
+    ReasoningTail,
+    Tail,
+    is_list_block,
+    markdown,
+    render_block,
+    render_pending,
+)
 
 StatsSource = Callable[[], Stats]
 _BAR = "│ "
@@ -223,7 +230,7 @@ class ChatView:
             else:
                 if t.get("reasoning"):
                     self.console.print(Text("(reasoning kept: /think show)", style="think.summary"))
-                self.console.print(Markdown(printable(t["content"])))
+                self.console.print(markdown(printable(t["content"])))
                 if t.get("interrupted"):
                     self.console.print("[interrupted]", style="notice", markup=False)
 
@@ -285,8 +292,8 @@ class ChatView:
             header = self._status(f"Thinking… {seconds:.1f} s · {_count(tokens)}")
             if not self.show_thinking:
                 return header
-            body = Tail(Text(self._reasoning_tail.lstrip("\n"), style="think.text"), self._thinking_rows(),
-                        prefix=Text(_BAR, style="think.bar"))
+            body = ReasoningTail(self._reasoning_tail.lstrip("\n"), self._thinking_rows(), style="think.text",
+                                 bar=_BAR, bar_style="think.bar")
             return Group(header, body)
         pending = self._splitter.pending(max_lines=rows if self._splitter.in_fence else 2 * rows)
         parts: list[RenderableType] = []
