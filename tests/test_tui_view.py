@@ -229,3 +229,13 @@ def test_plain_view_show_thinking_goes_to_stderr() -> None:
         view.handle(event)
     view.end_turn(None)
     assert out.getvalue() == "ok\n" and err.getvalue() == "thinking hard\n"
+
+
+def test_blocks_are_spaced_like_the_source() -> None:
+    con = console(color=False)
+    play(ChatView(con, animate=False), "", ANSWER)
+    lines = [line.rstrip() for line in con.export_text().splitlines()]
+    lines = lines[: next(i for i, line in enumerate(lines) if line.startswith("first token"))]
+    assert "" not in [lines[0], lines[-1]]
+    assert "\n\n\n" not in "\n".join(lines)  # never two blank lines in a row
+    assert lines.count("") == 4 + 1  # five blocks: four blank lines between them, plus the one inside the code

@@ -119,6 +119,30 @@ def markdown(text: str) -> Markdown:
     return md
 
 
+class Trimmed:
+    """A renderable without its leading and trailing blank lines (Rich pads lists, tables and code blocks
+    with some; blocks printed one by one are then spaced evenly by the caller)."""
+
+    def __init__(self, renderable: RenderableType) -> None:
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        lines = console.render_lines(self.renderable, options.update(height=None), pad=False)
+
+        def blank(line: list[Segment]) -> bool:
+            return all(not seg.text.strip() for seg in line)
+
+        start, end = 0, len(lines)
+        while start < end and blank(lines[start]):
+            start += 1
+        while end > start and blank(lines[end - 1]):
+            end -= 1
+        new_line = Segment.line()
+        for line in lines[start:end]:
+            yield from line
+            yield new_line
+
+
 def render_block(block: str, *, after_list: bool = False) -> RenderableType:
     """A finished block as Markdown. An indented block right after a list is a continuation of a list item:
     dedent it (so `   ```python` stays a fence) and indent the rendering instead."""
@@ -126,8 +150,8 @@ def render_block(block: str, *, after_list: bool = False) -> RenderableType:
         dedented = textwrap.dedent(block)
         indent = len(block.split("\n", 1)[0]) - len(block.split("\n", 1)[0].lstrip())
         if dedented != block and indent:
-            return Padding(markdown(dedented), (0, 0, 0, min(indent, 8)))
-    return markdown(block)
+            return Padding(Trimmed(markdown(dedented)), (0, 0, 0, min(indent, 8)))
+    return Trimmed(markdown(block))
 
 
 def is_list_block(block: str) -> bool:
@@ -137,7 +161,7 @@ def is_list_block(block: str) -> bool:
 def render_pending(text: str) -> RenderableType:
     if len(text) > LIVE_MARKDOWN_CHARS:
         return Text(text[-LIVE_MARKDOWN_CHARS:])
-    return markdown(text)
+    return Trimmed(markdown(text))
 
 
 class Tail:

@@ -97,6 +97,7 @@ class ChatView:
         self._reasoning_tail = ""
         self._splitter = BlockSplitter()
         self._answer_seen = False
+        self._blocks = 0  # answer blocks printed so far
         self._started = time.perf_counter()
         self._think_started = 0.0
         self._last_refresh = 0.0
@@ -237,6 +238,9 @@ class ChatView:
     # -- internals ------------------------------------------------------------------------------
     def _commit(self, block: str) -> None:
         renderable = render_block(block, after_list=self._splitter.last_was_list)
+        if self._blocks:
+            renderable = Group(Text(""), renderable)  # blocks apart by a blank line, as in the source
+        self._blocks += 1
         self._splitter.last_was_list = is_list_block(block) or (
             self._splitter.last_was_list and block[:1].isspace()
         )
