@@ -189,7 +189,7 @@ def _scripted_embeddings(
     embd *= np.sqrt(n_embd)  # unit RMS, so RMSNorm leaves the direction (and scale) as is
     output = rng.standard_normal((n_vocab, n_embd)).astype(np.float32) * 0.02
     chain = [vocab.id(ASSISTANT)] + [vocab.id(p) for p in _SCRIPT_PIECES]
-    edges = list(zip(chain, chain[1:]))
+    edges = [(chain[i], chain[i + 1]) for i in range(len(chain) - 1)]
     if loop_reasoning:  # "." goes back to "Hmm" instead of closing the block: it reasons until stopped
         edges = [(a, vocab.id("Hmm") if a == vocab.id(".") else b) for a, b in edges]
     for prev, nxt in edges:

@@ -248,7 +248,8 @@ class ChatView:
 
     def _print(self, renderable: RenderableType) -> None:
         if self._live is not None and self._live.is_started:
-            self._live.console.print(renderable)
+            self._live.console.print(renderable)  # this redraws the live region below it too
+            self._last_refresh = time.perf_counter()
         else:
             self.console.print(renderable)
 
