@@ -2,6 +2,7 @@
 
     python bench/render.py                     # 4,000 answer tokens at 50 tok/s (80 s), plus the comparisons
     python bench/render.py --tokens 1000 --rate 0   # unpaced: per-token cost only
+    python bench/render.py --rate 0 --refresh-every-token --skip-naive   # the cost of one refresh, by quarter
 
 The display is localseek's `ChatView` (Rich), writing to a terminal-like console (truecolor, 100x40)
 whose output goes to /dev/null, so what is measured is localseek's own work: parsing, Markdown, layout,
@@ -86,9 +87,12 @@ def console() -> Console:
                    height=SIZE[1], theme=THEME, highlight=False)
 
 
+REFRESH_HZ = [10.0]
+
+
 def run_view(pieces: list[str], kind: str, rate: float) -> dict[str, object]:
     stats = Stats(prompt_tokens=20, n_ctx=8192)
-    view = ChatView(console(), stats=lambda: stats)
+    view = ChatView(console(), stats=lambda: stats, refresh_hz=REFRESH_HZ[0])
     interval = 1.0 / rate if rate else 0.0
     per_token: list[float] = []
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -152,10 +156,14 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=4000)
     ap.add_argument("--rate", type=float, default=50.0, help="tokens per second (0 = as fast as possible)")
     ap.add_argument("--size", default="100x40", help="terminal columns x rows")
+    ap.add_argument("--refresh-every-token", action="store_true",
+                    help="no refresh throttle: the per-token columns then show the cost of one refresh")
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--skip-reasoning", action="store_true")
     args = ap.parse_args()
     SIZE[:] = [int(v) for v in args.size.split("x")]
+    if args.refresh_every_token:
+        REFRESH_HZ[0] = 1e9
     answer = simulated(_SECTION, args.tokens, "answer")
     print(f"# {args.tokens} tokens at {args.rate or 'max'} tok/s; terminal {args.size}; "
           f"Python {sys.version.split()[0]}; {os.cpu_count()} CPUs", flush=True)
