@@ -98,7 +98,6 @@ class ChatView:
         self._splitter = BlockSplitter()
         self._answer_seen = False
         self._blocks = 0  # answer blocks printed so far
-        self._started = time.perf_counter()
         self._think_started = 0.0
         self._last_refresh = 0.0
         self._thought: ThinkingDone | None = None
