@@ -1,4 +1,4 @@
-"""From what the user typed (a path for now; catalog names come with `pull`) to a loaded engine."""
+"""From what the user typed (a path for now; catalog names come with `pull`) to a planned, loaded engine."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from pathlib import Path
 from localseek import hardware
 from localseek.engine import Engine, LoadOptions
 from localseek.errors import InsufficientMemoryError, ModelFileError
+from localseek.footprint import from_gguf
 from localseek.ggufinfo import GGUFInfo, read_gguf
-
-GiB = 1024**3
-DEFAULT_CTX = 4096
+from localseek.plan import DEFAULT_CTX, Plan, Request, make_plan
 
 
 def resolve_model(ref: str) -> Path:
@@ -23,32 +22,6 @@ def resolve_model(ref: str) -> Path:
     )
 
 
-def kv_bytes_per_token(info: GGUFInfo) -> int:
-    """KV cache bytes per token at F16, MLA-aware (deepseek2 caches the compressed latent)."""
-    n_layer = int(info.get("block_count", 0) or 0)
-    kv_lora = info.get("attention.kv_lora_rank")
-    if kv_lora:
-        rope = int(info.get("rope.dimension_count", 64) or 64)
-        return n_layer * (int(kv_lora) + rope) * 2
-    n_embd = int(info.get("embedding_length", 0) or 0)
-    n_head = int(info.get("attention.head_count", 1) or 1)
-    n_head_kv = int(info.get("attention.head_count_kv", n_head) or n_head)
-    head_dim = int(info.get("attention.key_length", n_embd // max(n_head, 1)) or 0)
-    return n_layer * 2 * n_head_kv * head_dim * 2
-
-
-def check_fits(info: GGUFInfo, n_ctx: int, *, force: bool = False) -> None:
-    """Refuse a model that cannot fit in RAM (weights + KV cache) instead of swapping the machine to death."""
-    mem = hardware.memory()
-    need = info.total_bytes + kv_bytes_per_token(info) * n_ctx
-    if force or mem.total == 0 or need <= mem.total:
-        return
-    raise InsufficientMemoryError(
-        f"{info.path.name} needs about {need / GiB:.1f} GiB (weights + {n_ctx}-token context) but this machine has "
-        f"{mem.total / GiB:.1f} GiB of RAM; use a smaller quant or a smaller --ctx, or pass --force to try anyway."
-    )
-
-
 def default_ctx(info: GGUFInfo, requested: int | None) -> int:
     trained = int(info.get("context_length", DEFAULT_CTX) or DEFAULT_CTX)
     if requested:
@@ -56,8 +29,45 @@ def default_ctx(info: GGUFInfo, requested: int | None) -> int:
     return min(DEFAULT_CTX, trained)
 
 
-def open_model(ref: str, options: LoadOptions, *, force: bool = False) -> tuple[Engine, GGUFInfo]:
-    path = resolve_model(ref)
-    info = read_gguf(path)
-    check_fits(info, options.n_ctx, force=force)
-    return Engine.load(info.path, options), info
+def plan_for(info: GGUFInfo, request: Request, hw: hardware.Hardware | None = None) -> Plan:
+    """Plan `info` on this machine (or on `hw`). Raises InsufficientMemoryError unless it fits or is forced."""
+    plan = make_plan(from_gguf(info), hw or hardware.detect(), request)
+    if not plan.fits and not request.force:
+        raise InsufficientMemoryError(plan.problem)
+    return plan
+
+
+def load_planned(info: GGUFInfo, plan: Plan, *, verbose: bool = False) -> Engine:
+    engine = Engine.load(info.path, plan.load_options(verbose=verbose))
+    engine.plan = plan
+    return engine
+
+
+def open_model(
+    ref: str,
+    options: LoadOptions | Request | None = None,
+    *,
+    force: bool = False,
+    verbose: bool = False,
+    hw: hardware.Hardware | None = None,
+) -> tuple[Engine, GGUFInfo]:
+    """Read the header, plan, load. `options` may be a planner `Request` (the normal path) or explicit
+    `LoadOptions`, whose context, threads, GPU layers and overrides are then honoured as given."""
+    info = read_gguf(resolve_model(ref))
+    if isinstance(options, LoadOptions):
+        request = Request(
+            n_ctx=options.n_ctx, threads=options.n_threads, gpu_layers=options.n_gpu_layers,
+            n_batch=options.n_batch, n_ubatch=options.n_ubatch, mmap=options.use_mmap, mlock=options.use_mlock,
+            flash_attn=options.flash_attn, force=force,
+        )
+    else:
+        request = options or Request(force=force)
+        if force and not request.force:
+            request = Request(**{**request.__dict__, "force": True})
+    plan = plan_for(info, request, hw)
+    load = plan.load_options(verbose=verbose or (isinstance(options, LoadOptions) and options.verbose))
+    if isinstance(options, LoadOptions) and options.tensor_overrides:
+        load = LoadOptions(**{**load.__dict__, "tensor_overrides": options.tensor_overrides})
+    engine = Engine.load(info.path, load)
+    engine.plan = plan
+    return engine, info

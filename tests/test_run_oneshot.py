@@ -15,7 +15,8 @@ from factory import SCRIPT_ANSWER, SCRIPT_REASONING
 from tuimodels import loop_model
 
 CMD = [sys.executable, "-m", "localseek", "run"]
-ENV = {**os.environ, "LOCALSEEK_THREADS": "1"}  # one thread: steady on a busy 2-core machine
+ENV = dict(os.environ)
+THREADS = ["--threads", "1"]  # one llama.cpp thread: steady on a busy 2-core machine
 
 
 def cpu_seconds(pid: int) -> float:
@@ -29,7 +30,7 @@ def cpu_seconds(pid: int) -> float:
 
 def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*CMD, *args], input=stdin if stdin is not None else "", capture_output=True, text=True, timeout=120,
+        [*CMD, *args, *THREADS], input=stdin if stdin is not None else "", capture_output=True, text=True, timeout=120,
         env={**ENV, **(env or {})}, check=False,
     )
 
@@ -104,7 +105,7 @@ def test_usage_errors_exit_2_with_one_line(tiny_gguf: Path, args: list[str], std
 def test_ctrl_c_exits_130_with_the_partial_answer(model_dir: Path) -> None:
     proc = subprocess.Popen(
         [*CMD, str(loop_model(model_dir)), "hello", "--temperature", "0", "--ctx", "32768", "-n", "1000000",
-         "--show-thinking"],
+         "--show-thinking", *THREADS],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )
     try:
@@ -122,7 +123,8 @@ def test_ctrl_c_exits_130_with_the_partial_answer(model_dir: Path) -> None:
 
 def test_json_when_interrupted_still_prints_what_it_has(model_dir: Path) -> None:
     proc = subprocess.Popen(
-        [*CMD, str(loop_model(model_dir)), "hello", "--temperature", "0", "--ctx", "32768", "-n", "1000000", "--json"],
+        [*CMD, str(loop_model(model_dir)), "hello", "--temperature", "0", "--ctx", "32768", "-n", "1000000", "--json",
+         *THREADS],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )
     try:

@@ -9,10 +9,22 @@ from typing import Annotated, Any
 import typer
 
 from localseek.cli import app
-from localseek.engine import LoadOptions
+from localseek.cli.offload import (
+    CpuMoe,
+    Ctx,
+    Force,
+    GpuLayers,
+    Mlock,
+    NCpuMoe,
+    NoMmap,
+    Threads,
+    make_request,
+    summary_line,
+)
 from localseek.errors import Interrupted, UsageError
 from localseek.generation import Done, Turn
-from localseek.loader import default_ctx, open_model
+from localseek.ggufinfo import read_gguf
+from localseek.loader import load_planned, plan_for, resolve_model
 from localseek.session import ChatSession, ChatSettings
 
 ModelArg = Annotated[str, typer.Argument(help="A .gguf file (split models: any part).", show_default=False)]
@@ -68,21 +80,28 @@ def run(
     ] = False,
     system: Annotated[str | None, Opt("--system", help="A system prompt (DeepSeek advises none for R1).")] = None,
     as_json: Annotated[bool, Opt("--json", help="One-shot: print the answer, reasoning and stats as JSON.")] = False,
-    ctx: Annotated[int | None, Opt("--ctx", min=64, help="Context size in tokens.")] = None,
-    threads: Annotated[int | None, Opt("--threads", "-t", min=1, help="CPU threads.")] = None,
-    force: Annotated[bool, Opt("--force", help="Load even if the model seems too big for RAM.")] = False,
-    verbose: Annotated[bool, Opt("--verbose", "-v", help="Show llama.cpp's own log.")] = False,
+    ctx: Ctx = None,
+    threads: Threads = None,
+    gpu_layers: GpuLayers = "auto",
+    cpu_moe: CpuMoe = False,
+    n_cpu_moe: NCpuMoe = None,
+    mlock: Mlock = False,
+    no_mmap: NoMmap = False,
+    force: Force = False,
+    verbose: Annotated[bool, Opt("--verbose", "-v", help="Show the plan and llama.cpp's own log.")] = False,
 ) -> None:
     """Run a model: one answer for PROMPT (also reads piped stdin), or an interactive chat.
 
+    Memory is planned first (see `localseek plan MODEL`); the offload flags override the plan.
     Exit codes: 0 done, 2 bad input or model, 130 interrupted (Ctrl-C).
     """
     from localseek.defaults import resolve_sampling
-    from localseek.ggufinfo import read_gguf
-    from localseek.loader import resolve_model
 
+    request = make_request(
+        ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads, mlock=mlock,
+        no_mmap=no_mmap, force=force,
+    )
     info = read_gguf(resolve_model(model))
-    options = LoadOptions(n_ctx=default_ctx(info, ctx), n_threads=threads, verbose=verbose)
     flags = {
         "temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
         "repeat_penalty": repeat_penalty, "max_tokens": max_tokens, "seed": seed,
@@ -99,18 +118,34 @@ def run(
         raise UsageError("Nothing to answer: pass a prompt, pipe text in, or run from a terminal to chat.")
     if as_json and prompt is None:
         raise UsageError("--json needs a prompt (it answers once); pass one or pipe it in.")
-    engine, info = open_model(str(info.path), options, force=force)
+    plan = plan_for(info, request)
+    _report_plan(plan, verbose=verbose)
+    engine = load_planned(info, plan, verbose=verbose)
+    if verbose and plan.overrides:
+        moved = engine.overridden_tensors()
+        sys.stderr.write(f"llama.cpp: {len(moved)} tensors overridden to CPU (RAM) by {', '.join(plan.overrides)}\n")
     settings = ChatSettings(
         sampling=sampling, think=think, show_thinking=not hide_thinking, think_budget=think_budget
     )
-    session = ChatSession(engine, settings, system=system, model_name=info.path.name, model_facts=_facts(info))
     try:
+        facts = {**_facts(info), "plan": summary_line(plan)}
+        session = ChatSession(engine, settings, system=system, model_name=info.path.name, model_facts=facts)
         if prompt is not None:
             _answer_once(session, prompt, as_json=as_json, show_thinking=show_thinking)
         else:
             _chat(session, _history_key(info.path.name))
     finally:
         engine.close()
+
+
+def _report_plan(plan, *, verbose: bool) -> None:
+    """Plan warnings always go to stderr (before the possibly long load); with --verbose the plan too."""
+    for warning in plan.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    if plan.forced:
+        sys.stderr.write(f"warning: --force: {plan.problem}\n")
+    if verbose:
+        sys.stderr.write(summary_line(plan) + "\n")
 
 
 def _read_stdin() -> str | None:
