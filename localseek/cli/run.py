@@ -128,7 +128,7 @@ def run(
         sampling=sampling, think=think, show_thinking=not hide_thinking, think_budget=think_budget
     )
     try:
-        facts = {**_facts(info), "plan": summary_line(plan)}
+        facts = {**_facts(info), "plan": summary_line(plan).removeprefix("plan: ")}
         session = ChatSession(engine, settings, system=system, model_name=info.path.name, model_facts=facts)
         if prompt is not None:
             _answer_once(session, prompt, as_json=as_json, show_thinking=show_thinking)
