@@ -120,6 +120,7 @@ class Engine:
     last_stats: Stats = field(default_factory=Stats)
     plan: object = field(default=None, repr=False)  # the localseek.plan.Plan this engine was loaded with, if any
     _keepalive: object = field(default=None, repr=False)  # C arrays llama.cpp keeps pointers into
+    _pending: list[int] = field(default_factory=list, repr=False)  # tokens queued by `inject`
 
     @classmethod
     def load(cls, path: Path, options: LoadOptions) -> Engine:
@@ -200,11 +201,34 @@ class Engine:
         return bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))  # type: ignore[attr-defined]
 
     # -- generation ---------------------------------------------------------------------------
+    def inject(self, text: str) -> None:
+        """Force `text` into the generation that is running now, as if the model had written it.
+
+        Call it from the loop that consumes `stream` (between two pieces). The text is tokenized
+        (special tokens parsed) and, after the token just yielded, fed to the model instead of
+        sampling; its pieces are yielded like generated ones and count as generated tokens; then
+        sampling resumes after it. This is how a reasoning budget closes `</think>` (as llama.cpp's
+        server does with --reasoning-budget). If the token just yielded ends inside a UTF-8
+        character, the injection waits for the character to complete.
+        """
+        self._pending = list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))  # type: ignore[attr-defined]
+
+    def _generate(self, tokens: list[int], sampling: Sampling) -> Iterator[int]:
+        return self.llm.generate(  # type: ignore[attr-defined]
+            tokens,
+            temp=max(0.0, sampling.temperature),
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            min_p=sampling.min_p,
+            repeat_penalty=sampling.repeat_penalty,
+        )
+
     def stream(self, prompt_tokens: list[int], sampling: Sampling) -> Iterator[str]:
         """Yield decoded text pieces; `last_stats` is filled in as it goes (and final when it ends).
 
         Stops at end-of-generation, at max_tokens, or when the context is full. KeyboardInterrupt
-        propagates to the caller with stats marked "interrupted".
+        propagates to the caller with stats marked "interrupted". Text queued with `inject` while
+        streaming is fed to the model at the next step.
         """
         llm = self.llm
         n_ctx = self.n_ctx
@@ -215,6 +239,7 @@ class Engine:
             )
         stats = Stats(prompt_tokens=len(prompt_tokens), n_ctx=n_ctx)
         self.last_stats = stats
+        self._pending = []
         if sampling.seed is not None:
             llm.set_seed(sampling.seed)  # type: ignore[attr-defined]
         limit = n_ctx - len(prompt_tokens)
@@ -224,34 +249,56 @@ class Engine:
         start = time.perf_counter()
         first_at = 0.0
         stats.stop_reason = "context"
+        context = list(prompt_tokens)  # everything the model has seen or will see, for restarts
+
+        def at_limit() -> bool:
+            if stats.generated_tokens < limit:
+                return False
+            stats.stop_reason = "length" if sampling.max_tokens is not None and \
+                stats.generated_tokens >= sampling.max_tokens else "context"
+            return True
+
         try:
             if limit <= 0:
                 stats.stop_reason = "length"
                 return
-            for token in llm.generate(  # type: ignore[attr-defined]
-                prompt_tokens,
-                temp=max(0.0, sampling.temperature),
-                top_p=sampling.top_p,
-                top_k=sampling.top_k,
-                min_p=sampling.min_p,
-                repeat_penalty=sampling.repeat_penalty,
-            ):
-                now = time.perf_counter()
-                if not first_at:
-                    first_at = now
-                    stats.time_to_first_token = stats.prompt_seconds = now - start
-                if self.is_eog(token):
-                    stats.stop_reason = "eos"
-                    break
-                stats.generated_tokens += 1
-                stats.generation_seconds = now - first_at
-                piece = decoder.decode(llm.detokenize([token]))  # type: ignore[attr-defined]
-                if piece:
-                    yield piece
-                if stats.generated_tokens >= limit:
-                    stats.stop_reason = "length" if sampling.max_tokens is not None and \
-                        stats.generated_tokens >= sampling.max_tokens else "context"
-                    break
+            tokens = self._generate(context, sampling)
+            while tokens is not None:
+                source, tokens = tokens, None
+                for token in source:
+                    now = time.perf_counter()
+                    if not first_at:
+                        first_at = now
+                        stats.time_to_first_token = stats.prompt_seconds = now - start
+                    if self.is_eog(token):
+                        stats.stop_reason = "eos"
+                        break
+                    stats.generated_tokens += 1
+                    stats.generation_seconds = now - first_at
+                    context.append(token)
+                    piece = decoder.decode(llm.detokenize([token]))  # type: ignore[attr-defined]
+                    if piece:
+                        yield piece
+                    if at_limit():
+                        break
+                    if self._pending and not decoder.getstate()[0]:
+                        forced, self._pending = self._pending, []
+                        if len(context) + len(forced) >= n_ctx:
+                            break  # no room left to close the block: stop as "context"
+                        for forced_token in forced:
+                            stats.generated_tokens += 1
+                            context.append(forced_token)
+                            piece = decoder.decode(llm.detokenize([forced_token]))  # type: ignore[attr-defined]
+                            if piece:
+                                yield piece
+                        if at_limit():
+                            break
+                        # llama-cpp-python's generator treats tokens sent into it as draft tokens to
+                        # verify, not as forced ones: restart it instead. Its prefix matching keeps the
+                        # KV cache, so only the last sampled token and the forced ones are evaluated.
+                        source.close()  # type: ignore[attr-defined]
+                        tokens = self._generate(context, sampling)
+                        break
             tail = decoder.decode(b"", final=True)
             if tail:
                 yield tail
