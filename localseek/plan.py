@@ -8,6 +8,8 @@ Pure data in, data out: no weights are read and nothing is printed. `localseek p
 
 from __future__ import annotations
 
+import os
+
 import resource
 from dataclasses import asdict, dataclass, field
 
@@ -330,7 +332,14 @@ def make_plan(fp: Footprint, hw: Hardware, req: Request = Request()) -> Plan:
     return plan
 
 
+def _env_threads() -> int | None:
+    raw = os.environ.get("LOCALSEEK_THREADS", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
+
+
 def _threads(hw: Hardware) -> int:
+    if not hw.simulated and _env_threads():
+        return _env_threads()  # type: ignore[return-value]
     if hw.cpu.performance_cores:
         return hw.cpu.performance_cores
     return max(1, hw.cpu.physical_cores)
@@ -414,6 +423,8 @@ def _explain(plan: Plan, fp: Footprint, hw: Hardware, req: Request, wanted: int)
     # threads
     if req.threads:
         why(Reason("threads", str(plan.threads), "you asked for it"))
+    elif not hw.simulated and _env_threads():
+        why(Reason("threads", str(plan.threads), "set by LOCALSEEK_THREADS"))
     elif hw.cpu.performance_cores:
         why(Reason("threads", str(plan.threads), "one per performance core; efficiency cores slow every token down"))
     elif hw.cpu.logical_cpus > hw.cpu.physical_cores:

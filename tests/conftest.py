@@ -24,7 +24,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.delenv("LOCALSEEK_RAM_BYTES", raising=False)
-    monkeypatch.setenv("LOCALSEEK_THREADS", "2")
+    monkeypatch.setenv("LOCALSEEK_THREADS", "1")  # tests share 2 cores; 1 thread avoids contention stalls
     return home
 
 
