@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,11 @@ def resolve_model(ref: str, *, fetch: Callable[[str], Path] | None = None) -> Pa
     path = Path(ref).expanduser()
     if path.exists() or looks_like_path(ref):
         return path
+    from localseek import nano
+
+    nano_quant = nano.parse_ref(ref)
+    if nano_quant is not None:
+        return nano.ensure_gguf(nano_quant, on_convert=lambda msg: sys.stderr.write(msg + "\n"))
     model = find_installed(ref)
     if model is not None:
         if model.kind != "gguf":

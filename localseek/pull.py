@@ -17,7 +17,7 @@ from pathlib import Path
 
 from localseek import store
 from localseek.catalog import Catalog, ModelSpec, UnknownModelError, load_catalog
-from localseek.errors import HubError, LocalseekError, ModelFileError, NotInstalledError, UsageError
+from localseek.errors import HubError, ModelFileError, NotInstalledError, UsageError
 from localseek.hub import Hub, LocalFile, Progress, RepoUnavailableError, offline_mode
 from localseek.listing import (
     FileSet,
@@ -345,13 +345,8 @@ def _convert(result: PullResult, qtype: str, progress: Progress) -> PullResult:
     key = f"{base}:{qtype}-converted"
     if (done := _installed_ok(key)) is not None:
         return PullResult(model=done, already_installed=True, reused=done.size, notes=result.notes)
-    try:
-        from quantize import BadWeights, QuantizeError, SourceError, convert
-    except ImportError as exc:
-        raise LocalseekError(
-            f"--quantize needs the quantize package, which this build does not have yet; the original weights are "
-            f"downloaded ({original.primary}). Convert them once it is available."
-        ) from exc
+    from quantize import BadWeights, QuantizeError, SourceError, convert
+
     out_dir = store.home() / "models"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{base.replace(':', '-')}-{qtype}.gguf"
