@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from localseek.nano import CHECKPOINT_DIR
+from localseek.nano import CHECKPOINT
 from localseek.nano.problems import completion, render_prompt, sample_problem
 from localseek_train.data import sample_chat
 
@@ -28,7 +28,7 @@ EXTRA = [
 
 
 def main() -> int:
-    tok = Tokenizer.from_file(str(CHECKPOINT_DIR / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(CHECKPOINT / "tokenizer.json"))
     rng = random.Random(99)
     texts = list(EXTRA)
     for _ in range(40):

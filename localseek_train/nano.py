@@ -21,7 +21,7 @@ import torch
 import torch.nn.utils.parametrize as parametrize
 from torch import nn
 
-from localseek.nano import CHECKPOINT_DIR
+from localseek.nano import CHECKPOINT
 from localseek.nano.evaluate import evaluate_many
 from localseek.nano.problems import CHAT_TEMPLATE, eval_problems
 from localseek_train.checkpoint import fp8_roundtrip, is_fp8_weight, load_checkpoint, save_checkpoint, v3_state_dict
@@ -42,7 +42,7 @@ GENERATION_CONFIG = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=CHECKPOINT_DIR, help="checkpoint directory (replaced atomically)")
+    ap.add_argument("--out", type=Path, default=CHECKPOINT, help="checkpoint directory (replaced atomically)")
     ap.add_argument("--log-dir", type=Path, default=Path("build/nano"), help="training log and metrics")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=3000)

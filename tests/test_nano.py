@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from localseek.chat import ChatTemplate
-from localseek.nano import CHECKPOINT_DIR
+from localseek.nano import CHECKPOINT
 from localseek.nano.evaluate import evaluate, evaluate_many, llama_generate, score
 from localseek.nano.problems import (
     BOS,
@@ -186,10 +186,10 @@ def _safetensors_header(path: Path) -> dict:
 
 
 def _checkpoint_tensors() -> dict[str, dict]:
-    index = json.loads((CHECKPOINT_DIR / "model.safetensors.index.json").read_text(encoding="utf-8"))
+    index = json.loads((CHECKPOINT / "model.safetensors.index.json").read_text(encoding="utf-8"))
     out = {}
     for fname in sorted(set(index["weight_map"].values())):
-        header = _safetensors_header(CHECKPOINT_DIR / fname)
+        header = _safetensors_header(CHECKPOINT / fname)
         header.pop("__metadata__", None)
         for name, info in header.items():
             assert index["weight_map"][name] == fname
@@ -215,9 +215,9 @@ def _e4m3_table() -> np.ndarray:
 
 def _read(name: str, tensors: dict[str, dict]) -> np.ndarray:
     info = tensors[name]
-    header_len = struct.unpack("<Q", (CHECKPOINT_DIR / info["file"]).open("rb").read(8))[0]
+    header_len = struct.unpack("<Q", (CHECKPOINT / info["file"]).open("rb").read(8))[0]
     start, end = info["data_offsets"]
-    with (CHECKPOINT_DIR / info["file"]).open("rb") as f:
+    with (CHECKPOINT / info["file"]).open("rb") as f:
         f.seek(8 + header_len + start)
         raw = f.read(end - start)
     if info["dtype"] == "F8_E4M3":
@@ -229,7 +229,7 @@ def _read(name: str, tensors: dict[str, dict]) -> np.ndarray:
 
 
 def test_checkpoint_is_laid_out_like_deepseek_v3():
-    config = json.loads((CHECKPOINT_DIR / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((CHECKPOINT / "config.json").read_text(encoding="utf-8"))
     assert config["architectures"] == ["DeepseekV3ForCausalLM"] and config["model_type"] == "deepseek_v3"
     assert config["quantization_config"] == {
         "activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]
@@ -239,7 +239,7 @@ def test_checkpoint_is_laid_out_like_deepseek_v3():
     assert 0 < config["first_k_dense_replace"] < config["num_hidden_layers"]
     n = config["num_hidden_layers"]
     tensors = _checkpoint_tensors()
-    size = sum((CHECKPOINT_DIR / f).stat().st_size for f in {t["file"] for t in tensors.values()})
+    size = sum((CHECKPOINT / f).stat().st_size for f in {t["file"] for t in tensors.values()})
     assert size < 8 * 2**20
 
     fp8 = {k for k, v in tensors.items() if v["dtype"] == "F8_E4M3"}
@@ -279,16 +279,16 @@ def test_checkpoint_weights_decode_to_sane_values():
     assert 0.005 < w.std() < 1.0
     bias = _read("model.layers.1.mlp.gate.e_score_correction_bias", tensors)
     assert np.isfinite(bias).all()
-    n = json.loads((CHECKPOINT_DIR / "config.json").read_text())["num_hidden_layers"]
+    n = json.loads((CHECKPOINT / "config.json").read_text())["num_hidden_layers"]
     np.testing.assert_array_equal(_read(f"model.layers.{n}.shared_head.head.weight", tensors),
                                   _read("lm_head.weight", tensors))
 
 
 def test_checkpoint_tokenizer_files():
-    tok = json.loads((CHECKPOINT_DIR / "tokenizer.json").read_text(encoding="utf-8"))
-    cfg = json.loads((CHECKPOINT_DIR / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config = json.loads((CHECKPOINT_DIR / "config.json").read_text(encoding="utf-8"))
-    gen = json.loads((CHECKPOINT_DIR / "generation_config.json").read_text(encoding="utf-8"))
+    tok = json.loads((CHECKPOINT / "tokenizer.json").read_text(encoding="utf-8"))
+    cfg = json.loads((CHECKPOINT / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config = json.loads((CHECKPOINT / "config.json").read_text(encoding="utf-8"))
+    gen = json.loads((CHECKPOINT / "generation_config.json").read_text(encoding="utf-8"))
     assert cfg["chat_template"] == CHAT_TEMPLATE and cfg["bos_token"] == BOS and cfg["eos_token"] == EOS
     added = {t["content"]: t for t in tok["added_tokens"]}
     assert added[BOS]["id"] == config["bos_token_id"] == gen["bos_token_id"] == 0
@@ -306,7 +306,7 @@ def test_llama_cpp_tokenizes_like_training(tmp_path):
     import llama_cpp
     from nano_vocab import write_vocab_gguf
 
-    path = write_vocab_gguf(CHECKPOINT_DIR / "tokenizer.json", tmp_path / "nano-vocab.gguf")
+    path = write_vocab_gguf(CHECKPOINT / "tokenizer.json", tmp_path / "nano-vocab.gguf")
     llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
     samples = json.loads((DATA / "nano_tokens.json").read_text(encoding="utf-8"))
     assert len(samples) >= 70

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from localseek.nano import CHECKPOINT_DIR  # noqa: E402
+from localseek.nano import CHECKPOINT  # noqa: E402
 from localseek.nano.evaluate import evaluate_many  # noqa: E402
 from localseek.nano.problems import eval_problems  # noqa: E402
 from localseek_train.checkpoint import (  # noqa: E402
@@ -144,8 +144,8 @@ def test_shipped_model_answers_held_out_problems():
 
     from localseek_train.generate import torch_generate_many
 
-    model = load_checkpoint(CHECKPOINT_DIR)
-    tok = Tokenizer.from_file(str(CHECKPOINT_DIR / "tokenizer.json"))
+    model = load_checkpoint(CHECKPOINT)
+    tok = Tokenizer.from_file(str(CHECKPOINT / "tokenizer.json"))
     problems = eval_problems(30, seed=5)
     result = evaluate_many(torch_generate_many(model, tok), problems, batch_size=30)
     assert result.correct >= 26, result.summary()
@@ -154,7 +154,7 @@ def test_shipped_model_answers_held_out_problems():
 def test_shipped_tokenizer_matches_golden_ids():
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(CHECKPOINT_DIR / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(CHECKPOINT / "tokenizer.json"))
     samples = json.loads((Path(__file__).parent / "data" / "nano_tokens.json").read_text(encoding="utf-8"))
     for s in samples:
         assert tok.encode(s["text"], add_special_tokens=False).ids == s["ids"]
