@@ -18,13 +18,19 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.utils.parametrize as parametrize
 from torch import nn
+from torch.nn.utils import parametrize
 
 from localseek.nano import CHECKPOINT
 from localseek.nano.evaluate import evaluate_many
 from localseek.nano.problems import CHAT_TEMPLATE, eval_problems
-from localseek_train.checkpoint import fp8_roundtrip, is_fp8_weight, load_checkpoint, save_checkpoint, v3_state_dict
+from localseek_train.checkpoint import (
+    fp8_roundtrip,
+    is_fp8_weight,
+    load_checkpoint,
+    save_checkpoint,
+    v3_state_dict,
+)
 from localseek_train.data import Sampler, corpus_segments
 from localseek_train.generate import torch_generate_many
 from localseek_train.model import NANO_CONFIG, NanoModel, RouterBalancer, param_count

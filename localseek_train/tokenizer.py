@@ -22,8 +22,8 @@ from localseek.nano.problems import ASSISTANT, BOS, EOS, PAD, THINK_CLOSE, THINK
 PRE_TOKENIZER_REGEXES = (
     r"\p{N}{1,3}",
     "[一-龥\u3040-ゟ゠-ヿ]+",
-    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+"
-    "| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
+    ("[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+"
+    "| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"),
 )
 # Ids 0, 1, 2 as in DeepSeek-V3 (BOS 0, EOS 1); chat tokens are appended after the BPE vocabulary.
 LEADING_SPECIAL = (BOS, EOS, PAD)

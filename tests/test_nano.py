@@ -168,7 +168,7 @@ def test_llama_generate_runs_a_gguf(tiny_think_gguf):
     """The harness drives a real llama.cpp model (the scripted tiny one writes a think block, no number)."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(str(tiny_think_gguf), n_ctx=256, n_threads=1, verbose=False, seed=0)
+    llm = llama_cpp.Llama(str(tiny_think_gguf), n_ctx=256, n_threads=1, n_threads_batch=1, verbose=False, seed=0)
     problems = eval_problems(2)
     result = evaluate(llama_generate(llm, max_new_tokens=40), problems)
     assert result.n == 2 and result.correct == 0

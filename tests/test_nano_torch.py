@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+transformers = pytest.importorskip("transformers")
+if int(transformers.__version__.split(".")[0]) < 5:  # fused-expert layout of transformers 5 (the train extra pins it)
+    pytest.skip("localseek_train needs transformers 5: pip install -e '.[train]'", allow_module_level=True)
 pytest.importorskip("tokenizers")
 
-from localseek.nano import CHECKPOINT  # noqa: E402
-from localseek.nano.evaluate import evaluate_many  # noqa: E402
-from localseek.nano.problems import eval_problems  # noqa: E402
-from localseek_train.checkpoint import (  # noqa: E402
+from localseek.nano import CHECKPOINT
+from localseek.nano.evaluate import evaluate_many
+from localseek.nano.problems import eval_problems
+from localseek_train.checkpoint import (
     dequantize_fp8,
     fp8_roundtrip,
     is_fp8_weight,
@@ -25,7 +27,7 @@ from localseek_train.checkpoint import (  # noqa: E402
     save_checkpoint,
     v3_state_dict,
 )
-from localseek_train.model import NANO_CONFIG, NanoModel  # noqa: E402
+from localseek_train.model import NANO_CONFIG, NanoModel
 
 TINY = dict(NANO_CONFIG, vocab_size=300, hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
             num_hidden_layers=2, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8,
@@ -139,16 +141,18 @@ def test_transformers_loads_the_checkpoint(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_shipped_model_answers_held_out_problems():
+def test_shipped_model_full_precision_accuracy():
+    """The number the GGUF floors are measured against (tests/test_nano_gguf.py FULL_PRECISION, measured on all
+    500 by the training run and bench/nano.py): here the first 200 of the same problems, to keep the suite short."""
+    from test_nano_gguf import FULL_PRECISION
     from tokenizers import Tokenizer
 
     from localseek_train.generate import torch_generate_many
 
     model = load_checkpoint(CHECKPOINT)
     tok = Tokenizer.from_file(str(CHECKPOINT / "tokenizer.json"))
-    problems = eval_problems(30, seed=5)
-    result = evaluate_many(torch_generate_many(model, tok), problems, batch_size=30)
-    assert result.correct >= 26, result.summary()
+    result = evaluate_many(torch_generate_many(model, tok), eval_problems(500)[:200])
+    assert result.accuracy >= FULL_PRECISION - 0.01, result.summary()
 
 
 def test_shipped_tokenizer_matches_golden_ids():
