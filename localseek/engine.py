@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -52,6 +53,7 @@ class LoadOptions:
     use_mlock: bool = False
     flash_attn: bool = False
     verbose: bool = False
+    load_mtp: bool = False  # also load a deepseek2 GGUF's MTP block (blk.<n_layer>.nextn.*) for speculative drafting
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class Stats:
     time_to_first_token: float = 0.0
     stop_reason: str = ""  # "eos", "length", "context", "interrupted"
     n_ctx: int = 0
+    drafted: int = 0  # speculative decoding: tokens proposed by the drafter (MTP or draft model) …
+    draft_accepted: int = 0  # … and how many of them the model kept
 
     @property
     def tokens_per_second(self) -> float:
@@ -93,6 +97,7 @@ class Stats:
             "tokens_per_s": round(self.tokens_per_second, 2),
             "stop_reason": self.stop_reason,
             "n_ctx": self.n_ctx,
+            **({"drafted": self.drafted, "draft_accepted": self.draft_accepted} if self.drafted else {}),
         }
 
 
@@ -104,6 +109,10 @@ class Engine:
     options: LoadOptions
     llm: object = field(repr=False)
     last_stats: Stats = field(default_factory=Stats)
+    # Speculative decoding (localseek/speculative.py): a drafter, and its counters for the last generation.
+    drafter: object = field(default=None, repr=False)
+    spec_stats: object = field(default=None, repr=False)
+    _decoder: object = field(default=None, repr=False)
 
     @classmethod
     def load(cls, path: Path, options: LoadOptions) -> "Engine":
@@ -116,19 +125,20 @@ class Engine:
         threads = options.n_threads or _default_threads()
         _LOG.clear()
         try:
-            llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=options.n_ctx,
-                n_threads=threads,
-                n_threads_batch=options.n_threads_batch or threads,
-                n_gpu_layers=options.n_gpu_layers,
-                n_batch=options.n_batch,
-                n_ubatch=options.n_ubatch,
-                use_mmap=options.use_mmap,
-                use_mlock=options.use_mlock,
-                flash_attn=options.flash_attn,
-                verbose=False,
-            )
+            with _model_params(load_mtp=options.load_mtp):
+                llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=options.n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=options.n_threads_batch or threads,
+                    n_gpu_layers=options.n_gpu_layers,
+                    n_batch=options.n_batch,
+                    n_ubatch=options.n_ubatch,
+                    use_mmap=options.use_mmap,
+                    use_mlock=options.use_mlock,
+                    flash_attn=options.flash_attn,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError) as exc:
             reason = _last_error_line() or str(exc)
             raise EngineError(
@@ -203,14 +213,7 @@ class Engine:
             if limit <= 0:
                 stats.stop_reason = "length"
                 return
-            for token in llm.generate(  # type: ignore[attr-defined]
-                prompt_tokens,
-                temp=max(0.0, sampling.temperature),
-                top_p=sampling.top_p,
-                top_k=sampling.top_k,
-                min_p=sampling.min_p,
-                repeat_penalty=sampling.repeat_penalty,
-            ):
+            for token in self.generate_tokens(prompt_tokens, sampling):
                 now = time.perf_counter()
                 if not first_at:
                     first_at = now
@@ -236,11 +239,76 @@ class Engine:
         finally:
             if first_at:
                 stats.generation_seconds = time.perf_counter() - first_at
+            if self.drafter is not None and self.spec_stats is not None:
+                stats.drafted = self.spec_stats.drafted  # type: ignore[attr-defined]
+                stats.draft_accepted = self.spec_stats.accepted  # type: ignore[attr-defined]
+
+    # -- low-level token loop (localseek/decode.py) ----------------------------------------------
+    @property
+    def decoder(self):  # -> localseek.decode.DecodeContext
+        """The main context's KV bookkeeping; created on first use. `Llama`'s own cache record is reset so that
+        its high-level calls, if anyone makes them, never trust a cache this loop has changed."""
+        if self._decoder is None:
+            from localseek.decode import DecodeContext
+
+            self._decoder = DecodeContext(self.llm._ctx.ctx, self.llm._model.model)  # type: ignore[attr-defined]
+            self.llm.n_tokens = 0  # type: ignore[attr-defined]
+        return self._decoder
+
+    def generate_tokens(self, prompt_tokens: list[int], sampling: Sampling) -> Iterator[int]:
+        """Token ids after the prompt, reusing the cached prefix; speculative when a drafter is attached.
+        Unbounded: the caller stops it (end of generation, length); it ends when the context is full."""
+        from localseek.decode import Sampler, SamplerSettings, plain_tokens
+
+        dc = self.decoder
+        settings = SamplerSettings(
+            temperature=max(0.0, sampling.temperature), top_k=sampling.top_k, top_p=sampling.top_p,
+            min_p=sampling.min_p, repeat_penalty=sampling.repeat_penalty, seed=sampling.seed,
+        )
+        sampler = Sampler(settings, dc.n_vocab)
+        try:
+            if self.drafter is None:
+                yield from plain_tokens(dc, sampler, prompt_tokens)
+            else:
+                from localseek.speculative import SpecStats, speculative_tokens
+
+                self.spec_stats = SpecStats()
+                yield from speculative_tokens(dc, sampler, self.drafter, prompt_tokens, self.spec_stats)
+        finally:
+            sampler.close()
 
     def close(self) -> None:
+        if self.drafter is not None:
+            self.drafter.close()  # type: ignore[attr-defined]
+            self.drafter = None
+        if self._decoder is not None:
+            self._decoder.close()  # type: ignore[attr-defined]
+            self._decoder = None
         close = getattr(self.llm, "close", None)
         if close:
             close()
+
+
+@contextmanager
+def _model_params(*, load_mtp: bool) -> Iterator[None]:
+    """Set `llama_model_params` fields that llama-cpp-python's `Llama` does not expose, for one load."""
+    if not load_mtp:
+        yield
+        return
+    import llama_cpp._internals as internals
+
+    original = internals.LlamaModel
+
+    class _WithParams(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *, path_model: str, params, verbose: bool = True) -> None:
+            params.load_mtp = True
+            super().__init__(path_model=path_model, params=params, verbose=verbose)
+
+    internals.LlamaModel = _WithParams
+    try:
+        yield
+    finally:
+        internals.LlamaModel = original
 
 
 def _default_threads() -> int:

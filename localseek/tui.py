@@ -109,4 +109,5 @@ def stats_line(stats: Stats) -> str:
         f"{stats.generated_tokens} tokens · {stats.tokens_per_second:.1f} tok/s · "
         f"first token {stats.time_to_first_token * 1000:.0f} ms · "
         f"context {stats.prompt_tokens + stats.generated_tokens}/{stats.n_ctx}"
+        + (f" · drafts accepted {stats.draft_accepted}/{stats.drafted}" if stats.drafted else "")
     )

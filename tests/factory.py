@@ -162,6 +162,7 @@ class TinyConfig:
     seed: int = 0
     dtype: str = "f32"  # or "f16"
     chat_template: bool = True
+    vocab_merges: int = 160  # another number gives another (incompatible) tokenizer
 
 
 def _write_vocab(writer: gguf.GGUFWriter, vocab: Vocab, pre: str) -> None:
@@ -192,7 +193,7 @@ def _scripted_embeddings(rng: np.random.Generator, vocab: Vocab, n_embd: int) ->
 
 def write_qwen2_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
     """Write a tiny `qwen2` GGUF (the R1-Distill-Qwen layout, with q/k/v biases)."""
-    vocab = build_vocab()
+    vocab = build_vocab(cfg.vocab_merges)
     rng = np.random.default_rng(cfg.seed)
     n_vocab, d, hd = len(vocab.tokens), cfg.n_embd, cfg.n_embd // cfg.n_head
     tmp = path.with_name(path.name + ".part")

@@ -32,13 +32,23 @@ def run(
     hide_thinking: Annotated[bool, typer.Option("--hide-thinking", help="Do not show the reasoning.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Load even if the model seems too big for RAM.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's own log.")] = False,
+    mtp: Annotated[Optional[bool], typer.Option(
+        "--mtp/--no-mtp", help="Speculative decoding with the model's own MTP block (default: on when it has one).",
+        show_default=False)] = None,
+    draft: Annotated[Optional[str], typer.Option(
+        "--draft", help="Speculative decoding with a smaller model sharing the tokenizer (a .gguf).")] = None,
+    draft_max: Annotated[Optional[int], typer.Option(
+        "--draft-max", min=1, max=32, help="Most tokens drafted per step (MTP: 2, draft model: 4).")] = None,
 ) -> None:
     """Run a model: one answer for PROMPT (also reads piped stdin), or an interactive chat."""
     from localseek.ggufinfo import read_gguf
     from localseek.loader import resolve_model
 
+    from localseek import speculative
+
     info = read_gguf(resolve_model(model))
-    options = LoadOptions(n_ctx=default_ctx(info, ctx), n_threads=threads, verbose=verbose)
+    use_mtp = speculative.resolve(info, mtp=mtp, draft=draft)
+    options = LoadOptions(n_ctx=default_ctx(info, ctx), n_threads=threads, verbose=verbose, load_mtp=use_mtp)
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
     piped = _read_stdin()
     if prompt is not None and piped:
@@ -47,6 +57,7 @@ def run(
         prompt = piped
     engine, _ = open_model(str(info.path), options, force=force)
     try:
+        speculative.enable(engine, mtp=use_mtp, draft=draft, n_draft=draft_max)
         if prompt is not None:
             if not prompt.strip():
                 raise UsageError("The prompt is empty; pass some text or pipe it in.")

@@ -1,0 +1,169 @@
+"""Speculative decoding (MTP self-drafting and draft models): output identical to plain decoding, and drafts accepted
+when the drafter is right. Real llama.cpp on tiny GGUFs written by the tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deepseek_factory import TinyDeepseekConfig, write_deepseek2_gguf
+from factory import SCRIPT_ANSWER, TinyConfig, write_qwen2_gguf
+
+from localseek import speculative
+from localseek.engine import Engine, LoadOptions, Sampling
+from localseek.errors import UsageError
+from localseek.ggufinfo import read_gguf
+
+PROMPT = "<｜User｜>hello<｜Assistant｜>"
+FOLLOW_UP = "<｜User｜>and again<｜Assistant｜>"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("spec-models")
+    ds = lambda name, **kw: write_deepseek2_gguf(d / f"{name}.gguf", TinyDeepseekConfig(**kw))  # noqa: E731
+    qw = lambda name, **kw: write_qwen2_gguf(d / f"{name}.gguf", TinyConfig(**kw))  # noqa: E731
+    return {
+        "ds-scripted": ds("ds-scripted"),
+        "ds-partial": ds("ds-partial", mtp_wrong_every=3),
+        "ds-random": ds("ds-random", weights="random", seed=3),
+        "ds-no-mtp": ds("ds-no-mtp", mtp=False),
+        "qw-scripted": qw("qw-scripted"),
+        "qw-scripted-draft": qw("qw-scripted-draft", seed=5),
+        "qw-random": qw("qw-random", weights="random", seed=7),
+        "qw-random-draft": qw("qw-random-draft", weights="random", seed=9),
+        "qw-other-vocab": qw("qw-other-vocab", vocab_merges=120),
+    }
+
+
+def _load(path: Path, *, mtp: bool = False, draft: Path | None = None, n_draft: int | None = None) -> Engine:
+    engine = Engine.load(path, LoadOptions(n_ctx=512, n_threads=1, load_mtp=mtp))
+    speculative.enable(engine, mtp=mtp, draft=str(draft) if draft else None, n_draft=n_draft)
+    return engine
+
+
+def _two_turns(engine: Engine, sampling: Sampling, n: int = 48) -> tuple[list[int], list[int], list[int]]:
+    """Greedy reply, then a follow-up turn that reuses the cached prefix. Returns both replies and drafts kept/made."""
+    replies, drafts = [], [0, 0]
+    prompt = engine.tokenize(PROMPT)
+    for turn in range(2):
+        out: list[int] = []
+        for token in engine.generate_tokens(prompt, sampling):
+            out.append(token)
+            if len(out) >= n or engine.is_eog(token):
+                break
+        replies.append(out)
+        if engine.spec_stats is not None:
+            drafts[0] += engine.spec_stats.accepted
+            drafts[1] += engine.spec_stats.drafted
+        prompt = prompt + out + engine.tokenize(FOLLOW_UP)[1:]  # [1:]: no second BOS
+    return replies[0], replies[1], drafts
+
+
+GREEDY = Sampling(temperature=0.0)
+
+
+def test_mtp_detection(models: dict[str, Path]) -> None:
+    assert speculative.mtp_layers(read_gguf(models["ds-scripted"])) == 1
+    assert speculative.mtp_layers(read_gguf(models["ds-no-mtp"])) == 0
+    assert speculative.mtp_layers(read_gguf(models["qw-scripted"])) == 0
+    assert speculative.want_mtp(read_gguf(models["ds-scripted"]), None) is True
+    assert speculative.want_mtp(read_gguf(models["ds-scripted"]), False) is False
+    assert speculative.want_mtp(read_gguf(models["ds-no-mtp"]), None) is False
+    with pytest.raises(UsageError, match="no MTP module"):
+        speculative.want_mtp(read_gguf(models["ds-no-mtp"]), True)
+    with pytest.raises(UsageError, match="either --mtp or --draft"):
+        speculative.resolve(read_gguf(models["ds-scripted"]), mtp=True, draft="x.gguf")
+
+
+@pytest.mark.parametrize("name", ["ds-scripted", "ds-partial", "ds-random"])
+def test_mtp_greedy_output_identical(models: dict[str, Path], name: str) -> None:
+    plain = _load(models[name])
+    try:
+        want = _two_turns(plain, GREEDY)
+    finally:
+        plain.close()
+    spec = _load(models[name], mtp=True, n_draft=3)
+    try:
+        got = _two_turns(spec, GREEDY)
+    finally:
+        spec.close()
+    assert got[:2] == want[:2]
+    accepted, drafted = got[2]
+    assert drafted > 0
+    if name == "ds-scripted":  # the MTP head predicts the script one step ahead: nearly every draft is kept
+        assert accepted / drafted >= 0.9, got[2]
+    elif name == "ds-partial":  # one chain link in three is wrong: some rounds keep part of their drafts
+        assert 0.2 < accepted / drafted < 0.95, got[2]
+
+
+def test_mtp_sampled_output_identical_for_a_seed(models: dict[str, Path]) -> None:
+    """Verification samples the main model at each position with the same sampler: same seed, same tokens."""
+    sampling = Sampling(temperature=0.9, top_k=40, top_p=0.95, min_p=0.0, seed=1234)
+    outs = []
+    for mtp in (False, True):
+        engine = _load(models["ds-random"], mtp=mtp)
+        try:
+            outs.append(_two_turns(engine, sampling, n=32)[:2])
+        finally:
+            engine.close()
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("target,draft,good", [
+    ("qw-scripted", "qw-scripted-draft", True),
+    ("qw-random", "qw-random-draft", False),
+])
+def test_draft_model_greedy_output_identical(models: dict[str, Path], target: str, draft: str, good: bool) -> None:
+    plain = _load(models[target])
+    try:
+        want = _two_turns(plain, GREEDY)
+    finally:
+        plain.close()
+    spec = _load(models[target], draft=models[draft])
+    try:
+        got = _two_turns(spec, GREEDY)
+    finally:
+        spec.close()
+    assert got[:2] == want[:2]
+    accepted, drafted = got[2]
+    assert drafted > 0
+    if good:
+        assert accepted / drafted >= 0.9, got[2]
+
+
+def test_draft_model_must_share_the_tokenizer(models: dict[str, Path]) -> None:
+    engine = Engine.load(models["qw-scripted"], LoadOptions(n_ctx=256, n_threads=1))
+    try:
+        with pytest.raises(UsageError, match="does not share the main model's tokenizer"):
+            speculative.enable(engine, mtp=False, draft=str(models["qw-other-vocab"]))
+        assert engine.drafter is None
+    finally:
+        engine.close()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "localseek", *args], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ))
+
+
+def test_run_uses_mtp_by_default_and_prints_the_same(models: dict[str, Path]) -> None:
+    default = _cli("run", str(models["ds-scripted"]), "hello", "--temperature", "0", "--verbose")
+    off = _cli("run", str(models["ds-scripted"]), "hello", "--temperature", "0", "--no-mtp", "--verbose")
+    assert default.returncode == 0 and off.returncode == 0, default.stderr[-2000:] + off.stderr[-2000:]
+    assert default.stdout == off.stdout == SCRIPT_ANSWER + "\n"
+    assert "set_embeddings_nextn: value = 1" in default.stderr  # llama.cpp log: the MTP hidden-state feed is on
+    assert "set_embeddings_nextn: value = 1" not in off.stderr
+
+
+def test_run_cli_errors(models: dict[str, Path]) -> None:
+    r = _cli("run", str(models["ds-no-mtp"]), "hello", "--mtp")
+    assert r.returncode == 2 and "no MTP module" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("run", str(models["qw-scripted"]), "hello", "--draft", str(models["qw-other-vocab"]))
+    assert r.returncode == 2 and "tokenizer" in r.stderr
+    r = _cli("run", str(models["qw-scripted"]), "hello", "--temperature", "0", "--draft",
+             str(models["qw-scripted-draft"]))
+    assert r.returncode == 0 and r.stdout == SCRIPT_ANSWER + "\n"
