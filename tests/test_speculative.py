@@ -39,8 +39,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def _load(path: Path, *, mtp: bool = False, draft: Path | None = None, n_draft: int | None = None) -> Engine:
-    engine = Engine.load(path, LoadOptions(n_ctx=512, n_threads=1, load_mtp=mtp))
+def _load(path: Path, *, mtp: bool = False, draft: Path | None = None, n_draft: int | None = None,
+          n_batch: int = 512) -> Engine:
+    engine = Engine.load(path, LoadOptions(n_ctx=512, n_threads=1, load_mtp=mtp, n_batch=n_batch, n_ubatch=n_batch))
     speculative.enable(engine, mtp=mtp, draft=str(draft) if draft else None, n_draft=n_draft)
     return engine
 
@@ -79,14 +80,15 @@ def test_mtp_detection(models: dict[str, Path]) -> None:
         speculative.resolve(read_gguf(models["ds-scripted"]), mtp=True, draft="x.gguf")
 
 
-@pytest.mark.parametrize("name", ["ds-scripted", "ds-partial", "ds-random"])
-def test_mtp_greedy_output_identical(models: dict[str, Path], name: str) -> None:
-    plain = _load(models[name])
+@pytest.mark.parametrize("name,n_batch", [("ds-scripted", 512), ("ds-partial", 512), ("ds-random", 512),
+                                          ("ds-partial", 8)])  # 8: prompts decoded in several chunks
+def test_mtp_greedy_output_identical(models: dict[str, Path], name: str, n_batch: int) -> None:
+    plain = _load(models[name], n_batch=n_batch)
     try:
         want = _two_turns(plain, GREEDY)
     finally:
         plain.close()
-    spec = _load(models[name], mtp=True, n_draft=3)
+    spec = _load(models[name], mtp=True, n_draft=3, n_batch=n_batch)
     try:
         got = _two_turns(spec, GREEDY)
     finally:
