@@ -114,7 +114,7 @@ class Conversation:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "Conversation":
+    def load(cls, path: Path) -> Conversation:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             turns = [

@@ -12,10 +12,10 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from localseek.errors import EngineError
 
@@ -115,7 +115,7 @@ class Engine:
     _decoder: object = field(default=None, repr=False)
 
     @classmethod
-    def load(cls, path: Path, options: LoadOptions) -> "Engine":
+    def load(cls, path: Path, options: LoadOptions) -> Engine:
         global _ECHO_LOG
         _ECHO_LOG = options.verbose
         # Importing llama_cpp prints nothing, but loading does: capture before the first call.

@@ -5,12 +5,13 @@ This joins the engine (tokens) and the reasoning parser (think/answer split); an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from localseek.chat import FALLBACK_TEMPLATE, ChatTemplate
 from localseek.engine import Engine, Sampling, Stats
-from localseek.reasoning import Answer, Event, Reasoning, ReasoningParser
+from localseek.reasoning import Event, Reasoning, ReasoningParser
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ whose generation prompt already ends with `<think>\\n` (R1-0528, the updated dis
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 OPEN_TAG = "<think>"
 CLOSE_TAG = "</think>"

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from factory import TinyConfig, write_qwen2_gguf  # noqa: E402
+from factory import TinyConfig, write_qwen2_gguf
 
 
 @pytest.fixture(autouse=True)

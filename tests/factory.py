@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import gguf
@@ -66,7 +66,7 @@ _CORPUS = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def byte_alphabet() -> tuple[str, ...]:
     """GPT-2's byte → printable-unicode table, index = byte value."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
@@ -98,7 +98,7 @@ class Vocab:
         return self.tokens.index(piece)
 
 
-@lru_cache(maxsize=None)
+@cache
 def build_vocab(n_merges: int = 160) -> Vocab:
     """Byte alphabet + BPE merges learned (deterministically) from a small corpus + special tokens."""
     words = []

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from factory import SCRIPT_ANSWER, SCRIPT_REASONING
 
-
 ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
 
 

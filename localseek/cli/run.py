@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,14 +21,14 @@ ModelArg = Annotated[str, typer.Argument(help="A .gguf file (split models: any p
 @app.command()
 def run(
     model: ModelArg,
-    prompt: Annotated[Optional[str], typer.Argument(help="Answer this once and exit. Omit to chat.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", "-n", min=1, help="Cap the reply length.")] = None,
+    prompt: Annotated[str | None, typer.Argument(help="Answer this once and exit. Omit to chat.")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", "-n", min=1, help="Cap the reply length.")] = None,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (0 = greedy).")] = 0.6,
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling.")] = 0.95,
     top_k: Annotated[int, typer.Option("--top-k", min=0, help="Top-k sampling (0 = off).")] = 40,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed for reproducible sampling.")] = None,
-    ctx: Annotated[Optional[int], typer.Option("--ctx", min=64, help="Context size in tokens.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", "-t", min=1, help="CPU threads.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed for reproducible sampling.")] = None,
+    ctx: Annotated[int | None, typer.Option("--ctx", min=64, help="Context size in tokens.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", "-t", min=1, help="CPU threads.")] = None,
     hide_thinking: Annotated[bool, typer.Option("--hide-thinking", help="Do not show the reasoning.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Load even if the model seems too big for RAM.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's own log.")] = False,
