@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _llamacpp_build import build_tools, cache_dir, llama_cpp_python_version  # noqa: E402
+from _llamacpp_build import build_tools, cache_dir, llama_cpp_python_version
 
 
 def log(msg: str) -> None:
@@ -152,7 +152,7 @@ def memory_bandwidth(threads: int, nbytes: int = 1 << 30, reps: int = 7) -> dict
     if not exe.exists() and shutil.which("cc"):
         src = cache_dir() / "stream-bw.c"
         src.write_text(_STREAM_C)
-        subprocess.run(["cc", "-O3", "-march=native", "-fopenmp", str(src), "-o", str(exe)], check=False)
+        subprocess.run(["cc", "-O3", "-march=native", "-ffast-math", "-fopenmp", str(src), "-o", str(exe)], check=False)
     if exe.exists():
         out = subprocess.run([str(exe), str(nbytes), str(reps)], capture_output=True, text=True,
                              env=dict(os.environ, OMP_NUM_THREADS=str(threads)), check=True).stdout.split()
@@ -198,7 +198,7 @@ def run_llama_bench(exe: Path, model: Path, *, threads: int, n_prompt: int, n_ge
     """{test: samples in tokens/s} from llama-bench's JSON (its defaults, flash attention off like localseek's)."""
     cmd = [str(exe), "-m", str(model), "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen), "-r", str(reps),
            "-b", str(batch), "-ub", str(batch), "-fa", "0", "-o", "json"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise CouldNotMeasure(f"llama-bench failed ({r.returncode}): {r.stderr[-800:]}")
     out: dict[str, list[float]] = {}
@@ -213,7 +213,7 @@ def run_localseek_bench(model: Path, *, threads: int, n_prompt: int, n_gen: int,
                         extra: tuple[str, ...] = ("--no-mtp",)) -> dict:
     cmd = [sys.executable, "-m", "localseek", "bench", str(model), "-t", str(threads), "-p", str(n_prompt),
            "-n", str(n_gen), "-r", str(reps), "-b", str(batch), "--json", *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     if r.returncode != 0:
         raise CouldNotMeasure(f"localseek bench failed ({r.returncode}): {r.stderr[-800:]}")
     return json.loads(r.stdout)
@@ -235,7 +235,7 @@ def compare(exe: Path, model: Path, args: argparse.Namespace) -> dict:
         got: dict[str, dict[str, list[float]]] = {}
         for who in order:
             log(f"round {i + 1}/{args.rounds}: {who}")
-            kw = dict(threads=args.threads, reps=args.reps, batch=args.batch)
+            kw = {"threads": args.threads, "reps": args.reps, "batch": args.batch}
             if who == "llama":
                 main = run_llama_bench(exe, model, n_prompt=args.n_prompt, n_gen=args.n_gen, **kw)
                 short = run_llama_bench(exe, model, n_prompt=args.ttft_prompt, n_gen=0, **kw)

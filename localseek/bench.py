@@ -11,6 +11,7 @@ with the drafts' acceptance rate and the speed-up over plain tgN measured in the
 
 from __future__ import annotations
 
+import functools
 import random
 import statistics
 import time
@@ -156,12 +157,12 @@ def run_benchmarks(
                 set_threads(engine, n_threads)
                 if spec.n_prompt:
                     progress(f"pp{spec.n_prompt} threads={n_threads} batch={n_batch}")
-                    secs = _repeat(lambda: time_prompt(engine, prompt), spec)
+                    secs = _repeat(functools.partial(time_prompt, engine, prompt), spec)
                     results.append(Result(f"pp{spec.n_prompt}", n_threads, n_batch, spec.n_prompt,
                                           [spec.n_prompt / s for s in secs], secs))
                 if spec.n_gen:
                     progress(f"tg{spec.n_gen} threads={n_threads} batch={n_batch}")
-                    secs = _repeat(lambda: time_generation(engine, start, spec.n_gen), spec)
+                    secs = _repeat(functools.partial(time_generation, engine, start, spec.n_gen), spec)
                     plain = Result(f"tg{spec.n_gen}", n_threads, n_batch, spec.n_gen,
                                    [spec.n_gen / s for s in secs], secs)
                     results.append(plain)

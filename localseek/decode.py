@@ -172,7 +172,7 @@ class Sampler:
         params = llama_cpp.llama_sampler_chain_default_params()
         params.no_perf = True
         self.chain = llama_cpp.llama_sampler_chain_init(params)
-        add = lambda s: llama_cpp.llama_sampler_chain_add(self.chain, s)  # noqa: E731
+        add = lambda s: llama_cpp.llama_sampler_chain_add(self.chain, s)
         self.penalized = settings.repeat_penalty != 1.0
         if self.penalized:
             add(llama_cpp.llama_sampler_init_penalties(n_vocab, settings.penalty_last_n, settings.repeat_penalty, 0.0,

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from localseek.decode import Batch, DecodeContext, Sampler, common_prefix, prefill, reusable_prefix
+from localseek.decode import Batch, DecodeContext, Sampler, prefill, reusable_prefix
 from localseek.errors import EngineError, UsageError
 
 DEFAULT_MTP_DRAFT = 2  # DeepSeek trains one MTP block (one token ahead); chaining it further is less reliable

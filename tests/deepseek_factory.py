@@ -16,6 +16,7 @@ bigram chain one step ahead. A correct speculative loop then accepts nearly ever
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def _mtp_head(output: np.ndarray, embd: np.ndarray, vocab, cfg: TinyDeepseekConf
     chain = [vocab.id(ASSISTANT)] + [vocab.id(p) for p in _SCRIPT_PIECES]
     wrong = vocab.id("Ġthe")
     c = 4.0 / np.sqrt(cfg.n_embd)
-    for k, (prev, nxt) in enumerate(zip(chain, chain[1:])):
+    for k, (prev, nxt) in enumerate(itertools.pairwise(chain)):
         if k % cfg.mtp_wrong_every == cfg.mtp_wrong_every - 1 and nxt != wrong:
             head[nxt] -= embd[prev] * c
             head[wrong] += embd[prev] * 2 * c

@@ -17,7 +17,7 @@ from localseek.engine import Engine, LoadOptions
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "localseek", *args], capture_output=True, text=True, timeout=180,
-                          env=dict(os.environ))
+                          env=dict(os.environ), check=False)
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ FOLLOW_UP = "<｜User｜>and again<｜Assistant｜>"
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("spec-models")
-    ds = lambda name, **kw: write_deepseek2_gguf(d / f"{name}.gguf", TinyDeepseekConfig(**kw))  # noqa: E731
-    qw = lambda name, **kw: write_qwen2_gguf(d / f"{name}.gguf", TinyConfig(**kw))  # noqa: E731
+    ds = lambda name, **kw: write_deepseek2_gguf(d / f"{name}.gguf", TinyDeepseekConfig(**kw))
+    qw = lambda name, **kw: write_qwen2_gguf(d / f"{name}.gguf", TinyConfig(**kw))
     return {
         "ds-scripted": ds("ds-scripted"),
         "ds-partial": ds("ds-partial", mtp_wrong_every=3),
@@ -149,7 +149,7 @@ def test_draft_model_must_share_the_tokenizer(models: dict[str, Path]) -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "localseek", *args], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ))
+                          env=dict(os.environ), check=False)
 
 
 def test_run_uses_mtp_by_default_and_prints_the_same(models: dict[str, Path]) -> None:

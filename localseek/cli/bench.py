@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -33,18 +33,18 @@ def bench(
     n_gen: Annotated[int, typer.Option("--n-gen", "-n", min=0, help="Generated tokens for the tg test (0: skip).")]
     = 128,
     repetitions: Annotated[int, typer.Option("--repetitions", "-r", min=1, help="Measured runs of each test.")] = 5,
-    threads: Annotated[Optional[str], typer.Option("--threads", "-t", help="Thread counts to sweep, e.g. 1,2,4.")]
+    threads: Annotated[str | None, typer.Option("--threads", "-t", help="Thread counts to sweep, e.g. 1,2,4.")]
     = None,
-    batch: Annotated[Optional[str], typer.Option("--batch", "-b", help="Batch sizes to sweep, e.g. 128,512.")]
+    batch: Annotated[str | None, typer.Option("--batch", "-b", help="Batch sizes to sweep, e.g. 128,512.")]
     = "512",
-    mtp: Annotated[Optional[bool], typer.Option(
+    mtp: Annotated[bool | None, typer.Option(
         "--mtp/--no-mtp", help="Also measure generation with MTP drafting (default: when the model has an MTP block).",
         show_default=False)] = None,
-    draft: Annotated[Optional[str], typer.Option("--draft", help="Also measure generation with this draft model.")]
+    draft: Annotated[str | None, typer.Option("--draft", help="Also measure generation with this draft model.")]
     = None,
-    draft_max: Annotated[Optional[int], typer.Option("--draft-max", min=1, max=32, help="Most tokens per draft.")]
+    draft_max: Annotated[int | None, typer.Option("--draft-max", min=1, max=32, help="Most tokens per draft.")]
     = None,
-    prompt: Annotated[Optional[str], typer.Option(
+    prompt: Annotated[str | None, typer.Option(
         "--prompt", help="Generate after this text instead of after BOS (realistic draft acceptance).")] = None,
     no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Skip the warm-up run of each test.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,

@@ -32,19 +32,18 @@ def run(
     hide_thinking: Annotated[bool, typer.Option("--hide-thinking", help="Do not show the reasoning.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Load even if the model seems too big for RAM.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's own log.")] = False,
-    mtp: Annotated[Optional[bool], typer.Option(
+    mtp: Annotated[bool | None, typer.Option(
         "--mtp/--no-mtp", help="Speculative decoding with the model's own MTP block (default: on when it has one).",
         show_default=False)] = None,
-    draft: Annotated[Optional[str], typer.Option(
+    draft: Annotated[str | None, typer.Option(
         "--draft", help="Speculative decoding with a smaller model sharing the tokenizer (a .gguf).")] = None,
-    draft_max: Annotated[Optional[int], typer.Option(
+    draft_max: Annotated[int | None, typer.Option(
         "--draft-max", min=1, max=32, help="Most tokens drafted per step (MTP: 2, draft model: 4).")] = None,
 ) -> None:
     """Run a model: one answer for PROMPT (also reads piped stdin), or an interactive chat."""
+    from localseek import speculative
     from localseek.ggufinfo import read_gguf
     from localseek.loader import resolve_model
-
-    from localseek import speculative
 
     info = read_gguf(resolve_model(model))
     use_mtp = speculative.resolve(info, mtp=mtp, draft=draft)
