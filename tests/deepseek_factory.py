@@ -22,7 +22,7 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-from factory import _SCRIPT_PIECES, ASSISTANT, R1_TEMPLATE, _scripted_embeddings, _write_vocab, build_vocab
+from factory import _SCRIPT_PIECES, ASSISTANT, BOS, R1_TEMPLATE, _write_vocab, build_vocab
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class TinyDeepseekConfig:
     weights: str = "scripted"  # or "random"
     seed: int = 0
     mtp_wrong_every: int = 0  # scripted: the MTP head mispredicts every n-th link of the chain (partial acceptance)
+    cycle: int = 0  # scripted: instead of the chat script, greedy decoding cycles through this many tokens forever
+    dtype: str = "f32"  # or "f16" (matrices only; norms stay f32) for larger benchmark models
 
 
 def write_deepseek2_gguf(path: Path, cfg: TinyDeepseekConfig = TinyDeepseekConfig()) -> Path:
@@ -84,23 +86,26 @@ def write_deepseek2_gguf(path: Path, cfg: TinyDeepseekConfig = TinyDeepseekConfi
     w_.add_expert_weights_scale(2.5)
     w_.add_expert_weights_norm(True)
     w_.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
-    w_.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w_.add_file_type(gguf.LlamaFileType.ALL_F32 if cfg.dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     _write_vocab(w_, vocab, "deepseek-v3")
     w_.add_chat_template(R1_TEMPLATE)
     assert arch == w_.arch
 
+    wdtype = np.float32 if cfg.dtype == "f32" else np.float16
+
     def w(*shape: int, s: float = scale) -> np.ndarray:
-        return (rng.standard_normal(shape) * s).astype(np.float32)
+        return (rng.standard_normal(shape, dtype=np.float32) * s).astype(wdtype)
 
     def ones(n: int) -> np.ndarray:
         return np.ones(n, dtype=np.float32)
 
+    chain = _chain(vocab, cfg)
     if cfg.weights == "scripted":
-        embd, output = _scripted_embeddings(rng, vocab, d)
+        embd, output = _chain_embeddings(rng, n_vocab, d, chain)
     else:
         embd = rng.standard_normal((n_vocab, d)).astype(np.float32)
         output = rng.standard_normal((n_vocab, d)).astype(np.float32) * 0.5
-    w_.add_tensor("token_embd.weight", embd)
+    w_.add_tensor("token_embd.weight", embd.astype(wdtype))
     # numpy shapes are ggml's `ne` reversed.
     for i in range(cfg.n_layer + (1 if cfg.mtp else 0)):
         p = f"blk.{i}."
@@ -133,14 +138,14 @@ def write_deepseek2_gguf(path: Path, cfg: TinyDeepseekConfig = TinyDeepseekConfi
                 eh = np.concatenate([np.eye(d, dtype=np.float32), np.zeros((d, d), dtype=np.float32)], axis=1)
             else:
                 eh = w(d, 2 * d)
-            w_.add_tensor(p + "nextn.eh_proj.weight", eh)
+            w_.add_tensor(p + "nextn.eh_proj.weight", eh.astype(wdtype))
             w_.add_tensor(p + "nextn.enorm.weight", ones(d))
             w_.add_tensor(p + "nextn.hnorm.weight", ones(d))
-            w_.add_tensor(p + "nextn.embed_tokens.weight", embd.copy())
+            w_.add_tensor(p + "nextn.embed_tokens.weight", embd.astype(wdtype))
             w_.add_tensor(p + "nextn.shared_head_norm.weight", ones(d))
-            w_.add_tensor(p + "nextn.shared_head_head.weight", _mtp_head(output, embd, vocab, cfg))
+            w_.add_tensor(p + "nextn.shared_head_head.weight", _mtp_head(output, embd, chain, vocab, cfg).astype(wdtype))
     w_.add_tensor("output_norm.weight", ones(d))
-    w_.add_tensor("output.weight", output)
+    w_.add_tensor("output.weight", output.astype(wdtype))
     w_.write_header_to_file()
     w_.write_kv_data_to_file()
     w_.write_tensors_to_file()
@@ -149,15 +154,34 @@ def write_deepseek2_gguf(path: Path, cfg: TinyDeepseekConfig = TinyDeepseekConfi
     return path
 
 
-def _mtp_head(output: np.ndarray, embd: np.ndarray, vocab, cfg: TinyDeepseekConfig) -> np.ndarray:
-    """The MTP block's output head: the main head, with every n-th scripted link sent to a wrong token."""
+def _chain(vocab, cfg: TinyDeepseekConfig) -> list[int]:
+    """The token chain greedy decoding follows: the chat script, or a cycle through `cycle` ordinary tokens
+    entered from BOS (so a generation started after BOS never leaves it)."""
+    if not cfg.cycle:
+        return [vocab.id(ASSISTANT)] + [vocab.id(p) for p in _SCRIPT_PIECES]
+    ring = list(range(cfg.cycle))
+    return [vocab.id(BOS), *ring, *ring[: max(1, cfg.cycle // 2)]]  # wraps around: the links repeat, same targets
+
+
+def _chain_embeddings(rng: np.random.Generator, n_vocab: int, d: int, chain: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Embedding and output matrices whose greedy bigram chain follows `chain` (as factory._scripted_embeddings)."""
+    embd = rng.standard_normal((n_vocab, d)).astype(np.float32)
+    embd /= np.linalg.norm(embd, axis=1, keepdims=True)
+    embd *= np.sqrt(d)
+    output = rng.standard_normal((n_vocab, d)).astype(np.float32) * 0.02
+    for prev, nxt in set(itertools.pairwise(chain)):
+        output[nxt] += embd[prev] * (4.0 / np.sqrt(d))
+    return embd, output
+
+
+def _mtp_head(output: np.ndarray, embd: np.ndarray, chain: list[int], vocab, cfg: TinyDeepseekConfig) -> np.ndarray:
+    """The MTP block's output head: the main head, with every n-th link of the chain sent to a wrong token."""
     head = output.copy()
     if cfg.weights != "scripted" or not cfg.mtp_wrong_every:
         return head
-    chain = [vocab.id(ASSISTANT)] + [vocab.id(p) for p in _SCRIPT_PIECES]
     wrong = vocab.id("Ġthe")
     c = 4.0 / np.sqrt(cfg.n_embd)
-    for k, (prev, nxt) in enumerate(itertools.pairwise(chain)):
+    for k, (prev, nxt) in enumerate(dict.fromkeys(itertools.pairwise(chain))):
         if k % cfg.mtp_wrong_every == cfg.mtp_wrong_every - 1 and nxt != wrong:
             head[nxt] -= embd[prev] * c
             head[wrong] += embd[prev] * 2 * c
