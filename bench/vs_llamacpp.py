@@ -228,25 +228,26 @@ def _spread(values: list[float]) -> dict:
 
 
 def compare(exe: Path, model: Path, args: argparse.Namespace) -> dict:
-    """Alternate llama-bench and localseek bench; ratios per round (localseek ÷ llama.cpp, higher is better)."""
+    """Alternate llama-bench and localseek bench test by test (pp, tg, short pp for TTFT), swapping who goes first
+    each round, so that each pair is measured under the same machine conditions; ratio = localseek ÷ llama.cpp."""
     rounds = []
+    kw = {"threads": args.threads, "reps": args.reps, "batch": args.batch}
+    tests = [(f"pp{args.n_prompt}", args.n_prompt, 0), (f"tg{args.n_gen}", 0, args.n_gen),
+             (f"ttft{args.ttft_prompt}", args.ttft_prompt, 0)]
     for i in range(args.rounds):
-        order = ("llama", "localseek") if i % 2 == 0 else ("localseek", "llama")
-        got: dict[str, dict[str, list[float]]] = {}
-        for who in order:
-            log(f"round {i + 1}/{args.rounds}: {who}")
-            kw = {"threads": args.threads, "reps": args.reps, "batch": args.batch}
-            if who == "llama":
-                main = run_llama_bench(exe, model, n_prompt=args.n_prompt, n_gen=args.n_gen, **kw)
-                short = run_llama_bench(exe, model, n_prompt=args.ttft_prompt, n_gen=0, **kw)
-            else:
-                main = _samples(run_localseek_bench(model, n_prompt=args.n_prompt, n_gen=args.n_gen, **kw))
-                short = _samples(run_localseek_bench(model, n_prompt=args.ttft_prompt, n_gen=0, **kw))
-            got[who] = {**main, f"ttft{args.ttft_prompt}": short[f"pp{args.ttft_prompt}"]}
+        got: dict[str, dict[str, list[float]]] = {"llama": {}, "localseek": {}}
+        for j, (name, n_p, n_g) in enumerate(tests):
+            order = ("llama", "localseek") if (i + j) % 2 == 0 else ("localseek", "llama")
+            log(f"round {i + 1}/{args.rounds}, {name}: {' then '.join(order)}")
+            for who in order:
+                if who == "llama":
+                    out = run_llama_bench(exe, model, n_prompt=n_p, n_gen=n_g, **kw)
+                else:
+                    out = _samples(run_localseek_bench(model, n_prompt=n_p, n_gen=n_g, **kw))
+                got[who][name] = next(iter(out.values()))
         rounds.append(got)
-    tests = [f"pp{args.n_prompt}", f"tg{args.n_gen}", f"ttft{args.ttft_prompt}"]
     report: dict = {"rounds": rounds, "tests": {}}
-    for t in tests:
+    for t, _, _ in tests:
         lo = [statistics.median(r["localseek"][t]) for r in rounds]
         ll = [statistics.median(r["llama"][t]) for r in rounds]
         ratios = [a / b for a, b in zip(lo, ll)]
