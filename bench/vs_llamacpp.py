@@ -234,7 +234,9 @@ def compare(exe: Path, model: Path, args: argparse.Namespace) -> dict:
     kw = {"threads": args.threads, "reps": args.reps, "batch": args.batch}
     tests = [(f"pp{args.n_prompt}", args.n_prompt, 0), (f"tg{args.n_gen}", 0, args.n_gen),
              (f"ttft{args.ttft_prompt}", args.ttft_prompt, 0)]
+    bandwidth = []
     for i in range(args.rounds):
+        bandwidth.append(memory_bandwidth(args.threads))
         got: dict[str, dict[str, list[float]]] = {"llama": {}, "localseek": {}}
         for j, (name, n_p, n_g) in enumerate(tests):
             order = ("llama", "localseek") if (i + j) % 2 == 0 else ("localseek", "llama")
@@ -243,15 +245,20 @@ def compare(exe: Path, model: Path, args: argparse.Namespace) -> dict:
                 if who == "llama":
                     out = run_llama_bench(exe, model, n_prompt=n_p, n_gen=n_g, **kw)
                 else:
-                    out = _samples(run_localseek_bench(model, n_prompt=n_p, n_gen=n_g, **kw))
+                    doc = run_localseek_bench(model, n_prompt=n_p, n_gen=n_g, **kw)
+                    out = _samples(doc)
+                    got.setdefault("overhead", {})[name] = doc["results"][0].get("loop_overhead")
                 got[who][name] = next(iter(out.values()))
         rounds.append(got)
-    report: dict = {"rounds": rounds, "tests": {}}
+    report: dict = {"rounds": rounds, "tests": {}, "bandwidth_rounds": bandwidth}
     for t, _, _ in tests:
         lo = [statistics.median(r["localseek"][t]) for r in rounds]
         ll = [statistics.median(r["llama"][t]) for r in rounds]
         ratios = [a / b for a, b in zip(lo, ll)]
         entry = {"localseek_tps": _spread(lo), "llamacpp_tps": _spread(ll), "ratio": _spread(ratios)}
+        overheads = [r["overhead"][t] for r in rounds if r.get("overhead", {}).get(t) is not None]
+        if overheads:  # localseek's wall time beyond llama.cpp's own decode time, inside the same runs
+            entry["loop_overhead"] = _spread(overheads)
         if t.startswith("ttft"):  # as times: localseek TTFT ÷ llama.cpp TTFT (lower is better; goal ≤ 1.2)
             n = args.ttft_prompt
             entry["localseek_ms"] = _spread([n / x * 1000 for x in lo])
@@ -316,9 +323,11 @@ def main() -> int:
             model = generated = target
         if not model.exists():
             raise CouldNotMeasure(f"no model at {model}")
-        bw = memory_bandwidth(args.threads)
-        log(f"memory bandwidth: read {bw['read'] / 1e9:.1f} GB/s, copy {bw['copy'] / 1e9:.1f} GB/s ({bw['method']})")
         report = compare(exe, model, args)
+        reads = [b["read"] for b in report["bandwidth_rounds"]]
+        bw = {"read": statistics.median(reads), "read_max": max(reads), "read_min": min(reads),
+              "copy": statistics.median(b["copy"] for b in report["bandwidth_rounds"]),
+              "method": report["bandwidth_rounds"][0]["method"] + ", measured before each round; median"}
         bpt = bytes_per_token(model)
         tg = report["tests"][f"tg{args.n_gen}"]
         roof = bw["read"] / bpt
@@ -351,17 +360,19 @@ def print_report(rep: dict, args: argparse.Namespace) -> None:
 
     print(f"model: {rep['model']} ({rep['model_bytes'] / 1e9:.2f} GB), threads {rep['threads']}, "
           f"{args.rounds} alternating rounds × {args.reps} repetitions; median (min–max) over rounds")
-    print("| test | llama.cpp t/s | localseek t/s | localseek ÷ llama.cpp |")
-    print("|---|---|---|---|")
+    print("| test | llama.cpp t/s | localseek t/s | localseek ÷ llama.cpp | localseek time outside llama.cpp |")
+    print("|---|---|---|---|---|")
     for t, e in rep["tests"].items():
         if t.startswith("ttft"):
             continue
-        print(f"| {t} | {f(e['llamacpp_tps'])} | {f(e['localseek_tps'])} | {f(e['ratio'], fmt='{:.3f}')} |")
+        ov = f(e["loop_overhead"], 100, "{:.3f}") + " %" if "loop_overhead" in e else "n/a"
+        print(f"| {t} | {f(e['llamacpp_tps'])} | {f(e['localseek_tps'])} | {f(e['ratio'], fmt='{:.3f}')} | {ov} |")
     e = rep["tests"][f"ttft{args.ttft_prompt}"]
     print(f"| warm TTFT, {args.ttft_prompt}-token prompt (ms) | {f(e['llamacpp_ms'], fmt='{:.1f}')} | "
           f"{f(e['localseek_ms'], fmt='{:.1f}')} | {f(e['ttft_ratio'], fmt='{:.3f}')} (time ratio) |")
     bw = rep["bandwidth"]
-    print(f"memory bandwidth: read {bw['read'] / 1e9:.2f} GB/s, copy {bw['copy'] / 1e9:.2f} GB/s ({bw['method']}); "
+    print(f"memory bandwidth: read {bw['read'] / 1e9:.2f} GB/s ({bw['read_min'] / 1e9:.2f}–{bw['read_max'] / 1e9:.2f}), "
+          f"copy {bw['copy'] / 1e9:.2f} GB/s ({bw['method']}); "
           f"weights read per token {rep['bytes_per_token'] / 1e6:.1f} MB → roofline {rep['roofline_tps']:.2f} t/s; "
           f"tg share of roofline: localseek {rep['tg_share_of_roofline']['localseek']:.0%}, "
           f"llama.cpp {rep['tg_share_of_roofline']['llamacpp']:.0%}")

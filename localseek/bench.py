@@ -49,6 +49,7 @@ class Result:
     accepted: int = 0
     drafted: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    llama_seconds: list[float] = field(default_factory=list)  # llama.cpp's own decode time inside each run
 
     @property
     def median(self) -> float:
@@ -73,6 +74,10 @@ class Result:
         )
         d["samples_tps"] = [round(x, 3) for x in self.samples_tps]
         d["seconds"] = [round(x, 6) for x in self.seconds]
+        d["llama_seconds"] = [round(x, 6) for x in self.llama_seconds]
+        if self.llama_seconds:  # time outside llama.cpp's decode calls: the Python loop, sampling, bookkeeping
+            d["loop_overhead"] = round(statistics.median(
+                (w - c) / c for w, c in zip(self.seconds, self.llama_seconds) if c > 0), 5)
         if self.drafted:
             d["acceptance"] = round(self.accepted / self.drafted, 4)
         return d
@@ -124,10 +129,25 @@ def set_threads(engine: Engine, n: int) -> None:
         llama_cpp.llama_set_n_threads(drafter.ctx, n, n)  # type: ignore[attr-defined]
 
 
-def _repeat(fn: Callable[[], float], spec: BenchSpec) -> list[float]:
+def _llama_seconds(engine: Engine) -> float:
+    import llama_cpp
+
+    data = llama_cpp.llama_perf_context(engine.llm._ctx.ctx)  # type: ignore[attr-defined]
+    return (float(data.t_p_eval_ms) + float(data.t_eval_ms)) / 1000.0
+
+
+def _repeat(fn: Callable[[], float], spec: BenchSpec, engine: Engine) -> tuple[list[float], list[float]]:
+    """Wall seconds of each measured run, and the part llama.cpp itself spent decoding (its perf counters)."""
+    import llama_cpp
+
     if spec.warmup:
         fn()
-    return [fn() for _ in range(spec.repetitions)]
+    wall, inside = [], []
+    for _ in range(spec.repetitions):
+        llama_cpp.llama_perf_context_reset(engine.llm._ctx.ctx)  # type: ignore[attr-defined]
+        wall.append(fn())
+        inside.append(_llama_seconds(engine))
+    return wall, inside
 
 
 def run_benchmarks(
@@ -157,14 +177,14 @@ def run_benchmarks(
                 set_threads(engine, n_threads)
                 if spec.n_prompt:
                     progress(f"pp{spec.n_prompt} threads={n_threads} batch={n_batch}")
-                    secs = _repeat(functools.partial(time_prompt, engine, prompt), spec)
+                    secs, inside = _repeat(functools.partial(time_prompt, engine, prompt), spec, engine)
                     results.append(Result(f"pp{spec.n_prompt}", n_threads, n_batch, spec.n_prompt,
-                                          [spec.n_prompt / s for s in secs], secs))
+                                          [spec.n_prompt / s for s in secs], secs, llama_seconds=inside))
                 if spec.n_gen:
                     progress(f"tg{spec.n_gen} threads={n_threads} batch={n_batch}")
-                    secs = _repeat(functools.partial(time_generation, engine, start, spec.n_gen), spec)
+                    secs, inside = _repeat(functools.partial(time_generation, engine, start, spec.n_gen), spec, engine)
                     plain = Result(f"tg{spec.n_gen}", n_threads, n_batch, spec.n_gen,
-                                   [spec.n_gen / s for s in secs], secs)
+                                   [spec.n_gen / s for s in secs], secs, llama_seconds=inside)
                     results.append(plain)
                     if spec.spec:
                         results.append(_speculative_result(engine, spec, start, n_threads, n_batch, plain, progress))

@@ -124,6 +124,9 @@ def _render(info, n_params: int, results) -> None:
             notes.append(f"×{r.extra['speedup']:.2f} vs plain")
         if r.test.startswith("pp"):
             notes.append(f"first token {min(r.seconds) * 1000:.0f}–{max(r.seconds) * 1000:.0f} ms")
+        overhead = r.as_dict().get("loop_overhead")
+        if overhead is not None:
+            notes.append(f"{overhead:+.2%} outside llama.cpp")
         table.add_row(r.test, str(r.n_threads), str(r.n_batch), f"{r.median:.2f}",
                       f"{min(r.samples_tps):.2f} – {max(r.samples_tps):.2f}", f"{r.stdev:.2f}", "; ".join(notes))
     console.print(table)
