@@ -34,6 +34,7 @@ class BenchSpec:
     warmup: bool = True
     spec: str = ""  # "", "mtp" or "draft-model": also run tgN with that drafter
     n_draft: int | None = None
+    draft_fixed: bool = False  # draft exactly n_draft tokens every step instead of tuning the length
     draft_model: str | None = None
     gen_prompt: tuple[int, ...] = ()  # tokens to generate after (default: BOS only, as llama-bench)
 
@@ -199,7 +200,8 @@ def _speculative_result(engine: Engine, spec: BenchSpec, start: list[int], n_thr
 
     label = f"tg{spec.n_gen}+{'mtp' if spec.spec == 'mtp' else 'draft'}"
     progress(f"{label} threads={n_threads} batch={n_batch}")
-    speculative.enable(engine, mtp=spec.spec == "mtp", draft=spec.draft_model, n_draft=spec.n_draft)
+    speculative.enable(engine, mtp=spec.spec == "mtp", draft=spec.draft_model, n_draft=spec.n_draft,
+                       fixed=spec.draft_fixed)
     try:
         set_threads(engine, n_threads)
         accepted = drafted = 0

@@ -25,8 +25,8 @@ import numpy as np
 from localseek.decode import Batch, DecodeContext, Sampler, prefill, reusable_prefix
 from localseek.errors import EngineError, UsageError
 
-DEFAULT_MTP_DRAFT = 2  # DeepSeek trains one MTP block (one token ahead); chaining it further is less reliable
-DEFAULT_MODEL_DRAFT = 4
+DEFAULT_MTP_DRAFT = 3  # most tokens per draft; the tuner picks the length that pays (0 = plain decoding)
+DEFAULT_MODEL_DRAFT = 6
 DEFAULT_P_MIN = 0.5  # after the first draft token, stop once the drafter's own top probability falls below this
 
 
@@ -47,9 +47,51 @@ class SpecStats:
                 "acceptance": round(self.acceptance, 4)}
 
 
+class DraftTuner:
+    """Chooses each round's draft length (0 … n_max) by the tokens per second each length has delivered.
+
+    Verifying k drafts costs a batch of k+1 tokens, which is nearly free where decoding is memory-bound (big dense
+    models, GPUs) and not where it is compute-bound or where extra tokens route to other experts (MoE on a few CPU
+    cores): whether drafting pays, and how far, is measured rather than assumed. Every length is tried first (longest
+    first), then the best is used, with one of its neighbours tried again every `explore` rounds. Output does not
+    depend on the length, only speed does.
+    """
+
+    def __init__(self, n_max: int, *, fixed: bool = False, explore: int = 12, alpha: float = 0.25) -> None:
+        self.n_max = n_max
+        self.fixed = fixed
+        self.explore = explore
+        self.alpha = alpha
+        self.rate: dict[int, float] = {}  # EMA of tokens/second per draft length
+        self.rounds = 0
+        self._flip = False
+
+    def pick(self) -> int:
+        self.rounds += 1
+        if self.fixed:
+            return self.n_max
+        for k in range(self.n_max, -1, -1):
+            if k not in self.rate:
+                return k
+        best = max(self.rate, key=self.rate.__getitem__)
+        if self.rounds % self.explore == 0:
+            self._flip = not self._flip
+            near = best + 1 if self._flip else best - 1
+            if 0 <= near <= self.n_max:
+                return near
+        return best
+
+    def update(self, k: int, tokens: int, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        r = tokens / seconds
+        self.rate[k] = r if k not in self.rate else (1 - self.alpha) * self.rate[k] + self.alpha * r
+
+
 class Drafter(Protocol):
     kind: str
     n_draft: int
+    tuner: DraftTuner
 
     def prepare(self, target: DecodeContext, keep: int) -> int:
         """The target is about to keep `keep` cached tokens and decode the rest; return how many it may keep."""
@@ -82,7 +124,7 @@ class MTPDrafter:
     kind = "mtp"
 
     def __init__(self, target: DecodeContext, *, n_draft: int = DEFAULT_MTP_DRAFT, p_min: float = DEFAULT_P_MIN,
-                 n_threads: int | None = None, n_threads_batch: int | None = None) -> None:
+                 fixed: bool = False, n_threads: int | None = None, n_threads_batch: int | None = None) -> None:
         import llama_cpp
         from llama_cpp import llama_cpp_ext
 
@@ -92,6 +134,7 @@ class MTPDrafter:
             raise UsageError("This model has no MTP layers; run it without --mtp (or re-convert keeping MTP).")
         self.n_embd = int(llama_cpp.llama_model_n_embd_out(model)) or int(llama_cpp.llama_model_n_embd(model))
         self.n_draft = n_draft
+        self.tuner = DraftTuner(n_draft, fixed=fixed)
         self.conf = _Confidence(p_min)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = target.n_ctx
@@ -219,12 +262,13 @@ class ModelDrafter:
     kind = "draft-model"
 
     def __init__(self, draft_engine: object, target: DecodeContext, *, n_draft: int = DEFAULT_MODEL_DRAFT,
-                 p_min: float = DEFAULT_P_MIN) -> None:
+                 p_min: float = DEFAULT_P_MIN, fixed: bool = False) -> None:
         draft: DecodeContext = draft_engine.decoder  # type: ignore[attr-defined]
         check_same_tokenizer(target.model, draft.model)
         self.engine = draft_engine
         self.dc = draft
         self.n_draft = n_draft
+        self.tuner = DraftTuner(n_draft, fixed=fixed)
         self.conf = _Confidence(p_min)
 
     def prepare(self, target: DecodeContext, keep: int) -> int:
@@ -297,7 +341,8 @@ def speculative_tokens(dc: DecodeContext, sampler: Sampler, drafter: Drafter, pr
         if room <= 0:
             return
         t0 = time.perf_counter()
-        draft = drafter.draft(dc, last, min(drafter.n_draft, room - 1, dc.n_batch - 1))
+        k = drafter.tuner.pick()
+        draft = drafter.draft(dc, last, min(k, room - 1, dc.n_batch - 1))
         t1 = time.perf_counter()
         dc.decode([last, *draft], logits="all")
         out: list[int] = []
@@ -312,8 +357,10 @@ def speculative_tokens(dc: DecodeContext, sampler: Sampler, drafter: Drafter, pr
         stats.rounds += 1
         stats.drafted += len(draft)
         stats.accepted += n_acc
+        t2 = time.perf_counter()
         stats.draft_seconds += t1 - t0
-        stats.verify_seconds += time.perf_counter() - t1
+        stats.verify_seconds += t2 - t1
+        drafter.tuner.update(k, len(out), t2 - t0)
         yield from out
         last = out[-1]
 
@@ -342,17 +389,19 @@ def want_mtp(info: object, requested: bool | None) -> bool:
     return requested
 
 
-def attach_mtp(engine: object, *, n_draft: int | None = None, p_min: float = DEFAULT_P_MIN) -> MTPDrafter:
-    drafter = MTPDrafter(engine.decoder, n_draft=n_draft or DEFAULT_MTP_DRAFT, p_min=p_min)  # type: ignore[attr-defined]
+def attach_mtp(engine: object, *, n_draft: int | None = None, p_min: float = DEFAULT_P_MIN,
+               fixed: bool = False) -> MTPDrafter:
+    drafter = MTPDrafter(engine.decoder, n_draft=n_draft or DEFAULT_MTP_DRAFT, p_min=p_min,  # type: ignore[attr-defined]
+                         fixed=fixed)
     engine.drafter = drafter  # type: ignore[attr-defined]
     return drafter
 
 
 def attach_draft_model(engine: object, draft_engine: object, *, n_draft: int | None = None,
-                       p_min: float = DEFAULT_P_MIN) -> ModelDrafter:
+                       p_min: float = DEFAULT_P_MIN, fixed: bool = False) -> ModelDrafter:
     try:
         drafter = ModelDrafter(draft_engine, engine.decoder, n_draft=n_draft or DEFAULT_MODEL_DRAFT,  # type: ignore[attr-defined]
-                               p_min=p_min)
+                               p_min=p_min, fixed=fixed)
     except Exception:
         draft_engine.close()  # type: ignore[attr-defined]
         raise
@@ -370,10 +419,10 @@ def resolve(info: object, *, mtp: bool | None, draft: str | None) -> bool:
 
 
 def enable(engine: object, *, mtp: bool, draft: str | None, n_draft: int | None = None,
-           p_min: float = DEFAULT_P_MIN) -> str:
+           p_min: float = DEFAULT_P_MIN, fixed: bool = False) -> str:
     """Attach the drafter `resolve` chose to a loaded engine; returns "mtp", "draft-model" or "" (none)."""
     if mtp:
-        attach_mtp(engine, n_draft=n_draft, p_min=p_min)
+        attach_mtp(engine, n_draft=n_draft, p_min=p_min, fixed=fixed)
         return MTPDrafter.kind
     if draft:
         from dataclasses import replace
@@ -382,6 +431,6 @@ def enable(engine: object, *, mtp: bool, draft: str | None, n_draft: int | None 
 
         opts = replace(engine.options, n_ctx=engine.n_ctx, load_mtp=False)  # type: ignore[attr-defined]
         draft_engine, _ = open_model(draft, opts)
-        attach_draft_model(engine, draft_engine, n_draft=n_draft, p_min=p_min)
+        attach_draft_model(engine, draft_engine, n_draft=n_draft, p_min=p_min, fixed=fixed)
         return ModelDrafter.kind
     return ""

@@ -42,7 +42,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _load(path: Path, *, mtp: bool = False, draft: Path | None = None, n_draft: int | None = None,
           n_batch: int = 512) -> Engine:
     engine = Engine.load(path, LoadOptions(n_ctx=512, n_threads=1, load_mtp=mtp, n_batch=n_batch, n_ubatch=n_batch))
-    speculative.enable(engine, mtp=mtp, draft=str(draft) if draft else None, n_draft=n_draft)
+    # A fixed draft length keeps acceptance counts deterministic (the tuner's choices depend on timings).
+    speculative.enable(engine, mtp=mtp, draft=str(draft) if draft else None, n_draft=n_draft, fixed=True)
     return engine
 
 
@@ -169,3 +170,34 @@ def test_run_cli_errors(models: dict[str, Path]) -> None:
     r = _cli("run", str(models["qw-scripted"]), "hello", "--temperature", "0", "--draft",
              str(models["qw-scripted-draft"]))
     assert r.returncode == 0 and r.stdout == SCRIPT_ANSWER + "\n"
+
+
+def test_tuned_draft_length_keeps_output_identical(models: dict[str, Path]) -> None:
+    plain = _load(models["ds-partial"])
+    try:
+        want = _two_turns(plain, GREEDY)
+    finally:
+        plain.close()
+    engine = Engine.load(models["ds-partial"], LoadOptions(n_ctx=512, n_threads=1, load_mtp=True))
+    try:
+        speculative.enable(engine, mtp=True, draft=None, n_draft=3)  # tuned, as `run` does
+        assert _two_turns(engine, GREEDY)[:2] == want[:2]
+        assert engine.drafter.tuner.rounds > 4 and set(engine.drafter.tuner.rate) == {0, 1, 2, 3}
+    finally:
+        engine.close()
+
+
+def test_draft_tuner_picks_what_delivers() -> None:
+    tuner = speculative.DraftTuner(3, explore=4)
+    rates = {3: 90, 2: 120, 1: 100, 0: 60}
+    order = []
+    for _ in range(4):
+        order.append(tuner.pick())
+        tuner.update(order[-1], rates[order[-1]], 1.0)
+    assert order == [3, 2, 1, 0]  # every length once, longest first
+    picks = [tuner.pick() for _ in range(8)]
+    assert picks.count(2) >= 6 and set(picks) <= {1, 2, 3}  # exploits the best, now and then tries a neighbour
+    for _ in range(20):
+        tuner.update(2, 10, 1.0)  # length 2 stops paying …
+    assert max(tuner.rate, key=tuner.rate.get) == 1  # … and the next best takes over
+    assert speculative.DraftTuner(2, fixed=True).pick() == 2

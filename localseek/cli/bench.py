@@ -44,6 +44,9 @@ def bench(
     = None,
     draft_max: Annotated[int | None, typer.Option("--draft-max", min=1, max=32, help="Most tokens per draft.")]
     = None,
+    draft_fixed: Annotated[bool, typer.Option(
+        "--draft-fixed", help="Draft exactly --draft-max tokens every step (default: tune the length as run does).")
+    ] = False,
     prompt: Annotated[str | None, typer.Option(
         "--prompt", help="Generate after this text instead of after BOS (realistic draft acceptance).")] = None,
     no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Skip the warm-up run of each test.")] = False,
@@ -70,6 +73,7 @@ def bench(
         n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=_int_list(threads, "--threads"),
         batches=_int_list(batch, "--batch") or (512,), warmup=not no_warmup,
         spec="mtp" if use_mtp else ("draft-model" if draft else ""), n_draft=draft_max, draft_model=draft,
+        draft_fixed=draft_fixed,
         gen_prompt=gen_prompt,
     )
     quiet = as_json or not sys.stderr.isatty()
@@ -85,7 +89,7 @@ def bench(
             "model": str(info.path), "arch": info.arch, "size_bytes": info.total_bytes, "n_params": n_params,
             "machine": platform.machine(), "system": _system_info(), "spec": {
                 "n_prompt": n_prompt, "n_gen": n_gen, "repetitions": repetitions, "drafter": spec.spec,
-                "n_draft": draft_max},
+                "n_draft": draft_max, "draft_fixed": draft_fixed},
             "results": [r.as_dict() for r in results],
         }
         typer.echo(json.dumps(doc, indent=2))
