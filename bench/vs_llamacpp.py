@@ -173,17 +173,23 @@ def memory_bandwidth(threads: int, nbytes: int = 1 << 30, reps: int = 7) -> dict
 
 
 def bytes_per_token(model: Path) -> int:
-    """Weight bytes a decode step reads: every tensor, except the token embedding of which it reads one row."""
+    """Weight bytes a decode step reads: every tensor, except the token embedding (one row) and, for MoE, the experts
+    a token is not routed to (the used share of each expert tensor)."""
     from localseek.ggufinfo import read_gguf
 
     info = read_gguf(model)
     names = {t.name for t in info.tensors}
     nextn = int(info.get("nextn_predict_layers", 0) or 0)
     mtp_prefix = f"blk.{int(info.get('block_count', 0)) - nextn}." if nextn else None
+    n_expert = int(info.get("expert_count", 0) or 0)
+    n_used = int(info.get("expert_used_count", 0) or 0)
     total = 0
     for t in info.tensors:
         if mtp_prefix and t.name.startswith(mtp_prefix):
             continue  # the MTP block is not read by plain decoding
+        if "_exps." in t.name and n_expert and n_used:
+            total += t.n_bytes * n_used // n_expert  # MoE: only the routed experts a token uses
+            continue
         if t.name == "token_embd.weight" and "output.weight" in names:
             n_rows = t.shape[-1] if len(t.shape) > 1 else 1  # gguf-py shapes are ggml's ne: (n_embd, n_vocab)
             total += t.n_bytes // max(n_rows, 1)
