@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,10 @@ FALLBACK_TEMPLATE = (
     "{{ '<｜Assistant｜>' + c + '<｜end▁of▁sentence｜>' }}{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<｜Assistant｜>' }}{% endif %}"
 )
+
+
+# A Jinja expression that reads `thinking` / `enable_thinking` (V3.1: "{%- if not thinking is defined -%}").
+_THINKING_FLAG = re.compile(r"{[{%][^}]*\b(?:enable_)?thinking\b")
 
 
 class _TemplateError(Exception):
@@ -54,6 +59,12 @@ class ChatTemplate:
     source: str
     bos_token: str = ""
     eos_token: str = ""
+
+    @property
+    def has_thinking_flag(self) -> bool:
+        """True for hybrid templates (DeepSeek-V3.1 and later) that switch reasoning on and off with a
+        `thinking` (or `enable_thinking`) variable, instead of always reasoning like R1."""
+        return bool(_THINKING_FLAG.search(self.source))
 
     def render(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True, **extra: Any) -> str:
         try:
@@ -87,6 +98,7 @@ class Conversation:
 
     system: str | None = None
     turns: list[dict[str, str]] = field(default_factory=list)
+    dropped: int = 0  # the oldest turns no longer sent to the model (they did not fit the context)
 
     def add_user(self, text: str) -> None:
         self.turns.append({"role": "user", "content": text})
@@ -99,19 +111,51 @@ class Conversation:
 
     def for_model(self) -> list[dict[str, str]]:
         messages = [{"role": "system", "content": self.system}] if self.system else []
-        for t in self.turns:
+        for t in self.turns[self.dropped:]:
             content = strip_reasoning(t["content"]) if t["role"] == "assistant" else t["content"]
             messages.append({"role": t["role"], "content": content})
         return messages
 
+    def can_drop(self) -> bool:
+        """Whether an older exchange can still be left out (the newest user message always stays)."""
+        return self._next_exchange() is not None
+
+    def drop_oldest(self) -> int:
+        """Stop sending the oldest exchange (a user turn and the replies up to the next user turn).
+        Returns how many turns were dropped (0 when nothing can be). The system prompt is never dropped."""
+        nxt = self._next_exchange()
+        if nxt is None:
+            return 0
+        count, self.dropped = nxt - self.dropped, nxt
+        return count
+
+    def _next_exchange(self) -> int | None:
+        """Index of the next user turn after the first kept one, if that is not the last turn's exchange."""
+        for i in range(self.dropped + 1, len(self.turns)):
+            if self.turns[i]["role"] == "user":
+                return i
+        return None
+
+    def last_reasoning(self) -> dict[str, str] | None:
+        """The newest assistant turn that has reasoning (for `/think show`)."""
+        for t in reversed(self.turns):
+            if t["role"] == "assistant" and t.get("reasoning"):
+                return t
+        return None
+
     def clear(self) -> None:
         self.turns.clear()
+        self.dropped = 0
 
     def save(self, path: Path) -> None:
         data = {"system": self.system, "messages": self.turns}
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+            tmp.replace(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise UsageError(f"Could not write {path}: {exc.strerror or exc}; choose another file.") from exc
 
     @classmethod
     def load(cls, path: Path) -> Conversation:
@@ -124,6 +168,9 @@ class Conversation:
             ]
         except FileNotFoundError as exc:
             raise UsageError(f"No conversation file at {path}.") from exc
+        except OSError as exc:
+            raise UsageError(f"Could not read {path}: {exc.strerror or exc}.") from exc
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"{path} is not a localseek conversation (JSON with a 'messages' list).") from exc
-        return cls(system=data.get("system"), turns=turns)
+        system = data.get("system")
+        return cls(system=system if isinstance(system, str) and system else None, turns=turns)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import codecs
 import ctypes
 import os
-import sys
+import re
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -31,10 +31,20 @@ def _install_log_capture() -> None:
         line = text.decode("utf-8", "replace")
         _LOG.append(line)
         if _ECHO_LOG:
-            sys.stderr.write(line)
+            # llama-cpp-python points fd 2 at /dev/null while it loads a model; echo to the real stderr
+            os.write(_echo_fd(), text)
 
     llama_cpp.llama_log_set(_capture, ctypes.c_void_p(0))
     _install_log_capture.callback = _capture  # type: ignore[attr-defined]  # keep alive for C
+
+
+_ECHO_FD: list[int] = []
+
+
+def _echo_fd() -> int:
+    if not _ECHO_FD:
+        _ECHO_FD.append(os.dup(2))
+    return _ECHO_FD[0]
 
 
 def captured_log() -> str:
@@ -53,6 +63,9 @@ class LoadOptions:
     use_mlock: bool = False
     flash_attn: bool = False
     verbose: bool = False
+    # (regex, buffer type) pairs: tensors whose names match go to that buffer ("CPU" keeps MoE experts in RAM).
+    tensor_overrides: tuple[tuple[str, str], ...] = ()
+    op_offload: bool | None = None  # None: llama.cpp's default (GPU runs big-batch ops on RAM-resident weights)
     load_mtp: bool = False  # also load a deepseek2 GGUF's MTP block (blk.<n_layer>.nextn.*) for speculative drafting
 
 
@@ -109,6 +122,9 @@ class Engine:
     options: LoadOptions
     llm: object = field(repr=False)
     last_stats: Stats = field(default_factory=Stats)
+    plan: object = field(default=None, repr=False)  # the localseek.plan.Plan this engine was loaded with, if any
+    _keepalive: object = field(default=None, repr=False)  # C arrays llama.cpp keeps pointers into
+    _pending: list[int] = field(default_factory=list, repr=False)  # tokens queued by `inject`
     # Speculative decoding (localseek/speculative.py): a drafter, and its counters for the last generation.
     drafter: object = field(default=None, repr=False)
     spec_stats: object = field(default=None, repr=False)
@@ -118,14 +134,17 @@ class Engine:
     def load(cls, path: Path, options: LoadOptions) -> Engine:
         global _ECHO_LOG
         _ECHO_LOG = options.verbose
+        if options.verbose:
+            _echo_fd()  # duplicate stderr now, before llama-cpp-python redirects it
         # Importing llama_cpp prints nothing, but loading does: capture before the first call.
         import llama_cpp
 
         _install_log_capture()
         threads = options.n_threads or _default_threads()
         _LOG.clear()
+        overrides = _override_array(options.tensor_overrides)
         try:
-            with _model_params(load_mtp=options.load_mtp):
+            with _tensor_overrides(overrides), _model_params(load_mtp=options.load_mtp):
                 llm = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=options.n_ctx,
@@ -137,6 +156,7 @@ class Engine:
                     use_mmap=options.use_mmap,
                     use_mlock=options.use_mlock,
                     flash_attn=options.flash_attn,
+                    op_offload=options.op_offload,
                     verbose=False,
                 )
         except (ValueError, RuntimeError) as exc:
@@ -145,7 +165,11 @@ class Engine:
                 f"llama.cpp could not load {path.name}: {reason}. "
                 "Upgrade localseek if the architecture is new, or re-convert the model."
             ) from exc
-        return cls(path=path, options=options, llm=llm)
+        return cls(path=path, options=options, llm=llm, _keepalive=overrides)
+
+    def overridden_tensors(self) -> list[tuple[str, str]]:
+        """(tensor, buffer type) for every tensor llama.cpp placed by an override, read from its own load log."""
+        return overridden_tensors(captured_log())
 
     # -- model facts --------------------------------------------------------------------------
     @property
@@ -185,63 +209,20 @@ class Engine:
         return bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))  # type: ignore[attr-defined]
 
     # -- generation ---------------------------------------------------------------------------
-    def stream(self, prompt_tokens: list[int], sampling: Sampling) -> Iterator[str]:
-        """Yield decoded text pieces; `last_stats` is filled in as it goes (and final when it ends).
+    def inject(self, text: str) -> None:
+        """Force `text` into the generation that is running now, as if the model had written it.
 
-        Stops at end-of-generation, at max_tokens, or when the context is full. KeyboardInterrupt
-        propagates to the caller with stats marked "interrupted".
+        Call it from the loop that consumes `stream` (between two pieces). The text is tokenized
+        (special tokens parsed) and, after the token just yielded, fed to the model instead of
+        sampling; its pieces are yielded like generated ones and count as generated tokens; then
+        sampling resumes after it. This is how a reasoning budget closes `</think>` (as llama.cpp's
+        server does with --reasoning-budget). If the token just yielded ends inside a UTF-8
+        character, the injection waits for the character to complete.
         """
-        llm = self.llm
-        n_ctx = self.n_ctx
-        if len(prompt_tokens) >= n_ctx:
-            raise EngineError(
-                f"The prompt is {len(prompt_tokens)} tokens but the context holds {n_ctx}; "
-                "shorten it or raise --ctx."
-            )
-        stats = Stats(prompt_tokens=len(prompt_tokens), n_ctx=n_ctx)
-        self.last_stats = stats
-        if sampling.seed is not None:
-            llm.set_seed(sampling.seed)  # type: ignore[attr-defined]
-        limit = n_ctx - len(prompt_tokens)
-        if sampling.max_tokens is not None:
-            limit = min(limit, sampling.max_tokens)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        start = time.perf_counter()
-        first_at = 0.0
-        stats.stop_reason = "context"
-        try:
-            if limit <= 0:
-                stats.stop_reason = "length"
-                return
-            for token in self.generate_tokens(prompt_tokens, sampling):
-                now = time.perf_counter()
-                if not first_at:
-                    first_at = now
-                    stats.time_to_first_token = stats.prompt_seconds = now - start
-                if self.is_eog(token):
-                    stats.stop_reason = "eos"
-                    break
-                stats.generated_tokens += 1
-                stats.generation_seconds = now - first_at
-                piece = decoder.decode(llm.detokenize([token]))  # type: ignore[attr-defined]
-                if piece:
-                    yield piece
-                if stats.generated_tokens >= limit:
-                    stats.stop_reason = "length" if sampling.max_tokens is not None and \
-                        stats.generated_tokens >= sampling.max_tokens else "context"
-                    break
-            tail = decoder.decode(b"", final=True)
-            if tail:
-                yield tail
-        except KeyboardInterrupt:
-            stats.stop_reason = "interrupted"
-            raise
-        finally:
-            if first_at:
-                stats.generation_seconds = time.perf_counter() - first_at
-            if self.drafter is not None and self.spec_stats is not None:
-                stats.drafted = self.spec_stats.drafted  # type: ignore[attr-defined]
-                stats.draft_accepted = self.spec_stats.accepted  # type: ignore[attr-defined]
+        self._pending = list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))  # type: ignore[attr-defined]
+
+    def _generate(self, tokens: list[int], sampling: Sampling) -> Iterator[int]:
+        return self.generate_tokens(tokens, sampling)
 
     # -- low-level token loop (localseek/decode.py) ----------------------------------------------
     @property
@@ -277,6 +258,95 @@ class Engine:
         finally:
             sampler.close()
 
+    def stream(self, prompt_tokens: list[int], sampling: Sampling) -> Iterator[str]:
+        """Yield decoded text pieces; `last_stats` is filled in as it goes (and final when it ends).
+
+        Stops at end-of-generation, at max_tokens, or when the context is full. KeyboardInterrupt
+        propagates to the caller with stats marked "interrupted". Text queued with `inject` while
+        streaming is fed to the model at the next step.
+        """
+        llm = self.llm
+        n_ctx = self.n_ctx
+        if len(prompt_tokens) >= n_ctx:
+            raise EngineError(
+                f"The prompt is {len(prompt_tokens)} tokens but the context holds {n_ctx}; "
+                "shorten it or raise --ctx."
+            )
+        stats = Stats(prompt_tokens=len(prompt_tokens), n_ctx=n_ctx)
+        self.last_stats = stats
+        self._pending = []
+        if sampling.seed is not None:
+            llm.set_seed(sampling.seed)  # type: ignore[attr-defined]
+        limit = n_ctx - len(prompt_tokens)
+        if sampling.max_tokens is not None:
+            limit = min(limit, sampling.max_tokens)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        start = time.perf_counter()
+        first_at = 0.0
+        stats.stop_reason = "context"
+        context = list(prompt_tokens)  # everything the model has seen or will see, for restarts
+
+        def at_limit() -> bool:
+            if stats.generated_tokens < limit:
+                return False
+            stats.stop_reason = "length" if sampling.max_tokens is not None and \
+                stats.generated_tokens >= sampling.max_tokens else "context"
+            return True
+
+        try:
+            if limit <= 0:
+                stats.stop_reason = "length"
+                return
+            tokens = self._generate(context, sampling)
+            while tokens is not None:
+                source, tokens = tokens, None
+                for token in source:
+                    now = time.perf_counter()
+                    if not first_at:
+                        first_at = now
+                        stats.time_to_first_token = stats.prompt_seconds = now - start
+                    if self.is_eog(token):
+                        stats.stop_reason = "eos"
+                        break
+                    stats.generated_tokens += 1
+                    stats.generation_seconds = now - first_at
+                    context.append(token)
+                    piece = decoder.decode(llm.detokenize([token]))  # type: ignore[attr-defined]
+                    if piece:
+                        yield piece
+                    if at_limit():
+                        break
+                    if self._pending and not decoder.getstate()[0]:
+                        forced, self._pending = self._pending, []
+                        if len(context) + len(forced) >= n_ctx:
+                            break  # no room left to close the block: stop as "context"
+                        for forced_token in forced:
+                            stats.generated_tokens += 1
+                            context.append(forced_token)
+                            piece = decoder.decode(llm.detokenize([forced_token]))  # type: ignore[attr-defined]
+                            if piece:
+                                yield piece
+                        if at_limit():
+                            break
+                        # llama-cpp-python's generator treats tokens sent into it as draft tokens to
+                        # verify, not as forced ones: restart it instead. Its prefix matching keeps the
+                        # KV cache, so only the last sampled token and the forced ones are evaluated.
+                        source.close()  # type: ignore[attr-defined]
+                        tokens = self._generate(context, sampling)
+                        break
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                yield tail
+        except KeyboardInterrupt:
+            stats.stop_reason = "interrupted"
+            raise
+        finally:
+            if first_at:
+                stats.generation_seconds = time.perf_counter() - first_at
+            if self.drafter is not None and self.spec_stats is not None:
+                stats.drafted = self.spec_stats.drafted  # type: ignore[attr-defined]
+                stats.draft_accepted = self.spec_stats.accepted  # type: ignore[attr-defined]
+
     def close(self) -> None:
         if self.drafter is not None:
             self.drafter.close()  # type: ignore[attr-defined]
@@ -287,6 +357,71 @@ class Engine:
         close = getattr(self.llm, "close", None)
         if close:
             close()
+
+
+class _BuftOverride(ctypes.Structure):
+    """`struct llama_model_tensor_buft_override` (declared in llama.h; llama-cpp-python does not define it)."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+_OVERRIDE_LINE = re.compile(r"tensor (\S+) \(\d+ MiB \S+\) buffer type overridden to (\S+)")
+
+
+def overridden_tensors(log: str) -> list[tuple[str, str]]:
+    return _OVERRIDE_LINE.findall(log)
+
+
+def _override_array(pairs: tuple[tuple[str, str], ...]) -> tuple[ctypes.Array, list[bytes]] | None:
+    """A NULL-terminated `llama_model_tensor_buft_override[]` for llama_model_params (kept alive by the caller)."""
+    if not pairs:
+        return None
+    import llama_cpp
+
+    from localseek import backends
+
+    if len(pairs) >= llama_cpp.llama_max_tensor_buft_overrides():
+        raise EngineError(f"{len(pairs)} tensor overrides is more than llama.cpp accepts; use fewer, broader patterns.")
+    names = {"CPU": backends.cpu_buffer_type}
+    arr = (_BuftOverride * (len(pairs) + 1))()
+    patterns = []
+    for i, (pattern, target) in enumerate(pairs):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise EngineError(f"Tensor override {pattern!r} is not a valid regex: {exc}.") from exc
+        if target not in names:
+            raise EngineError(f"Unknown buffer type {target!r} for tensor overrides; use CPU.")
+        patterns.append(pattern.encode())
+        arr[i].pattern = patterns[-1]
+        arr[i].buft = names[target]()
+    arr[len(pairs)].pattern = None  # sentinel
+    arr[len(pairs)].buft = None
+    return arr, patterns
+
+
+@contextmanager
+def _tensor_overrides(overrides: tuple[ctypes.Array, list[bytes]] | None) -> Iterator[None]:
+    """Pass `tensor_buft_overrides` to llama.cpp. llama-cpp-python's `Llama` builds `llama_model_params` itself and
+    leaves this field NULL, so the model constructor it calls is wrapped for the duration of one load."""
+    if overrides is None:
+        yield
+        return
+    import llama_cpp._internals as internals
+
+    original = internals.LlamaModel
+    array = overrides[0]
+
+    class _WithOverrides(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *, path_model: str, params, verbose: bool = True) -> None:
+            params.tensor_buft_overrides = ctypes.cast(array, ctypes.c_void_p)
+            super().__init__(path_model=path_model, params=params, verbose=verbose)
+
+    internals.LlamaModel = _WithOverrides
+    try:
+        yield
+    finally:
+        internals.LlamaModel = original
 
 
 @contextmanager

@@ -33,3 +33,23 @@ class Interrupted(LocalseekError):
     """The user pressed Ctrl-C."""
 
     exit_code = 130
+
+
+class HubError(LocalseekError):
+    """The Hugging Face Hub (or the HF_ENDPOINT mirror) refused, could not be reached, or sent something wrong."""
+
+
+class DownloadError(HubError):
+    """A download stopped part-way; what arrived is kept so the next pull resumes."""
+
+
+class IntegrityError(HubError):
+    """A downloaded file does not match the sha256 the Hub lists; it was deleted."""
+
+
+class DiskSpaceError(LocalseekError):
+    """Not enough free disk space for what has to be written."""
+
+
+class NotInstalledError(LocalseekError):
+    """A catalog name or Hub repo that is not on this machine yet."""

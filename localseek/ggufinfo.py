@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gguf import GGUFReader, GGUFValueType
+from gguf import GGUFValueType
 
+from localseek import ggufheader
 from localseek.errors import ModelFileError
 
 GGUF_MAGIC = b"GGUF"
@@ -104,15 +105,13 @@ def read_gguf(path: Path | str) -> GGUFInfo:
     parts = split_parts(path)
     first = parts[0]
     try:
-        reader = GGUFReader(first)
-    except Exception as exc:  # gguf-py raises ValueError/IndexError/struct errors on short or garbled headers
+        reader = ggufheader.parse(first)  # fast: GGUFReader takes seconds on a DeepSeek vocabulary
+    except Exception as exc:  # ValueError/struct errors on short or garbled headers
         raise ModelFileError(
             f"{first} is truncated or corrupt ({type(exc).__name__}); download or convert it again."
         ) from exc
-    metadata = {name: _field_value(f) for name, f in reader.fields.items() if not name.startswith("GGUF.")}
-    tensors = [
-        TensorInfo(t.name, t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.n_bytes)) for t in reader.tensors
-    ]
+    metadata = dict(reader.metadata)
+    tensors = [TensorInfo(t.name, t.type_name, t.shape, t.n_bytes) for t in reader.tensors]
     _check_complete(first, reader)
     info = GGUFInfo(path=first, metadata=metadata, tensors=tensors, parts=parts)
     if len(parts) > 1:
@@ -120,9 +119,9 @@ def read_gguf(path: Path | str) -> GGUFInfo:
     return info
 
 
-def _check_complete(path: Path, reader: GGUFReader) -> None:
+def _check_complete(path: Path, reader: ggufheader.Header) -> None:
     size = path.stat().st_size
-    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    end = max((reader.data_offset + t.offset + t.n_bytes for t in reader.tensors), default=0)
     if end > size:
         raise ModelFileError(
             f"{path} is truncated ({size:,} of {end:,} bytes); the download or conversion did not finish — "
@@ -134,14 +133,11 @@ def _tensors_of_other_parts(parts: list[Path]) -> list[TensorInfo]:
     out: list[TensorInfo] = []
     for part in parts:
         try:
-            reader = GGUFReader(part)
+            reader = ggufheader.parse(part)
         except Exception as exc:
             raise ModelFileError(f"{part} is truncated or corrupt; download it again.") from exc
         _check_complete(part, reader)
-        out.extend(
-            TensorInfo(t.name, t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.n_bytes))
-            for t in reader.tensors
-        )
+        out.extend(TensorInfo(t.name, t.type_name, t.shape, t.n_bytes) for t in reader.tensors)
     return out
 
 
@@ -152,4 +148,39 @@ def summarize_types(tensors: list[TensorInfo]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-__all__ = ["GGUFInfo", "TensorInfo", "read_gguf", "split_parts", "summarize_types"]
+def parameter_count(info: GGUFInfo) -> int:
+    """Weights in the model: the element count of every tensor (all parts of a split model)."""
+    total = 0
+    for t in info.tensors:
+        n = 1
+        for d in t.shape:
+            n *= d
+        total += n
+    return total
+
+
+def file_type_name(info: GGUFInfo) -> str | None:
+    """The quantization the file declares (general.file_type), as "Q4_K_M", "F16", "BF16", "F32"..."""
+    from gguf import LlamaFileType
+
+    value = info.metadata.get("general.file_type")
+    if value is None:
+        return None
+    try:
+        name = LlamaFileType(int(value)).name
+    except ValueError:
+        return f"type {value}"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def bytes_by_type(tensors: list[TensorInfo]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in tensors:
+        out[t.type_name] = out.get(t.type_name, 0) + t.n_bytes
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+__all__ = [
+    "GGUFInfo", "TensorInfo", "bytes_by_type", "file_type_name", "parameter_count", "read_gguf", "split_parts",
+    "summarize_types",
+]

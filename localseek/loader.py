@@ -1,52 +1,54 @@
-"""From what the user typed (a path for now; catalog names come with `pull`) to a loaded engine."""
+"""From what the user typed (a path, an installed model, or a catalog name to pull) to a planned, loaded engine."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from localseek import hardware
+from localseek import hardware, store
 from localseek.engine import Engine, LoadOptions
-from localseek.errors import InsufficientMemoryError, ModelFileError
+from localseek.errors import InsufficientMemoryError, ModelFileError, NotInstalledError
+from localseek.footprint import from_gguf
 from localseek.ggufinfo import GGUFInfo, read_gguf
-
-GiB = 1024**3
-DEFAULT_CTX = 4096
+from localseek.plan import DEFAULT_CTX, Plan, Request, make_plan
 
 
-def resolve_model(ref: str) -> Path:
-    """Turn a model reference into a GGUF path. Raises ModelFileError with the next step."""
+def resolve_model(ref: str, *, fetch: Callable[[str], Path] | None = None) -> Path:
+    """Turn what the user typed into a GGUF path: a file, an installed model (catalog name, alias, OWNER/REPO, or the
+    name `localseek list` shows), or — when `fetch` is given — a catalog name or Hub repo pulled right now.
+
+    Raises ModelFileError / NotInstalledError / UnknownModelError ("did you mean …") with the next step.
+    """
+    from localseek.pull import find_installed, looks_like_path, parse_ref
+
     path = Path(ref).expanduser()
-    if path.exists() or ref.endswith(".gguf") or "/" in ref or path.suffix:
+    if path.exists() or looks_like_path(ref):
         return path
-    raise ModelFileError(
-        f"No model file named {ref!r}. Pass a path to a .gguf file (catalog names arrive with `localseek pull`)."
-    )
+    from localseek import nano
 
-
-def kv_bytes_per_token(info: GGUFInfo) -> int:
-    """KV cache bytes per token at F16, MLA-aware (deepseek2 caches the compressed latent)."""
-    n_layer = int(info.get("block_count", 0) or 0)
-    kv_lora = info.get("attention.kv_lora_rank")
-    if kv_lora:
-        rope = int(info.get("rope.dimension_count", 64) or 64)
-        return n_layer * (int(kv_lora) + rope) * 2
-    n_embd = int(info.get("embedding_length", 0) or 0)
-    n_head = int(info.get("attention.head_count", 1) or 1)
-    n_head_kv = int(info.get("attention.head_count_kv", n_head) or n_head)
-    head_dim = int(info.get("attention.key_length", n_embd // max(n_head, 1)) or 0)
-    return n_layer * 2 * n_head_kv * head_dim * 2
-
-
-def check_fits(info: GGUFInfo, n_ctx: int, *, force: bool = False) -> None:
-    """Refuse a model that cannot fit in RAM (weights + KV cache) instead of swapping the machine to death."""
-    mem = hardware.memory()
-    need = info.total_bytes + kv_bytes_per_token(info) * n_ctx
-    if force or mem.total == 0 or need <= mem.total:
-        return
-    raise InsufficientMemoryError(
-        f"{info.path.name} needs about {need / GiB:.1f} GiB (weights + {n_ctx}-token context) but this machine has "
-        f"{mem.total / GiB:.1f} GiB of RAM; use a smaller quant or a smaller --ctx, or pass --force to try anyway."
-    )
+    nano_quant = nano.parse_ref(ref)
+    if nano_quant is not None:
+        return nano.ensure_gguf(nano_quant, on_convert=lambda msg: sys.stderr.write(msg + "\n"))
+    model = find_installed(ref)
+    if model is not None:
+        if model.kind != "gguf":
+            raise ModelFileError(
+                f"{model.name} holds the original safetensors weights; convert them first: "
+                f"`localseek pull {model.catalog_id or model.repo} --original --quantize Q4_K_M`."
+            )
+        missing = model.missing()
+        if missing:
+            raise ModelFileError(
+                f"{model.name} is installed but {missing[0]} is gone or changed; run `localseek pull {model.name}` "
+                f"to fetch it again, or `localseek rm {model.name}`."
+            )
+        store.touch(model.name)
+        return model.primary
+    parse_ref(ref)  # an unknown name raises "did you mean …" here
+    if fetch is None:
+        raise NotInstalledError(f"{ref} is not installed; `localseek pull {ref}` downloads it.")
+    return fetch(ref)
 
 
 def default_ctx(info: GGUFInfo, requested: int | None) -> int:
@@ -56,8 +58,50 @@ def default_ctx(info: GGUFInfo, requested: int | None) -> int:
     return min(DEFAULT_CTX, trained)
 
 
-def open_model(ref: str, options: LoadOptions, *, force: bool = False) -> tuple[Engine, GGUFInfo]:
-    path = resolve_model(ref)
-    info = read_gguf(path)
-    check_fits(info, options.n_ctx, force=force)
-    return Engine.load(info.path, options), info
+def plan_for(info: GGUFInfo, request: Request, hw: hardware.Hardware | None = None) -> Plan:
+    """Plan `info` on this machine (or on `hw`). Raises InsufficientMemoryError unless it fits or is forced."""
+    plan = make_plan(from_gguf(info), hw or hardware.detect(), request)
+    if not plan.fits and not request.force:
+        raise InsufficientMemoryError(plan.problem)
+    return plan
+
+
+def load_planned(info: GGUFInfo, plan: Plan, *, verbose: bool = False, load_mtp: bool = False) -> Engine:
+    options = plan.load_options(verbose=verbose)
+    if load_mtp:  # also load the MTP block for speculative drafting (localseek/speculative.py)
+        options = LoadOptions(**{**options.__dict__, "load_mtp": True})
+    engine = Engine.load(info.path, options)
+    engine.plan = plan
+    return engine
+
+
+def open_model(
+    ref: str,
+    options: LoadOptions | Request | None = None,
+    *,
+    force: bool = False,
+    verbose: bool = False,
+    hw: hardware.Hardware | None = None,
+) -> tuple[Engine, GGUFInfo]:
+    """Read the header, plan, load. `options` may be a planner `Request` (the normal path) or explicit
+    `LoadOptions`, whose context, threads, GPU layers and overrides are then honoured as given."""
+    info = read_gguf(resolve_model(ref))
+    if isinstance(options, LoadOptions):
+        request = Request(
+            n_ctx=options.n_ctx, threads=options.n_threads, gpu_layers=options.n_gpu_layers,
+            n_batch=options.n_batch, n_ubatch=options.n_ubatch, mmap=options.use_mmap, mlock=options.use_mlock,
+            flash_attn=options.flash_attn, force=force,
+        )
+    else:
+        request = options or Request(force=force)
+        if force and not request.force:
+            request = Request(**{**request.__dict__, "force": True})
+    plan = plan_for(info, request, hw)
+    load = plan.load_options(verbose=verbose or (isinstance(options, LoadOptions) and options.verbose))
+    if isinstance(options, LoadOptions) and options.tensor_overrides:
+        load = LoadOptions(**{**load.__dict__, "tensor_overrides": options.tensor_overrides})
+    if isinstance(options, LoadOptions) and options.load_mtp:
+        load = LoadOptions(**{**load.__dict__, "load_mtp": True})
+    engine = Engine.load(info.path, load)
+    engine.plan = plan
+    return engine, info

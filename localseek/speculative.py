@@ -425,11 +425,12 @@ def enable(engine: object, *, mtp: bool, draft: str | None, n_draft: int | None 
         attach_mtp(engine, n_draft=n_draft, p_min=p_min, fixed=fixed)
         return MTPDrafter.kind
     if draft:
-        from dataclasses import replace
-
+        from localseek.engine import LoadOptions
         from localseek.loader import open_model
 
-        opts = replace(engine.options, n_ctx=engine.n_ctx, load_mtp=False)  # type: ignore[attr-defined]
+        main = engine.options  # type: ignore[attr-defined]
+        opts = LoadOptions(n_ctx=engine.n_ctx, n_threads=main.n_threads, n_threads_batch=main.n_threads_batch,  # type: ignore[attr-defined]
+                           n_batch=main.n_batch, n_ubatch=main.n_ubatch, verbose=main.verbose)
         draft_engine, _ = open_model(draft, opts)
         attach_draft_model(engine, draft_engine, n_draft=n_draft, p_min=p_min, fixed=fixed)
         return ModelDrafter.kind

@@ -24,7 +24,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.delenv("LOCALSEEK_RAM_BYTES", raising=False)
-    monkeypatch.setenv("LOCALSEEK_THREADS", "2")
+    monkeypatch.setenv("LOCALSEEK_THREADS", "1")  # tests share 2 cores; 1 thread avoids contention stalls
     return home
 
 
@@ -54,3 +54,35 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def inventories(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Header-only GGUFs with the real tensor inventories (tests/inventory.py): "DeepSeek-R1-Q4_K_M" → path.
+    A few MB of disk each whatever their apparent size; per-tensor types from llama.cpp's quantizer."""
+    import gguf
+    from inventory import (
+        LLAMA_8B,
+        LLAMA_70B,
+        QWEN3_8B,
+        QWEN_1_5B,
+        QWEN_7B,
+        QWEN_14B,
+        R1,
+        R1_MTP,
+        V2_LITE,
+        header_only_quant,
+    )
+
+    q = gguf.LlamaFileType
+    d = tmp_path_factory.mktemp("inventories")
+    made = {}
+    for shape, ftype in [
+        (R1, q.MOSTLY_Q4_K_M), (R1, q.MOSTLY_IQ1_S), (R1, q.MOSTLY_Q2_K), (R1, q.MOSTLY_Q8_0),
+        (R1_MTP, q.MOSTLY_Q4_K_M), (V2_LITE, q.MOSTLY_Q4_K_M), (V2_LITE, q.MOSTLY_Q4_0), (QWEN_1_5B, q.MOSTLY_Q4_K_M),
+        (QWEN_1_5B, q.MOSTLY_Q4_0), (QWEN_7B, q.MOSTLY_Q4_K_M), (QWEN_7B, q.MOSTLY_Q4_0), (QWEN_14B, q.MOSTLY_Q4_K_M),
+        (QWEN_14B, q.MOSTLY_Q4_0), (LLAMA_8B, q.MOSTLY_Q4_K_M), (LLAMA_70B, q.MOSTLY_Q4_K_M),
+        (QWEN3_8B, q.MOSTLY_Q4_K_M),
+    ]:
+        made[f"{shape.name}-{ftype.name.removeprefix('MOSTLY_')}"] = header_only_quant(d, shape, ftype)[0]
+    return made

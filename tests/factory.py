@@ -163,6 +163,9 @@ class TinyConfig:
     dtype: str = "f32"  # or "f16"
     chat_template: bool = True
     vocab_merges: int = 160  # another number gives another (incompatible) tokenizer
+    split_max_tensors: int = 0  # >0: write a split model (stem-0000i-of-0000N.gguf, split.* metadata)
+    loop_reasoning: bool = False  # scripted only: the reasoning repeats forever (for Ctrl-C and budget tests)
+    template: str | None = None  # a chat template other than the R1 ones (e.g. a hybrid V3.1-style one)
 
 
 def _write_vocab(writer: gguf.GGUFWriter, vocab: Vocab, pre: str) -> None:
@@ -178,7 +181,9 @@ def _write_vocab(writer: gguf.GGUFWriter, vocab: Vocab, pre: str) -> None:
     writer.add_add_eos_token(False)
 
 
-def _scripted_embeddings(rng: np.random.Generator, vocab: Vocab, n_embd: int) -> tuple[np.ndarray, np.ndarray]:
+def _scripted_embeddings(
+    rng: np.random.Generator, vocab: Vocab, n_embd: int, loop_reasoning: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Embedding and output matrices whose greedy bigram chain spells the scripted reply."""
     n_vocab = len(vocab.tokens)
     embd = rng.standard_normal((n_vocab, n_embd)).astype(np.float32)
@@ -186,7 +191,10 @@ def _scripted_embeddings(rng: np.random.Generator, vocab: Vocab, n_embd: int) ->
     embd *= np.sqrt(n_embd)  # unit RMS, so RMSNorm leaves the direction (and scale) as is
     output = rng.standard_normal((n_vocab, n_embd)).astype(np.float32) * 0.02
     chain = [vocab.id(ASSISTANT)] + [vocab.id(p) for p in _SCRIPT_PIECES]
-    for prev, nxt in zip(chain, chain[1:]):
+    edges = [(chain[i], chain[i + 1]) for i in range(len(chain) - 1)]
+    if loop_reasoning:  # "." goes back to "Hmm" instead of closing the block: it reasons until stopped
+        edges = [(a, vocab.id("Hmm") if a == vocab.id(".") else b) for a, b in edges]
+    for prev, nxt in edges:
         output[nxt] += embd[prev] * (4.0 / np.sqrt(n_embd))
     return embd, output
 
@@ -197,7 +205,9 @@ def write_qwen2_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
     rng = np.random.default_rng(cfg.seed)
     n_vocab, d, hd = len(vocab.tokens), cfg.n_embd, cfg.n_embd // cfg.n_head
     tmp = path.with_name(path.name + ".part")
-    writer = gguf.GGUFWriter(str(tmp), "qwen2")
+    if cfg.split_max_tensors:  # gguf-py names the parts after `path` and writes split.count/no/tensors.count
+        tmp = path
+    writer = gguf.GGUFWriter(str(tmp), "qwen2", split_max_tensors=cfg.split_max_tensors)
     writer.add_name(f"tiny-qwen2-{cfg.weights}")
     writer.add_context_length(cfg.context_length)
     writer.add_embedding_length(d)
@@ -210,7 +220,7 @@ def write_qwen2_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if cfg.dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     _write_vocab(writer, vocab, "deepseek-r1-qwen")
     if cfg.chat_template:
-        writer.add_chat_template(R1_TEMPLATE_THINK if cfg.think_in_prompt else R1_TEMPLATE)
+        writer.add_chat_template(cfg.template or (R1_TEMPLATE_THINK if cfg.think_in_prompt else R1_TEMPLATE))
 
     wdtype = np.float32 if cfg.dtype == "f32" else np.float16
     scale = 0.02 if cfg.weights == "scripted" else 0.2
@@ -219,7 +229,7 @@ def write_qwen2_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
         return (rng.standard_normal(shape) * s).astype(wdtype)
 
     if cfg.weights == "scripted":
-        embd, output = _scripted_embeddings(rng, vocab, d)
+        embd, output = _scripted_embeddings(rng, vocab, d, cfg.loop_reasoning)
     else:
         embd = rng.standard_normal((n_vocab, d)).astype(np.float32)
         output = rng.standard_normal((n_vocab, d)).astype(np.float32) * 0.5
@@ -244,5 +254,7 @@ def write_qwen2_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    if cfg.split_max_tensors:
+        return sorted(path.parent.glob(f"{path.stem}-00001-of-*.gguf"))[0]
     tmp.replace(path)
     return path

@@ -31,12 +31,18 @@ def test_help(cmd: list[str]) -> None:
     assert r.returncode == 0 and "Usage" in r.stdout
 
 
-def test_piped_answer_on_stdout_reasoning_on_stderr(tiny_gguf: Path) -> None:
-    r = run_cli("run", str(tiny_gguf), "hello", "--temperature", "0")
+def test_piped_answer_on_stdout_reasoning_on_stderr_with_show_thinking(tiny_gguf: Path) -> None:
+    r = run_cli("run", str(tiny_gguf), "hello", "--temperature", "0", "--show-thinking")
     assert r.returncode == 0, r.stderr
     assert r.stdout == SCRIPT_ANSWER + "\n"
     assert SCRIPT_REASONING in r.stderr
     assert "\x1b[" not in r.stdout + r.stderr
+
+
+def test_piped_reasoning_is_off_by_default(tiny_gguf: Path) -> None:
+    r = run_cli("run", str(tiny_gguf), "hello", "--temperature", "0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == SCRIPT_ANSWER + "\n" and SCRIPT_REASONING not in r.stderr
 
 
 def test_hide_thinking(tiny_gguf: Path) -> None:
@@ -46,7 +52,7 @@ def test_hide_thinking(tiny_gguf: Path) -> None:
 
 
 def test_template_that_opens_think_in_prompt(tiny_think_gguf: Path) -> None:
-    r = run_cli("run", str(tiny_think_gguf), "hello", "--temperature", "0")
+    r = run_cli("run", str(tiny_think_gguf), "hello", "--temperature", "0", "--show-thinking")
     assert r.returncode == 0, r.stderr
     assert r.stdout == SCRIPT_ANSWER + "\n"
     assert SCRIPT_REASONING in r.stderr

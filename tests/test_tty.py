@@ -51,7 +51,7 @@ def _read_until(master: int, needle: str, timeout: float = 60) -> str:
 def test_one_shot_on_terminal_styles_reasoning(tiny_gguf: Path) -> None:
     proc, master = _spawn(["run", str(tiny_gguf), "hello", "--temperature", "0"])
     try:
-        screen = _read_until(master, "tok/s")
+        screen = _read_until(master, "context ")  # the status line after the reply
         assert proc.wait(timeout=60) == 0
     finally:
         os.close(master)
@@ -65,10 +65,11 @@ def test_chat_loop_keeps_going_until_exit(tiny_gguf: Path) -> None:
     proc, master = _spawn(["run", str(tiny_gguf), "--temperature", "0"])
     try:
         _read_until(master, ">>> ")
+        # prompt-toolkit redraws the prompt line when Enter is pressed: wait for the reply's status line first
         os.write(master, b"hello\r")
-        first = _read_until(master, ">>> ")
+        first = _read_until(master, "context ") + _read_until(master, ">>> ")
         os.write(master, b"again\r")
-        second = _read_until(master, ">>> ")
+        second = _read_until(master, "context ") + _read_until(master, ">>> ")
         os.write(master, b"/exit\r")
         assert proc.wait(timeout=60) == 0
     finally:

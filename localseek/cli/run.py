@@ -2,69 +2,185 @@
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from localseek.chat import Conversation
 from localseek.cli import app
-from localseek.engine import LoadOptions, Sampling
+from localseek.cli.offload import (
+    CpuMoe,
+    Ctx,
+    Force,
+    GpuLayers,
+    Mlock,
+    NCpuMoe,
+    NoMmap,
+    Threads,
+    make_request,
+    summary_line,
+)
 from localseek.errors import Interrupted, UsageError
-from localseek.generation import Turn, respond
-from localseek.loader import default_ctx, open_model
-from localseek.tui import StreamView, make_console
+from localseek.generation import Done, Turn
+from localseek.ggufinfo import read_gguf
+from localseek.loader import load_planned, plan_for, resolve_model
+from localseek.session import ChatSession, ChatSettings
 
-ModelArg = Annotated[str, typer.Argument(help="A .gguf file (split models: any part).", show_default=False)]
+ModelArg = Annotated[str, typer.Argument(
+    help="A catalog name (deepseek-r1:7b, see `localseek models`), an installed model, OWNER/REPO[:QUANT], or a "
+         ".gguf file (split models: any part).", show_default=False)]
+_SAMPLING = "Sampling (defaults: catalog entry, else GGUF, else DeepSeek R1 advice)"
+_THINK = "Reasoning"
+_SPEED = "Speculative decoding"
+
+
+Opt = typer.Option
 
 
 @app.command()
 def run(
     model: ModelArg,
-    prompt: Annotated[str | None, typer.Argument(help="Answer this once and exit. Omit to chat.")] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", "-n", min=1, help="Cap the reply length.")] = None,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (0 = greedy).")] = 0.6,
-    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling.")] = 0.95,
-    top_k: Annotated[int, typer.Option("--top-k", min=0, help="Top-k sampling (0 = off).")] = 40,
-    seed: Annotated[int | None, typer.Option(help="Random seed for reproducible sampling.")] = None,
-    ctx: Annotated[int | None, typer.Option("--ctx", min=64, help="Context size in tokens.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", "-t", min=1, help="CPU threads.")] = None,
-    hide_thinking: Annotated[bool, typer.Option("--hide-thinking", help="Do not show the reasoning.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Load even if the model seems too big for RAM.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show llama.cpp's own log.")] = False,
-    mtp: Annotated[bool | None, typer.Option(
-        "--mtp/--no-mtp", help="Speculative decoding with the model's own MTP block (default: on when it has one).",
-        show_default=False)] = None,
-    draft: Annotated[str | None, typer.Option(
-        "--draft", help="Speculative decoding with a smaller model sharing the tokenizer (a .gguf).")] = None,
-    draft_max: Annotated[int | None, typer.Option(
-        "--draft-max", min=1, max=32, help="Most tokens drafted per step (MTP: 2, draft model: 4).")] = None,
+    prompt: Annotated[
+        str | None, typer.Argument(help="Answer this once and exit (piped stdin is appended). Omit to chat.")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, Opt("--max-tokens", "-n", min=1, help="Cap the reply length.", rich_help_panel=_SAMPLING)
+    ] = None,
+    temperature: Annotated[
+        float | None, Opt(min=0.0, help="Temperature, 0 = greedy (default 0.6).", rich_help_panel=_SAMPLING)
+    ] = None,
+    top_p: Annotated[
+        float | None, Opt("--top-p", min=0.0, max=1.0, help="Nucleus sampling (default 0.95).", rich_help_panel=_SAMPLING)
+    ] = None,
+    top_k: Annotated[
+        int | None, Opt("--top-k", min=0, help="Top-k sampling, 0 = off (default 40).", rich_help_panel=_SAMPLING)
+    ] = None,
+    min_p: Annotated[
+        float | None, Opt("--min-p", min=0.0, max=1.0, help="Min-p sampling (default 0.05).", rich_help_panel=_SAMPLING)
+    ] = None,
+    repeat_penalty: Annotated[
+        float | None, Opt(min=0.01, help="Repetition penalty, 1 = off (default 1).", rich_help_panel=_SAMPLING)
+    ] = None,
+    seed: Annotated[int | None, Opt(help="Random seed for reproducible sampling.", rich_help_panel=_SAMPLING)] = None,
+    think: Annotated[
+        bool,
+        Opt("--think/--no-think", rich_help_panel=_THINK,
+            help="Hybrid models (V3.1 and later): reason before answering. R1-style models always reason."),
+    ] = True,
+    think_budget: Annotated[
+        int | None,
+        Opt("--think-budget", min=0, rich_help_panel=_THINK,
+            help="Cap reasoning at N tokens, then close it and let the model answer (0 = skip it)."),
+    ] = None,
+    show_thinking: Annotated[
+        bool, Opt("--show-thinking", help="Piped output: write the reasoning to stderr.", rich_help_panel=_THINK)
+    ] = False,
+    hide_thinking: Annotated[
+        bool,
+        Opt("--hide-thinking", rich_help_panel=_THINK,
+            help="Terminal: do not show the reasoning live (a one-line summary instead)."),
+    ] = False,
+    system: Annotated[str | None, Opt("--system", help="A system prompt (DeepSeek advises none for R1).")] = None,
+    as_json: Annotated[bool, Opt("--json", help="One-shot: print the answer, reasoning and stats as JSON.")] = False,
+    ctx: Ctx = None,
+    threads: Threads = None,
+    gpu_layers: GpuLayers = "auto",
+    cpu_moe: CpuMoe = False,
+    n_cpu_moe: NCpuMoe = None,
+    mlock: Mlock = False,
+    no_mmap: NoMmap = False,
+    force: Force = False,
+    verbose: Annotated[bool, Opt("--verbose", "-v", help="Show the plan and llama.cpp's own log.")] = False,
+    yes: Annotated[bool, Opt("--yes", "-y", help="Pull the model without asking if it is not installed.")] = False,
+    mtp: Annotated[bool | None, Opt(
+        "--mtp/--no-mtp", rich_help_panel=_SPEED, show_default=False,
+        help="Speculative decoding with the model's own MTP block (default: on when it has one).")] = None,
+    draft: Annotated[str | None, Opt(
+        "--draft", rich_help_panel=_SPEED,
+        help="Speculative decoding with a smaller model that shares the tokenizer (a .gguf).")] = None,
+    draft_max: Annotated[int | None, Opt(
+        "--draft-max", min=1, max=32, rich_help_panel=_SPEED,
+        help="Most tokens drafted per step (MTP 3, draft model 6); the length used is tuned as it runs.")] = None,
 ) -> None:
-    """Run a model: one answer for PROMPT (also reads piped stdin), or an interactive chat."""
-    from localseek import speculative
-    from localseek.ggufinfo import read_gguf
-    from localseek.loader import resolve_model
+    """Run a model: one answer for PROMPT (also reads piped stdin), or an interactive chat.
 
-    info = read_gguf(resolve_model(model))
+    Memory is planned first (see `localseek plan MODEL`); the offload flags override the plan.
+    Exit codes: 0 done, 2 bad input or model, 130 interrupted (Ctrl-C).
+    """
+    from localseek import speculative
+    from localseek.defaults import resolve_sampling
+
+    request = make_request(
+        ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads, mlock=mlock,
+        no_mmap=no_mmap, force=force,
+    )
+    info = read_gguf(resolve_model(model, fetch=lambda ref: _pull_first(ref, assume_yes=yes)))
+    flags = {
+        "temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
+        "repeat_penalty": repeat_penalty, "max_tokens": max_tokens, "seed": seed,
+    }
+    sampling, _ = resolve_sampling(model, info, flags)
     use_mtp = speculative.resolve(info, mtp=mtp, draft=draft)
-    options = LoadOptions(n_ctx=default_ctx(info, ctx), n_threads=threads, verbose=verbose, load_mtp=use_mtp)
-    sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
     piped = _read_stdin()
     if prompt is not None and piped:
         prompt = f"{prompt}\n\n{piped}"
     elif prompt is None and piped:
         prompt = piped
-    engine, _ = open_model(str(info.path), options, force=force)
+    if prompt is not None and not prompt.strip():
+        raise UsageError("The prompt is empty; pass some text or pipe it in.")
+    if prompt is None and (sys.stdin is None or not sys.stdin.isatty()):
+        raise UsageError("Nothing to answer: pass a prompt, pipe text in, or run from a terminal to chat.")
+    if as_json and prompt is None:
+        raise UsageError("--json needs a prompt (it answers once); pass one or pipe it in.")
+    plan = plan_for(info, request)
+    _report_plan(plan, verbose=verbose)
+    engine = load_planned(info, plan, verbose=verbose, load_mtp=use_mtp)
+    if verbose and plan.overrides:
+        moved = engine.overridden_tensors()
+        sys.stderr.write(f"llama.cpp: {len(moved)} tensors overridden to CPU (RAM) by {', '.join(plan.overrides)}\n")
+    settings = ChatSettings(
+        sampling=sampling, think=think, show_thinking=not hide_thinking, think_budget=think_budget
+    )
     try:
         speculative.enable(engine, mtp=use_mtp, draft=draft, n_draft=draft_max)
+        facts = {**_facts(info), "plan": summary_line(plan).removeprefix("plan: ")}
+        session = ChatSession(engine, settings, system=system, model_name=info.path.name, model_facts=facts)
         if prompt is not None:
-            if not prompt.strip():
-                raise UsageError("The prompt is empty; pass some text or pipe it in.")
-            _answer_once(engine, prompt, sampling, show_thinking=not hide_thinking)
+            _answer_once(session, prompt, as_json=as_json, show_thinking=show_thinking)
         else:
-            _chat_loop(engine, sampling, show_thinking=not hide_thinking)
+            _chat(session, _history_key(info.path.name))
     finally:
         engine.close()
+
+
+def _pull_first(ref: str, *, assume_yes: bool):
+    """`run NAME` of a model that is not here yet: ask (on a terminal) or take --yes, then pull it."""
+    from localseek import store
+    from localseek.cli.models import confirm, do_pull
+    from localseek.cli.progress import fmt_bytes
+    from localseek.errors import NotInstalledError
+    from localseek.pull import expected_size, parse_ref
+
+    size = expected_size(parse_ref(ref))
+    if not assume_yes and not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise NotInstalledError(f"{ref} is not installed: pass --yes to download it now, or `localseek pull {ref}`.")
+    about = f" (about {fmt_bytes(size)})" if size else ""
+    if not confirm(f"{ref} is not installed. Download it{about} from Hugging Face now?", assume_yes=assume_yes):
+        raise NotInstalledError(f"Not downloaded; `localseek pull {ref}` fetches it when you are ready.")
+    result = do_pull(ref)
+    store.touch(result.model.name)
+    return result.model.primary
+
+
+def _report_plan(plan, *, verbose: bool) -> None:
+    """Plan warnings always go to stderr (before the possibly long load); with --verbose the plan too."""
+    for warning in plan.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    if plan.forced:
+        sys.stderr.write(f"warning: --force: {plan.problem}\n")
+    if verbose:
+        sys.stderr.write(summary_line(plan) + "\n")
 
 
 def _read_stdin() -> str | None:
@@ -74,45 +190,92 @@ def _read_stdin() -> str | None:
     return data if data.strip() else None
 
 
-def _answer_once(engine, prompt: str, sampling: Sampling, *, show_thinking: bool) -> None:
-    view = StreamView(show_thinking=show_thinking)
-    conversation = Conversation()
-    conversation.add_user(prompt)
+def _facts(info: Any) -> dict[str, str]:
+    facts = {"file": str(info.path), "architecture": info.arch}
+    name = info.metadata.get("general.name")
+    if name:
+        facts["name"] = str(name)
+    size = info.total_bytes
+    facts["size"] = (f"{size / 1024**3:.2f} GiB" if size >= 1024**3 else f"{size / 1024**2:.1f} MiB") + (
+        f" in {len(info.parts)} parts" if len(info.parts) > 1 else ""
+    )
+    return facts
+
+
+def _history_key(filename: str) -> str:
+    from localseek.ggufinfo import SPLIT_RE
+
+    m = SPLIT_RE.match(filename)
+    stem = m["stem"] if m else filename
+    return stem.removesuffix(".gguf")
+
+
+def _answer_once(session: ChatSession, prompt: str, *, as_json: bool, show_thinking: bool) -> None:
+    from localseek.tui import ChatView, PlainView, make_console
+
+    if as_json:
+        _answer_json(session, prompt)
+        return
+    if sys.stdout.isatty():
+        view: Any = ChatView(make_console(), show_thinking=session.settings.show_thinking,
+                             stats=lambda: session.engine.last_stats)
+    else:
+        view = PlainView(show_thinking=show_thinking)
+    turn = Turn()
+    view.begin_turn()
+    events = session.ask(prompt, turn)
     try:
-        done = view.show(respond(engine, conversation.for_model(), sampling))
+        done = view.show(events)
     except KeyboardInterrupt:
-        view.end_turn(engine.last_stats, interrupted=True)
+        events.close()
+        view.end_turn(session.interrupted(turn), interrupted=True)
         raise Interrupted("Interrupted.") from None
-    view.end_turn(done.stats if done else None)
+    except BaseException:
+        view.abort()
+        raise
+    view.end_turn(done)
 
 
-def _chat_loop(engine, sampling: Sampling, *, show_thinking: bool) -> None:
-    console = make_console()
-    conversation = Conversation()
-    console.print("Chatting with the model. Type /exit or press Ctrl-D to leave.", style="stats")
-    while True:
-        try:
-            line = input(">>> ")
-        except EOFError:
-            console.print()
-            return
-        except KeyboardInterrupt:
-            console.print()
-            return
-        text = line.strip()
-        if not text:
-            continue
-        if text in ("/exit", "/bye", "/quit"):
-            return
-        conversation.add_user(text)
-        turn = Turn()
-        view = StreamView(show_thinking=show_thinking, console=console)
-        try:
-            done = view.show(respond(engine, conversation.for_model(), sampling, turn=turn))
-        except KeyboardInterrupt:
-            view.end_turn(engine.last_stats, interrupted=True)
-            conversation.add_assistant("".join(turn.answer), "".join(turn.reasoning), interrupted=True)
-            continue
-        view.end_turn(done.stats if done else None)
-        if done:
-            conversation.add_assistant(done.answer, done.reasoning)
+def _answer_json(session: ChatSession, prompt: str) -> None:
+    turn = Turn()
+    events = session.ask(prompt, turn)
+    interrupted = False
+    try:
+        done = next(e for e in events if isinstance(e, Done))
+    except KeyboardInterrupt:
+        events.close()
+        done, interrupted = session.interrupted(turn), True
+    sys.stdout.write(json.dumps(_json_result(session, done), ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+    if interrupted:
+        raise Interrupted("Interrupted.")
+
+
+def _json_result(session: ChatSession, done: Done) -> dict[str, Any]:
+    stats = dict(done.stats.as_dict())
+    stats.update(
+        reasoning_tokens=done.reasoning_tokens,
+        reasoning_s=round(done.reasoning_seconds, 4),
+        generation_s=round(done.stats.generation_seconds, 4),
+        think_budget_hit=done.budget_hit,
+    )
+    return {
+        "model": session.model_name,
+        "answer": done.answer,
+        "reasoning": done.reasoning,
+        "interrupted": done.stats.stop_reason == "interrupted",
+        "stats": stats,
+    }
+
+
+def _chat(session: ChatSession, history_key: str) -> None:
+    from localseek.tui import ChatView, PlainView, make_console
+    from localseek.tui.chatloop import chat_loop, plain_reader, prompt_reader
+
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        console = make_console()
+        view: Any = ChatView(console, show_thinking=session.settings.show_thinking,
+                             stats=lambda: session.engine.last_stats)
+        chat_loop(session, view, prompt_reader(history_key), console)
+    else:
+        chat_loop(session, PlainView(show_thinking=False), plain_reader, None)

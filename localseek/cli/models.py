@@ -1,0 +1,351 @@
+"""`localseek models | pull | list | show | rm`: the catalog, downloads, and what is installed."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from localseek import hardware, store
+from localseek.catalog import DEFAULT_CTX, ModelSpec, load_catalog
+from localseek.cli import app
+from localseek.cli.progress import RichProgress, err_console, fmt_bytes, make_progress
+from localseek.errors import Interrupted, UsageError
+from localseek.tui import make_console
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+NameArg = Annotated[str, typer.Argument(help="A model name (see `localseek models`), OWNER/REPO[:QUANT], or a path.",
+                                        show_default=False)]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _out() -> Console:
+    console = make_console()
+    if not console.is_terminal:
+        console.width = 160  # pipes and logs: one row per line, no wrapping at 80 columns
+    return console
+
+
+def _params(spec: ModelSpec) -> str:
+    def b(n: int) -> str:
+        return f"{n / 1e12:.1f}T" if n >= 1e12 else f"{n / 1e9:.3g}B"
+
+    return f"{b(spec.params)}/{b(spec.active)}" if spec.is_moe else b(spec.params)
+
+
+def confirm(question: str, *, assume_yes: bool) -> bool:
+    """Ask on a terminal; off a terminal only --yes says yes."""
+    if assume_yes:
+        return True
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    return typer.confirm(question, default=True, err=True)
+
+
+# ───────────────────────────── models ─────────────────────────────
+
+def _gpu_memory() -> int:
+    """Free memory of usable discrete GPUs, when the hardware module can detect them (0 otherwise). Unified
+    memory (Apple silicon) is already counted as RAM."""
+    detect = getattr(hardware, "detect", None)
+    if detect is None:
+        return 0
+    try:
+        hw = detect()
+        return 0 if getattr(hw, "unified_memory", False) else int(getattr(hw, "vram_free", 0) or 0)
+    except Exception:  # noqa: BLE001 - GPU probing must never break the catalog listing
+        return 0
+
+
+@app.command()
+def models(as_json: JsonOpt = False) -> None:
+    """The catalog: every DeepSeek model localseek knows, what it needs, and whether it fits this machine."""
+    catalog = load_catalog()
+    mem = hardware.memory()
+    vram = _gpu_memory()
+    budget = mem.total + vram  # llama.cpp splits layers between GPU and RAM
+    installed = store.installed()
+    rows = []
+    for spec in catalog.models:
+        need = spec.memory_need()
+        have = sorted(m.quant or "?" for m in installed.values() if m.catalog_id == spec.id)
+        fits = None if need is None or not mem.total else need <= budget
+        rows.append({
+            "id": spec.id, "aliases": list(spec.aliases), "title": spec.title, "family": spec.family,
+            "repo": spec.repo, "hf_arch": spec.hf_arch, "gguf_arch": spec.gguf_arch, "params": spec.params,
+            "active_params": spec.active, "context": spec.context, "license": spec.license,
+            "reasoning": spec.reasoning, "status": spec.status, "default_quant": spec.default_quant,
+            "size": spec.size_of(), "memory_needed": need, "memory_ctx": min(DEFAULT_CTX, spec.context),
+            "kv_bytes_per_token": spec.kv.bytes_per_token() if spec.kv else None,
+            "fits": fits, "installed": have, "note": spec.note,
+            "sampling": {"temperature": spec.sampling.temperature, "top_p": spec.sampling.top_p}
+            if spec.sampling else None,
+            "quants": [{"quant": q, "size": s} for q, s in spec.quants()],
+            "sources": [src.repo for src in spec.gguf],
+        })
+    if as_json:
+        _print_json({"memory": {"total": mem.total, "available": mem.available, "source": mem.source,
+                                "gpu_free": vram}, "models": rows})
+        return
+    out = _out()
+    gpu = f" + {fmt_bytes(vram)} free GPU memory" if vram else ""
+    table = Table(title=f"DeepSeek models (this machine: {fmt_bytes(mem.total)} RAM{gpu}; needs = weights + "
+                  f"{DEFAULT_CTX}-token context)", title_justify="left", box=None, header_style="bold")
+    wide = out.width >= 110
+    for col in ("name", "also", "params", "default", "size", "needs", "fits", "installed"):
+        if col == "also" and not wide:
+            continue
+        table.add_column(col, no_wrap=col != "installed")
+    for r, spec in zip(rows, catalog.models):
+        fits = "?" if r["fits"] is None else ("yes" if r["fits"] else "no")
+        default = r["default_quant"] or "convert"
+        cells = [spec.id, spec.aliases[0] if spec.aliases else "", _params(spec), default,
+                 fmt_bytes(r["size"]) if r["size"] else "—",
+                 fmt_bytes(r["memory_needed"]) if r["memory_needed"] else "—", fits, ", ".join(r["installed"])]
+        if not wide:
+            del cells[1]
+        table.add_row(*cells)
+    out.print(table)
+    out.print("Pull with `localseek pull NAME` (or NAME:QUANT); `convert` models need "
+                 "`localseek pull NAME --original --quantize Q4_K_M`.", style="stats")
+
+
+# ───────────────────────────── pull ─────────────────────────────
+
+def do_pull(name: str, *, original: bool = False, quantize: str | None = None) -> Any:
+    """Pull with live progress; Ctrl-C keeps what arrived. Returns the PullResult."""
+    from localseek.pull import pull as core_pull
+
+    if quantize:
+        from localseek.cli.quantize import _quiet_llama
+
+        _quiet_llama(False)  # llama.cpp's quantizer logs every tensor
+    progress = make_progress()
+    try:
+        if isinstance(progress, RichProgress):
+            with progress:
+                result = core_pull(name, original=original, quantize=quantize, progress=progress)
+        else:
+            result = core_pull(name, original=original, quantize=quantize, progress=progress)
+    except KeyboardInterrupt:
+        raise Interrupted("Pull interrupted; what arrived is kept — run the same command again to resume.") from None
+    console = err_console()
+    for note in result.notes:
+        console.print(note, style="notice", markup=False)
+    m = result.model
+    if result.already_installed:
+        console.print(f"{m.name} is already installed ({fmt_bytes(m.size)}): {m.primary}", markup=False)
+    else:
+        how = f"downloaded {fmt_bytes(result.downloaded)}"
+        if result.reused:
+            how += f", {fmt_bytes(result.reused)} already in the Hugging Face cache"
+        console.print(f"Pulled {m.name} ({fmt_bytes(m.size)}; {how}): {m.primary}", markup=False)
+    return result
+
+
+@app.command()
+def pull(
+    name: NameArg,
+    original: Annotated[bool, typer.Option("--original", help="Download the original safetensors weights.")] = False,
+    quantize: Annotated[str | None, typer.Option(
+        "--quantize", metavar="TYPE", help="Convert the original weights to this GGUF type (implies --original).",
+    )] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a model: NAME[:QUANT] from the catalog, or OWNER/REPO[:QUANT|FILE] from the Hub.
+
+    Files go to the Hugging Face cache (HF_HOME) and are verified against the Hub's sha256; an interrupted pull
+    resumes where it stopped.
+    """
+    result = do_pull(name, original=original, quantize=quantize)
+    if as_json:
+        data = result.model.to_json()
+        data.update(already_installed=result.already_installed, downloaded=result.downloaded,
+                    reused=result.reused, notes=result.notes)
+        _print_json(data)
+
+
+# ───────────────────────────── list ─────────────────────────────
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "never"
+    s = max(0, time.time() - ts)
+    for unit, n in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if s >= n:
+            k = int(s // n)
+            return f"{k} {unit}{'s' if k > 1 else ''} ago"
+    return "just now"
+
+
+@app.command("list")
+def list_models(as_json: JsonOpt = False) -> None:
+    """Installed models: name, quant, size, path, last used."""
+    models = sorted(store.installed().values(), key=lambda m: m.name)
+    if as_json:
+        _print_json([m.to_json() | {"missing": m.missing()} for m in models])
+        return
+    if not models:
+        err_console().print("Nothing installed yet. `localseek models` lists the catalog; "
+                            "`localseek pull deepseek-r1:1.5b` fetches a small one.", markup=False)
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("name", "quant", "size", "path", "last used"):
+        table.add_column(col, overflow="fold")
+    for m in models:
+        broken = " (files missing: pull again)" if m.missing() else ""
+        table.add_row(m.name, m.quant or m.kind, fmt_bytes(m.size), f"{m.primary}{broken}", _ago(m.last_used))
+    _out().print(table)
+
+
+# ───────────────────────────── show ─────────────────────────────
+
+def _catalog_info(spec: ModelSpec | None) -> dict | None:
+    if spec is None:
+        return None
+    return {"id": spec.id, "title": spec.title, "family": spec.family, "repo": spec.repo, "license": spec.license,
+            "reasoning": spec.reasoning, "params": spec.params, "active_params": spec.active,
+            "context": spec.context, "note": spec.note,
+            "sampling": {"temperature": spec.sampling.temperature, "top_p": spec.sampling.top_p}
+            if spec.sampling else None}
+
+
+@app.command()
+def show(
+    name: NameArg,
+    as_json: JsonOpt = False,
+    template: Annotated[bool, typer.Option("--template", help="Print the whole chat template.")] = False,
+) -> None:
+    """What a model is, from its GGUF header: architecture, parameters, quant, context, chat template, tensors."""
+    from localseek.ggufinfo import bytes_by_type, file_type_name, parameter_count, read_gguf, summarize_types
+    from localseek.pull import find_installed, looks_like_path, parse_ref
+
+    catalog = load_catalog()
+    model = None
+    path = Path(name).expanduser()
+    if not path.exists() and not looks_like_path(name):
+        model = find_installed(name, catalog)
+        if model is None:
+            target = parse_ref(name, catalog)  # unknown names: "did you mean"
+            info = _catalog_info(target.spec)
+            if as_json:
+                _print_json({"name": name, "installed": False, "catalog": info})
+                return
+            label = target.spec.title if target.spec else target.label
+            err_console().print(f"{label} is not installed; `localseek pull {name}` downloads it.", markup=False)
+            if info:
+                _print_catalog(info)
+            return
+        if model.kind != "gguf":
+            raise UsageError(f"{model.name} holds original safetensors weights ({model.primary}); convert them with "
+                             f"`localseek pull {model.catalog_id or model.repo} --original --quantize Q4_K_M`.")
+        path = model.primary
+    info = read_gguf(path)
+    spec = catalog.get(model.catalog_id) if model and model.catalog_id else None
+    counts = summarize_types(info.tensors)
+    sizes = bytes_by_type(info.tensors)
+    data = {
+        "name": model.name if model else str(info.path), "path": str(info.path),
+        "parts": [str(p) for p in info.parts], "size": info.total_bytes, "architecture": info.arch,
+        "model_name": info.metadata.get("general.name"), "parameters": parameter_count(info),
+        "size_label": info.metadata.get("general.size_label"), "quant": file_type_name(info),
+        "context_length": info.get("context_length"), "layers": info.get("block_count"),
+        "embedding_length": info.get("embedding_length"), "heads": info.get("attention.head_count"),
+        "kv_heads": info.get("attention.head_count_kv"), "experts": info.get("expert_count"),
+        "experts_used": info.get("expert_used_count"), "chat_template": info.chat_template,
+        "tensors": {"count": len(info.tensors), "types": {t: {"count": counts[t], "bytes": sizes.get(t, 0)}
+                                                          for t in counts}},
+        "installed": model.to_json() if model else None, "catalog": _catalog_info(spec),
+    }
+    if as_json:
+        _print_json(data)
+        return
+    out = _out()
+    out.print(f"[bold]{data['name']}[/bold]", highlight=False)
+    rows = [
+        ("path", data["path"] + (f" (+{len(info.parts) - 1} parts)" if len(info.parts) > 1 else "")),
+        ("architecture", data["architecture"]),
+        ("parameters", _count(data["parameters"]) + (f" ({data['size_label']})" if data["size_label"] else "")),
+        ("quant", data["quant"] or "?"),
+        ("size", fmt_bytes(data["size"])),
+        ("context", f"{data['context_length']:,}" if data["context_length"] else "?"),
+        ("layers", str(data["layers"] or "?")),
+    ]
+    if data["experts"]:
+        rows.append(("experts", f"{data['experts']} ({data['experts_used']} used per token)"))
+    if spec:
+        rows.append(("reasoning", "yes (<think>…</think>)" if spec.reasoning else "no"))
+        if spec.sampling:
+            rows.append(("sampling", f"temperature {spec.sampling.temperature}, top-p {spec.sampling.top_p}"))
+        rows.append(("license", spec.license))
+    for k, v in rows:
+        out.print(f"  {k:<13}{v}", markup=False, highlight=False)
+    out.print(f"  {'tensors':<13}{len(info.tensors)}: " + ", ".join(
+        f"{t} ×{counts[t]} ({fmt_bytes(sizes.get(t, 0))})" for t in counts), markup=False, highlight=False)
+    tpl = info.chat_template
+    if tpl is None:
+        out.print(f"  {'template':<13}none (the GGUF has no chat template)", markup=False)
+    elif template:
+        out.print("  template:", markup=False)
+        out.print(tpl, markup=False, highlight=False)
+    else:
+        first = tpl.strip().splitlines()[0] if tpl.strip() else ""
+        out.print(f"  {'template':<13}{len(tpl):,} characters: {first[:60]}{'…' if len(first) > 60 else ''} "
+                  "(--template prints it)", markup=False, highlight=False)
+
+
+def _count(n: int) -> str:
+    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return str(n)
+
+
+def _print_catalog(info: dict) -> None:
+    out = _out()
+    for k in ("title", "family", "repo", "license", "context", "note"):
+        if info.get(k):
+            out.print(f"  {k:<13}{info[k]}", markup=False, highlight=False)
+
+
+# ───────────────────────────── rm ─────────────────────────────
+
+@app.command()
+def rm(name: NameArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
+    """Remove an installed model. Files another model (or another tool's cache entry) still uses are kept."""
+    from localseek.pull import find_installed
+
+    model = find_installed(name)
+    if model is None:
+        names = list(store.installed())
+        hits = load_catalog().suggest(name, extra=names)
+        hint = f" Did you mean {' or '.join(repr(h) for h in hits)}?" if hits else ""
+        raise UsageError(f"{name} is not installed.{hint} `localseek list` shows what is.")
+    if not yes:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise UsageError(f"Removing {model.name} needs confirmation: pass --yes.")
+        if not confirm(f"Remove {model.name} ({fmt_bytes(model.size)})?", assume_yes=False):
+            err_console().print("Kept.", markup=False)
+            return
+    result = store.remove(model.name)
+    if as_json:
+        _print_json({"name": model.name, "deleted": result.deleted, "freed": result.freed,
+                     "kept": [{"path": p, "why": why} for p, why in result.kept]})
+        return
+    console = err_console()
+    console.print(f"Removed {model.name}: freed {fmt_bytes(result.freed)}.", markup=False)
+    for p, why in result.kept:
+        console.print(f"  kept {p}: {why}", style="stats", markup=False)
+
+
+__all__ = ["confirm", "do_pull"]

@@ -1,0 +1,143 @@
+"""`localseek plan MODEL`: where every tensor of a model would go on this (or another) machine, and why."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from localseek import hardware
+from localseek.cli import app
+from localseek.cli.offload import CpuMoe, Ctx, Force, GpuLayers, Mlock, NCpuMoe, NoMmap, Threads, make_request
+from localseek.footprint import Footprint, from_gguf
+from localseek.ggufinfo import read_gguf
+from localseek.hardware import Hardware, format_size
+from localseek.loader import resolve_model
+from localseek.plan import Plan, make_plan
+from localseek.tui import make_console
+
+_CLASS_LABEL = {
+    "attention": "attention", "dense_ffn": "dense FFN", "shared_experts": "shared experts",
+    "routed_experts": "routed experts", "router": "router", "norms": "norms", "embeddings": "embeddings",
+    "output": "output head", "mtp": "MTP layer", "other": "other",
+}
+
+
+@app.command("plan")
+def plan_command(
+    model: Annotated[str, typer.Argument(help="A .gguf file (split models: any part). Only its header is read.")],
+    vram: Annotated[str | None, typer.Option("--vram", help="What-if: one GPU with this much memory (0 = none).")] = None,
+    ram: Annotated[str | None, typer.Option("--ram", help="What-if: this much RAM, e.g. 192GiB.")] = None,
+    unified: Annotated[bool, typer.Option("--unified", help="What-if: GPU shares RAM (Apple silicon).")] = False,
+    cores: Annotated[int | None, typer.Option("--cores", min=1, help="What-if: physical CPU cores.")] = None,
+    board: Annotated[
+        str | None, typer.Option("--board", help='What-if: a board, e.g. "Raspberry Pi 5 Model B".')
+    ] = None,
+    ctx: Ctx = None,
+    threads: Threads = None,
+    gpu_layers: GpuLayers = "auto",
+    cpu_moe: CpuMoe = False,
+    n_cpu_moe: NCpuMoe = None,
+    mlock: Mlock = False,
+    no_mmap: NoMmap = False,
+    force: Force = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Plan memory for MODEL: GPU layers, experts kept in RAM, context, threads, batch — with the reason for each.
+
+    Sizes are binary: 24G = 24GB = 24GiB. Exit code 2 when the model does not fit (unless --force).
+    """
+    request = make_request(
+        ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads, mlock=mlock,
+        no_mmap=no_mmap, force=force,
+    )
+    info = read_gguf(resolve_model(model))
+    fp = from_gguf(info)
+    hw = hardware.what_if(
+        hardware.detect(),
+        ram=hardware.parse_size(ram) if ram else None,
+        vram=hardware.parse_size(vram) if vram is not None else None,
+        unified=unified, cores=cores, board=board,
+    )
+    plan = make_plan(fp, hw, request)
+    if as_json:
+        typer.echo(json.dumps({"model": footprint_dict(fp), "hardware": hw.to_dict(), "plan": plan.to_dict()}, indent=2))
+    else:
+        render(fp, hw, plan)
+    if not plan.fits and not force:
+        from localseek.cli import error_line
+
+        error_line(plan.problem)
+        raise typer.Exit(2)
+
+
+def footprint_dict(fp: Footprint) -> dict:
+    return {
+        "name": fp.name, "arch": fp.arch, "file_type": fp.file_type, "params": fp.n_params,
+        "file_bytes": fp.file_bytes, "bits_per_weight": round(fp.bits_per_weight, 3), "layers": fp.n_layer,
+        "mtp_layers": fp.n_layer_all - fp.n_layer, "experts": fp.n_expert, "experts_used": fp.n_expert_used,
+        "mla": fp.mla, "kv_bytes_per_token": fp.kv_bytes_per_token(), "context_train": fp.context_train,
+        "bytes_by_class": {k: v for k, v in fp.totals.items() if v},
+        "layers_detail": [
+            {"layer": layer.index, "bytes": layer.bytes, "expert_bytes": layer.experts} for layer in fp.layers
+        ],
+    }
+
+
+def _machine_line(hw: Hardware) -> str:
+    gpus = hw.usable_gpus
+    gpu = " + ".join(f"{format_size(g.memory_free)} {'unified ' if g.unified else ''}VRAM ({g.name})" for g in gpus)
+    board = f", {hw.board.model}" if hw.board else ""
+    line = f"{gpu + ' + ' if gpu else ''}{format_size(hw.memory.available)} RAM available, " \
+        f"{hw.cpu.physical_cores} cores{board}"
+    return line + (" [what-if]" if hw.simulated else "")
+
+
+def render(fp: Footprint, hw: Hardware, plan: Plan) -> None:
+    out = make_console(sys.stdout)
+    mtp = f", +{fp.n_layer_all - fp.n_layer} MTP" if fp.n_layer_all > fp.n_layer else ""
+    out.print(f"[bold]{fp.name}[/] · {fp.arch} · {fp.file_type} · {fp.n_params / 1e9:.1f}B params · "
+              f"{format_size(fp.weights(load_mtp=True))} ({fp.bits_per_weight:.2f} bits/weight) · "
+              f"{fp.n_layer} layers{mtp}")
+    out.print(f"Machine: {_machine_line(hw)}")
+
+    tensors = Table(title="Tensors by class", title_justify="left", box=None, pad_edge=False)
+    tensors.add_column("class")
+    tensors.add_column("total", justify="right")
+    tensors.add_column("share", justify="right")
+    weights = fp.weights(load_mtp=True) or 1
+    for cls, size in sorted(fp.totals.items(), key=lambda kv: -kv[1]):
+        if size:
+            tensors.add_row(_CLASS_LABEL[cls], format_size(size), f"{100 * size / weights:.1f}%")
+    out.print(tensors)
+    kind = "MLA latent" if fp.mla else "K+V"
+    out.print(f"KV cache: {format_size(fp.kv_bytes_per_token())} per token ({kind}) → "
+              f"{format_size(fp.kv_bytes(plan.n_ctx))} at {plan.n_ctx} tokens")
+
+    mem = Table(title="Memory", title_justify="left", box=None, pad_edge=False)
+    for col in ("", "weights", "KV cache", "compute", "other", "total", "usable"):
+        mem.add_column(col, justify="right" if col else "left")
+    for use in (plan.gpu, plan.ram):
+        if use is None:
+            continue
+        style = "" if use.fits else "red"
+        mem.add_row(use.device, *(format_size(x) for x in (use.weights, use.kv_cache, use.compute, use.other,
+                                                             use.total, use.budget)), style=style)
+    out.print(mem)
+
+    why = Table(title="Plan", title_justify="left", box=None, pad_edge=False)
+    why.add_column("setting")
+    why.add_column("value")
+    why.add_column("why", overflow="fold")
+    for r in plan.reasons:
+        why.add_row(r.setting, r.value, r.why)
+    out.print(why)
+    if plan.overrides:
+        out.print(f"Overrides (regex → CPU): {' '.join(plan.overrides)}")
+    for w in plan.warnings:
+        out.print(f"[notice]warning:[/] {w}")
+    if plan.fits:
+        out.print(f"[green]Fits.[/] `localseek run {fp.name}` uses this plan.")

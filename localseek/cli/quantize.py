@@ -1,0 +1,172 @@
+"""`localseek quantize SOURCE --type TYPE`: Hugging Face folder (FP8/BF16) or GGUF → quantized GGUF."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from localseek.cli import app
+from localseek.errors import ModelFileError, UsageError
+
+_KEEP: list[object] = []
+
+
+def _size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", text.upper())
+    if not m:
+        raise UsageError(f"--split-max-size {text!r}: give a size such as 50G, 500M or a number of bytes.")
+    return int(float(m.group(1)) * 1000 ** " KMGT".index(m.group(2) or " "))
+
+
+def _quiet_llama(verbose: bool) -> None:
+    """llama_model_quantize logs every tensor; keep that behind --verbose."""
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if verbose:
+            sys.stderr.write(text.decode("utf-8", "replace"))
+
+    llama_cpp.llama_log_set(_log, ctypes.c_void_p(0))
+    _KEEP.append(_log)
+
+
+@app.command()
+def quantize(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A Hugging Face model folder (config.json + safetensors) or a .gguf.", show_default=False
+        ),
+    ],
+    qtype: Annotated[
+        str,
+        typer.Option(
+            "--type",
+            "-t",
+            help="Target: Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q4_0, BF16, F16, IQ2_XXS… (see docs/QUANTIZE.md).",
+        ),
+    ] = "Q8_0",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Output .gguf (default: beside SOURCE, named after the type)."),
+    ] = None,
+    experts: Annotated[
+        str | None,
+        typer.Option(
+            "--experts", help="Quantize routed MoE experts to this type instead (e.g. Q2_K, IQ2_XXS)."
+        ),
+    ] = None,
+    imatrix: Annotated[
+        Path | None,
+        typer.Option("--imatrix", help="Importance matrix from llama-imatrix (needed by IQ1/IQ2 types)."),
+    ] = None,
+    no_mtp: Annotated[
+        bool, typer.Option("--no-mtp", help="Drop DeepSeek's multi-token-prediction layer.")
+    ] = False,
+    pure: Annotated[
+        bool, typer.Option("--pure", help="No mixture rules: every matrix gets the type's base quantization.")
+    ] = False,
+    split_max_size: Annotated[
+        str | None,
+        typer.Option("--split-max-size", help="Split the output into parts of at most this size (e.g. 50G)."),
+    ] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Quantizer threads.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show per-tensor detail.")] = False,
+) -> None:
+    """Convert and quantize a model to GGUF — DeepSeek FP8 weights go straight to the target type."""
+    import quantize as q
+    from localseek.tui import make_console
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    logging.getLogger("gguf").setLevel(logging.INFO if verbose else logging.ERROR)
+    _quiet_llama(verbose)
+    console = make_console(sys.stderr)
+    bar = _ProgressView(console, verbose)
+    try:
+        result = q.convert(
+            source,
+            output,
+            qtype=qtype,
+            experts_type=experts,
+            keep_mtp=not no_mtp,
+            imatrix=imatrix,
+            pure=pure,
+            split_max_size=_size(split_max_size),
+            force=force,
+            threads=threads,
+            progress=bar.update,
+        )
+    except (q.SourceError, q.BadWeights) as exc:
+        raise ModelFileError(str(exc)) from exc
+    except q.QuantizeError as exc:
+        raise UsageError(str(exc)) from exc
+    finally:
+        bar.close()
+    out = make_console()
+    size = sum(p.stat().st_size for p in result.paths)
+    out.print(
+        f"Wrote {result.paths[0]}"
+        + (f" (+{len(result.paths) - 1} more parts)" if len(result.paths) > 1 else "")
+    )
+    detail = ", ".join(f"{n} {k}" for k, n in sorted(result.types.items(), key=lambda kv: -kv[1]))
+    human = f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+    out.print(
+        f"{result.qtype}: {human}, {result.n_tensors} tensors"
+        + (f" ({detail})" if detail else "")
+        + f", {result.seconds:.1f} s",
+        style="stats",
+    )
+    if result.mtp_layers:
+        out.print(f"Kept {result.mtp_layers} MTP layer(s) for speculative decoding.", style="stats")
+    if result.fallbacks:
+        out.print(
+            f"{len(result.fallbacks)} tensor(s) use a fallback type (rows not divisible by the block size"
+            " or no importance data); --verbose lists them.",
+            style="stats",
+        )
+        if verbose:
+            for line in result.fallbacks:
+                out.print(f"  {line}", style="stats")
+
+
+class _ProgressView:
+    def __init__(self, console, verbose: bool) -> None:
+        self.console = console
+        self.verbose = verbose
+        self.progress = None
+        self.task = None
+
+    def update(self, p) -> None:
+        if not self.console.is_terminal:
+            if p.stage == "tensor" and self.verbose:
+                self.console.print(f"[{p.index}/{p.total}] {p.name} → {p.ggml_type}", style="stats")
+            return
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("Quantizing", total=p.bytes_total or None)
+        if p.stage == "tensor":
+            self.progress.update(self.task, completed=p.bytes_done, description=f"{p.name} → {p.ggml_type}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

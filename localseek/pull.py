@@ -1,0 +1,390 @@
+"""From a name to an installed model: catalog → hub → store, and back from a name to what is installed.
+
+Names a user may type:
+- catalog names and aliases, with an optional quant: `deepseek-r1:7b`, `r1-distill-qwen-7b:Q8_0`, `deepseek-r1:7b-q8_0`;
+- any Hub repo: `OWNER/REPO` (its only GGUF, or Q4_K_M), `OWNER/REPO:QUANT`, `OWNER/REPO:path/in/repo.gguf` or a glob;
+- registry names as `localseek list` shows them (`r1-distill-qwen-7b:Q4_K_M`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localseek import store
+from localseek.catalog import Catalog, ModelSpec, UnknownModelError, load_catalog
+from localseek.errors import HubError, ModelFileError, NotInstalledError, UsageError
+from localseek.hub import Hub, LocalFile, Progress, RepoUnavailableError, offline_mode
+from localseek.listing import (
+    FileSet,
+    RemoteFile,
+    RepoListing,
+    available_quants,
+    gguf_sets,
+    original_files,
+    select_files,
+    select_quant,
+)
+from localseek.quants import FALLBACK_ORDER, is_quant, normalize_quant
+
+HUB_REF_RE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?::(?P<sel>.+))?$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a name refers to, before anything is fetched."""
+
+    spec: ModelSpec | None = None  # a catalog model
+    quant: str | None = None  # requested quant (None: the default)
+    repo: str | None = None  # an arbitrary Hub repo
+    selector: str | None = None  # for a Hub repo: quant, file path or glob
+
+    @property
+    def label(self) -> str:
+        if self.spec:
+            return f"{self.spec.id}:{self.quant}" if self.quant else self.spec.id
+        return f"{self.repo}:{self.selector}" if self.selector else str(self.repo)
+
+
+@dataclass
+class PullResult:
+    model: store.InstalledModel
+    already_installed: bool = False
+    downloaded: int = 0  # bytes transferred by this pull
+    reused: int = 0  # bytes found in the HF cache
+    notes: list[str] = field(default_factory=list)
+
+
+def looks_like_path(ref: str) -> bool:
+    if ref.startswith(("./", "../", "/", "~", ".\\")) or "\\" in ref:
+        return True
+    if ref.lower().endswith(".gguf") and ":" not in ref:
+        return True
+    return "/" in ref and not HUB_REF_RE.match(ref)
+
+
+def parse_ref(ref: str, catalog: Catalog | None = None) -> Target:
+    """Raises UnknownModelError with "did you mean" for names that are neither catalog names nor Hub repos."""
+    catalog = catalog or load_catalog()
+    ref = ref.strip()
+    resolved = catalog.resolve(ref)
+    if resolved:
+        return Target(spec=resolved.spec, quant=resolved.quant)
+    m = HUB_REF_RE.match(ref)
+    if m:
+        return Target(repo=m["repo"], selector=m["sel"])
+    raise catalog.unknown(ref, extra=list(store.installed()))
+
+
+# ───────────────────────────── what is installed ─────────────────────────────
+
+def find_installed(ref: str, catalog: Catalog | None = None) -> store.InstalledModel | None:
+    """The installed model a name refers to, or None. Several quants of one model: the catalog default, else the
+    most recently used or pulled."""
+    models = store.installed()
+    if ref in models:
+        return models[ref]
+    lowered = {n.lower(): m for n, m in models.items()}
+    if ref.lower() in lowered:
+        return lowered[ref.lower()]
+    catalog = catalog or load_catalog()
+    try:
+        target = parse_ref(ref, catalog)
+    except UnknownModelError:
+        return None
+    if target.spec:
+        spec = target.spec
+        hits = [m for m in models.values() if m.catalog_id == spec.id and (
+            m.quant == target.quant if target.quant else True)]
+        gguf = [m for m in hits if m.kind == "gguf"] or hits
+        if not gguf:
+            return None
+        default = [m for m in gguf if m.quant == spec.default_quant]
+        return default[0] if default else max(gguf, key=lambda m: (m.last_used or 0, m.pulled_at))
+    hits = [m for m in models.values() if m.repo == target.repo]
+    if target.selector:
+        sel = target.selector
+        q = normalize_quant(sel) if is_quant(sel) else None
+        hits = [m for m in hits if (q and m.quant == q) or any(
+            f.repo_path == sel or f.repo_path.rsplit("/", 1)[-1] == sel for f in m.files)]
+    return max(hits, key=lambda m: (m.last_used or 0, m.pulled_at)) if hits else None
+
+
+def expected_size(target: Target) -> int | None:
+    """What the catalog says a pull of `target` weighs (for the "download N GB?" question)."""
+    if target.spec:
+        return target.spec.size_of(target.quant)
+    return None
+
+
+# ───────────────────────────── pulling ─────────────────────────────
+
+def pull(ref: str, *, original: bool = False, quantize: str | None = None, progress: Progress | None = None,
+         hub: Hub | None = None) -> PullResult:
+    """Download (or find in the HF cache) what `ref` names, verify it, and register it. Returns the installed model.
+
+    Raises LocalseekError subclasses with one line that says what to do.
+    """
+    progress = progress or Progress()
+    hub = hub or Hub()
+    catalog = load_catalog()
+    if looks_like_path(ref) and catalog.resolve(ref) is None:
+        raise UsageError(f"{ref} is a file path: `localseek run {ref}` uses a local GGUF as it is; `pull` fetches "
+                         "catalog names and Hub repos (OWNER/REPO).")
+    target = parse_ref(ref, catalog)
+    if quantize:
+        original = True
+    if original:
+        result = _pull_original(target, hub, progress)
+        if quantize:
+            result = _convert(result, normalize_quant(quantize), progress)
+        return result
+    if target.spec:
+        return _pull_catalog_gguf(target, hub, progress)
+    return _pull_repo(target, hub, progress, catalog)
+
+
+def _installed_ok(key: str) -> store.InstalledModel | None:
+    model = store.get(key)
+    return model if model and not model.missing() else None
+
+
+def _register(key: str, kind: str, repo: str, listing: RepoListing, local: list[LocalFile], *,
+              catalog_id: str | None, quant: str | None) -> store.InstalledModel:
+    files = tuple(
+        store.StoredFile(path=str(f.path), blob=str(f.blob), size=f.remote.size, repo_path=f.remote.path,
+                         sha256=f.sha256, git_oid=f.git_oid, mtime_ns=f.mtime_ns, preexisting=f.preexisting)
+        for f in local
+    )
+    model = store.InstalledModel(
+        name=key, kind=kind, files=files, source="hf-cache" if listing.from_cache else "hub", catalog_id=catalog_id,
+        repo=repo, revision=listing.commit, quant=quant, pulled_at=time.time(),
+        verified=not listing.from_cache and all(f.sha256 or f.git_oid for f in files),
+    )
+    store.register(model)
+    return model
+
+
+def _fetch_and_register(key: str, kind: str, repo: str, listing: RepoListing, files: list[RemoteFile],
+                        hub: Hub, progress: Progress, *, catalog_id: str | None, quant: str | None,
+                        notes: list[str]) -> PullResult:
+    if listing.from_cache:
+        local = []
+        for f in files:
+            pointer = hub.snapshot_path(repo, listing.commit, f.path)
+            blob = Path(os.path.realpath(pointer))
+            local.append(LocalFile(f, pointer, blob, None, None, blob.stat().st_mtime_ns, not store.owners(blob), 0))
+        notes.append("offline: found in the Hugging Face cache; not verified against the Hub")
+    else:
+        hub.check_disk(repo, listing.commit, files)
+        local = hub.fetch(repo, listing.commit, files, progress)
+    model = _register(key, kind, repo, listing, local, catalog_id=catalog_id, quant=quant)
+    downloaded = sum(f.downloaded for f in local)
+    return PullResult(model=model, downloaded=downloaded, reused=model.size - downloaded, notes=notes)
+
+
+def _listing(hub: Hub, repo: str) -> RepoListing | None:
+    """The Hub's listing, or offline the local cache's (None if the cache has nothing of `repo`)."""
+    if offline_mode():
+        return hub.cached_listing(repo)
+    return hub.listing(repo)
+
+
+def _try_listing(hub: Hub, repo: str) -> RepoListing:
+    """A source's listing. Raises RepoUnavailableError for a missing or gated source (the next one may do)."""
+    listing = _listing(hub, repo)
+    if listing is None:
+        raise RepoUnavailableError(f"{repo} is not in the Hugging Face cache")
+    return listing
+
+
+def _pull_catalog_gguf(target: Target, hub: Hub, progress: Progress) -> PullResult:
+    spec = target.spec
+    assert spec is not None
+    if not spec.gguf:
+        raise NotInstalledError(
+            f"{spec.id} has no ready-made GGUF in the catalog: pull the original weights and convert them with "
+            f"`localseek pull {spec.id} --original --quantize Q4_K_M`."
+        )
+    quant = target.quant or spec.default_quant or "Q4_K_M"
+    key = f"{spec.id}:{quant}"
+    if (done := _installed_ok(key)) is not None:
+        return PullResult(model=done, already_installed=True, reused=done.size)
+    with store.pull_lock(key, on_wait=progress.message):
+        if (done := _installed_ok(key)) is not None:
+            return PullResult(model=done, already_installed=True, reused=done.size)
+        notes: list[str] = []
+        listing, fileset = _choose(spec, quant, explicit=target.quant is not None, hub=hub, notes=notes)
+        chosen = fileset.quant or quant
+        key = f"{spec.id}:{chosen}"
+        if chosen != quant and (done := _installed_ok(key)) is not None:
+            return PullResult(model=done, already_installed=True, reused=done.size, notes=notes)
+        return _fetch_and_register(key, "gguf", listing.repo, listing, list(fileset.files), hub, progress,
+                                   catalog_id=spec.id, quant=chosen, notes=notes)
+
+
+def _choose(spec: ModelSpec, quant: str, *, explicit: bool, hub: Hub,
+            notes: list[str]) -> tuple[RepoListing, FileSet]:
+    """The first source that has `quant`; for a defaulted quant, the closest one any source has."""
+    listings: list[tuple[RepoListing, str]] = []
+    skipped: list[str] = []
+    for src in spec.gguf:
+        try:
+            listing = _try_listing(hub, src.repo)
+        except RepoUnavailableError as exc:
+            skipped.append(str(exc))
+            continue
+        fs = select_quant(listing, quant, src.pattern)
+        if fs:
+            return listing, fs
+        listings.append((listing, src.pattern))
+    if not listings:
+        if offline_mode():
+            raise HubError(f"HF_HUB_OFFLINE=1 is set and {spec.id}:{quant} is not in the Hugging Face cache "
+                           f"({store.hf_cache_dir()}); unset HF_HUB_OFFLINE to download it.")
+        raise HubError(skipped[0] if len(skipped) == 1 else "; ".join(skipped))
+    offers: dict[str, tuple[int, RepoListing, str]] = {}
+    for listing, pattern in listings:
+        for q, size in available_quants(listing, pattern).items():
+            offers.setdefault(q, (size, listing, pattern))
+    if not explicit:
+        for q in FALLBACK_ORDER:
+            if q in offers:
+                _size, listing, pattern = offers[q]
+                fs = select_quant(listing, q, pattern)
+                assert fs is not None
+                notes.append(f"{quant} is not published for {spec.id}; took {q} from {listing.repo}")
+                return listing, fs
+    where = "the Hugging Face cache" if listings[0][0].from_cache else "the Hub"
+    if not offers:
+        raise HubError(f"{spec.id}: no GGUF files found in {', '.join(s.repo for s in spec.gguf)} on {where}.")
+    menu = ", ".join(f"{q} ({offers[q][0] / 1e9:.1f} GB)" for q in sorted(offers, key=lambda q: offers[q][0]))
+    raise HubError(f"{spec.id} has no {quant} in {where}; available: {menu}. Pull one as {spec.id}:QUANT.")
+
+
+def _pull_repo(target: Target, hub: Hub, progress: Progress, catalog: Catalog) -> PullResult:
+    repo = target.repo
+    assert repo is not None
+    sel = target.selector
+    lock_key = f"{repo}:{sel}" if sel else repo
+    spec = next((s for s in catalog.models if any(src.repo.lower() == repo.lower() for src in s.gguf)), None)
+    with store.pull_lock(lock_key, on_wait=progress.message):
+        listing = _listing(hub, repo)
+        if listing is None:
+            raise HubError(f"HF_HUB_OFFLINE=1 is set and {repo} is not in the Hugging Face cache; unset "
+                           "HF_HUB_OFFLINE to download it.")
+        notes: list[str] = []
+        if sel is None:
+            sets = [s for s in _complete_sets(listing)]
+            if not sets:
+                if original_files(listing):
+                    raise NotInstalledError(f"{repo} has no GGUF files; pull its original weights with "
+                                            f"`localseek pull {repo} --original` (and --quantize TYPE to convert).")
+                raise HubError(f"{repo} has no GGUF files.")
+            if len(sets) == 1:
+                fs = sets[0]
+            else:
+                offers = available_quants(listing)
+                pick = next((q for q in FALLBACK_ORDER if q in offers), None)
+                if pick is None:
+                    names = ", ".join(s.quant or s.primary.path for s in sets[:8])
+                    raise HubError(f"{repo} holds several models ({names}); pick one as {repo}:QUANT or "
+                                   f"{repo}:FILE.gguf.")
+                fs = select_quant(listing, pick)
+                assert fs is not None
+                notes.append(f"{repo} has {len(sets)} quants; took {pick} (choose with {repo}:QUANT)")
+        elif is_quant(sel):
+            fs = select_quant(listing, sel)
+            if fs is None:
+                offers = available_quants(listing)
+                menu = ", ".join(f"{q} ({s / 1e9:.1f} GB)" for q, s in sorted(offers.items(), key=lambda kv: kv[1]))
+                raise HubError(f"{repo} has no {normalize_quant(sel)}; available: {menu or 'no GGUF files'}.")
+        else:
+            fs = select_files(listing, sel)
+            if fs is None:
+                raise HubError(f"{repo} has no GGUF file matching {sel!r}.")
+        key = f"{repo}:{fs.quant}" if fs.quant else f"{repo}:{fs.primary.name}"
+        if (done := _installed_ok(key)) is not None and done.revision == listing.commit:
+            return PullResult(model=done, already_installed=True, reused=done.size, notes=notes)
+        return _fetch_and_register(key, "gguf", repo, listing, list(fs.files), hub, progress,
+                                   catalog_id=spec.id if spec else None, quant=fs.quant, notes=notes)
+
+
+def _complete_sets(listing: RepoListing) -> list[FileSet]:
+    return [s for s in gguf_sets(listing) if s.complete]
+
+
+def _pull_original(target: Target, hub: Hub, progress: Progress) -> PullResult:
+    repo = target.spec.repo if target.spec else target.repo
+    assert repo is not None
+    key = f"{target.spec.id if target.spec else repo}:original"
+    if (done := _installed_ok(key)) is not None:
+        return PullResult(model=done, already_installed=True, reused=done.size)
+    with store.pull_lock(key, on_wait=progress.message):
+        if (done := _installed_ok(key)) is not None:
+            return PullResult(model=done, already_installed=True, reused=done.size)
+        listing = _listing(hub, repo)
+        if listing is None:
+            raise HubError(f"HF_HUB_OFFLINE=1 is set and {repo} is not in the Hugging Face cache; unset "
+                           "HF_HUB_OFFLINE to download it.")
+        files = original_files(listing)
+        if not any(f.path.endswith(".safetensors") for f in files):
+            raise HubError(f"{repo} has no safetensors weights to download.")
+        return _fetch_and_register(key, "original", repo, listing, files, hub, progress,
+                                   catalog_id=target.spec.id if target.spec else None, quant=None, notes=[])
+
+
+def _convert(result: PullResult, qtype: str, progress: Progress) -> PullResult:
+    """Convert downloaded original weights to a GGUF with the `quantize` package, and register that."""
+    original = result.model
+    base = original.catalog_id or (original.repo or "model").replace("/", "--")
+    key = f"{base}:{qtype}-converted"
+    if (done := _installed_ok(key)) is not None:
+        return PullResult(model=done, already_installed=True, reused=done.size, notes=result.notes)
+    from quantize import BadWeights, QuantizeError, SourceError, convert
+
+    out_dir = store.home() / "models"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{base.replace(':', '-')}-{qtype}.gguf"
+    with store.pull_lock(key, on_wait=progress.message):
+        progress.message(f"Converting {original.name} to {qtype} → {out}")
+        try:
+            conv = convert(original.primary, out, qtype=qtype, force=True,
+                           progress=_conversion_progress(progress, out.name))
+        except (SourceError, BadWeights) as exc:
+            raise ModelFileError(f"{exc} (the original weights stay installed as {original.name})") from exc
+        except QuantizeError as exc:
+            raise UsageError(f"{exc} (the original weights stay installed as {original.name})") from exc
+        paths = [Path(p) for p in conv.paths]
+        files = tuple(store.StoredFile(path=str(p), blob=str(p), size=p.stat().st_size,
+                                       mtime_ns=p.stat().st_mtime_ns) for p in paths)
+        model = store.InstalledModel(name=key, kind="gguf", files=files, source="converted",
+                                     catalog_id=original.catalog_id, repo=original.repo, revision=original.revision,
+                                     quant=qtype, pulled_at=time.time(), verified=True)
+        store.register(model)
+        return PullResult(model=model, downloaded=result.downloaded, reused=result.reused, notes=result.notes)
+
+
+def _conversion_progress(progress: Progress, name: str) -> Callable[[object], None]:
+    state = {"started": False, "done": 0}
+
+    def report(p: object) -> None:
+        total = int(getattr(p, "bytes_total", 0) or 0)
+        done = int(getattr(p, "bytes_done", 0) or 0)
+        if not state["started"] and total:
+            progress.start([(name, total, 0)])
+            state["started"] = True
+        if done > state["done"]:
+            progress.advance(name, done - state["done"])
+            state["done"] = done
+        if getattr(p, "stage", "") == "done":
+            progress.file_done(name, "converted")
+
+    return report
+
+
+__all__ = ["PullResult", "Target", "expected_size", "find_installed", "looks_like_path", "parse_ref", "pull"]

@@ -1,0 +1,721 @@
+"""Tiny, deterministic Hugging Face checkpoints that look exactly like DeepSeek's real ones, only small.
+
+Layouts (tensor names and config keys are the standard Hugging Face ones, so real checkpoints and these
+share one contract):
+- `deepseek_v3`: `DeepseekV3ForCausalLM` — FP8 e4m3 linear weights with 128×128 `weight_scale_inv` blocks
+  (ragged edge blocks included), MLA with q-LoRA, MoE with routed + shared experts, sigmoid router with
+  `e_score_correction_bias`, first layer dense, ONE MTP layer at index `num_hidden_layers`, sharded
+  safetensors with `model.safetensors.index.json` (the experts of one layer span two shards).
+- `deepseek_v2_lite`: `DeepseekV2ForCausalLM` — BF16, no q-LoRA (plain `q_proj`), softmax router, 27 layers
+  (llama.cpp recognises the V2-Lite layout by its layer count).
+- `qwen2`: `Qwen2ForCausalLM` (R1-Distill-Qwen) — BF16, q/k/v biases.
+- `llama`: `LlamaForCausalLM` (R1-Distill-Llama) — BF16, llama3 RoPE scaling.
+- `qwen3`: `Qwen3ForCausalLM` (R1-0528-Qwen3) — BF16, per-head q/k RMS norms.
+
+The tokenizer is `factory.build_vocab()` written as `tokenizer.json` (byte-level BPE, DeepSeek special tokens)
+with each family's own pre-tokenizer, plus `tokenizer_config.json` (R1 chat template) and
+`generation_config.json`.
+
+`reference_tensors()` reads a written checkpoint back with its own tiny safetensors reader and its own FP8
+decoder (arithmetic, not a lookup table), giving the float32 values a conversion must reproduce.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from factory import BOS, EOS, PAD, R1_TEMPLATE, R1_TEMPLATE_THINK, build_vocab
+
+FP8_MAX = 448.0
+BLOCK = 128
+
+# -- pre-tokenizers, as the real tokenizer.json files declare them --------------------------------------
+_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+
+
+def _split(regex: str) -> dict:
+    return {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False}
+
+
+PRE_TOKENIZERS: dict[str, dict] = {
+    "deepseek-v3": {
+        "type": "Sequence",
+        "pretokenizers": [
+            _split("\\p{N}{1,3}"),
+            _split("[一-龥\u3040-ゟ゠-ヿ]+"),
+            _split(
+                "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
+                " ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"
+            ),
+            _BYTE_LEVEL,
+        ],
+    },
+    "deepseek-llm": {
+        "type": "Sequence",
+        "pretokenizers": [
+            _split("[\r\n]"),
+            _split(
+                "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕ]+"
+            ),
+            _split("\\s?[!-/:-~！-／：-～‘-‟\u3000-。]+"),
+            _split("\\s+$"),
+            _split("[一-龥ࠀ-一가-퟿]+"),
+            {"type": "Digits", "individual_digits": True},
+            _BYTE_LEVEL,
+        ],
+    },
+    "qwen2": {
+        "type": "Sequence",
+        "pretokenizers": [
+            _split(
+                "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"
+                " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+            ),
+            _BYTE_LEVEL,
+        ],
+    },
+    "llama-bpe": {
+        "type": "Sequence",
+        "pretokenizers": [
+            _split(
+                "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}|"
+                " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+            ),
+            _BYTE_LEVEL,
+        ],
+    },
+}
+
+
+# -- e4m3fn, implemented arithmetically (independent of quantize/fp8.py's lookup table) -----------------
+def fp8_e4m3_decode(codes: np.ndarray) -> np.ndarray:
+    """Decode e4m3fn bytes: 1 sign, 4 exponent bits (bias 7), 3 mantissa bits, 0x7F/0xFF are NaN."""
+    c = codes.astype(np.int32)
+    sign = np.where(c & 0x80, -1.0, 1.0)
+    exp = (c >> 3) & 0xF
+    man = (c & 0x7).astype(np.float64)
+    normal = (1.0 + man / 8.0) * np.exp2(exp.astype(np.float64) - 7.0)
+    subnormal = (man / 8.0) * 2.0**-6
+    value = sign * np.where(exp == 0, subnormal, normal)
+    value = np.where((exp == 15) & ((c & 7) == 7), np.nan, value)
+    return value.astype(np.float32)
+
+
+_POSITIVE_CODES = np.arange(0, 0x7F, dtype=np.uint8)  # 0x00..0x7E: every finite non-negative value, ascending
+_POSITIVE_VALUES = fp8_e4m3_decode(_POSITIVE_CODES)
+
+
+def fp8_e4m3_encode(x: np.ndarray) -> np.ndarray:
+    """Round float32 values (already within ±448) to the nearest e4m3fn code."""
+    mag = np.minimum(np.abs(x), FP8_MAX).astype(np.float32)
+    hi = np.clip(np.searchsorted(_POSITIVE_VALUES, mag), 1, len(_POSITIVE_VALUES) - 1)
+    lo = hi - 1
+    pick = np.where(mag - _POSITIVE_VALUES[lo] <= _POSITIVE_VALUES[hi] - mag, lo, hi)
+    codes = _POSITIVE_CODES[pick]
+    return np.where(x < 0, codes | 0x80, codes).astype(np.uint8)
+
+
+def fp8_block_quantize(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [out, in] → (e4m3 codes, float32 scale_inv [ceil(out/128), ceil(in/128)]), DeepSeek's
+    recipe."""
+    rows, cols = w.shape
+    br, bc = math.ceil(rows / BLOCK), math.ceil(cols / BLOCK)
+    codes = np.empty(w.shape, dtype=np.uint8)
+    scale = np.empty((br, bc), dtype=np.float32)
+    for i in range(br):
+        for j in range(bc):
+            blk = w[i * BLOCK : (i + 1) * BLOCK, j * BLOCK : (j + 1) * BLOCK]
+            s = np.float32(max(float(np.abs(blk).max()), 1e-12) / FP8_MAX)
+            scale[i, j] = s
+            codes[i * BLOCK : (i + 1) * BLOCK, j * BLOCK : (j + 1) * BLOCK] = fp8_e4m3_encode(blk / s)
+    return codes, scale
+
+
+def fp8_block_dequantize(codes: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    full = np.repeat(np.repeat(scale, BLOCK, axis=0), BLOCK, axis=1)[: codes.shape[0], : codes.shape[1]]
+    return fp8_e4m3_decode(codes) * full
+
+
+def to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 → bfloat16 bit patterns (uint16), round to nearest even."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(b: np.ndarray) -> np.ndarray:
+    return (b.astype(np.uint32) << 16).view(np.float32)
+
+
+# -- safetensors, written and read by hand ---------------------------------------------------------------
+_DTYPES = {"F8_E4M3": np.uint8, "BF16": np.uint16, "F16": np.float16, "F32": np.float32}
+
+
+@dataclass
+class _Tensor:
+    dtype: str
+    array: np.ndarray  # raw storage: uint8 for F8_E4M3, uint16 bits for BF16
+
+
+def write_safetensors(
+    path: Path, tensors: dict[str, _Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    header: dict[str, object] = {"__metadata__": metadata or {"format": "pt"}}
+    offset = 0
+    for name, t in tensors.items():
+        n = t.array.nbytes
+        header[name] = {"dtype": t.dtype, "shape": list(t.array.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for t in tensors.values():
+            f.write(np.ascontiguousarray(t.array).tobytes())
+
+
+def read_safetensors(path: Path) -> dict[str, tuple[str, np.ndarray]]:
+    data = Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = info["data_offsets"]
+        arr = np.frombuffer(data[8 + n + b : 8 + n + e], dtype=_DTYPES[info["dtype"]]).reshape(info["shape"])
+        out[name] = (info["dtype"], arr)
+    return out
+
+
+def reference_tensors(model_dir: Path) -> dict[str, np.ndarray]:
+    """Every checkpoint tensor as the float32 value a conversion must reproduce (FP8 × block scale applied;
+    the `weight_scale_inv` tensors themselves are folded in and not returned)."""
+    model_dir = Path(model_dir)
+    index = model_dir / "model.safetensors.index.json"
+    files = (
+        sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        if index.exists()
+        else ["model.safetensors"]
+    )
+    raw: dict[str, tuple[str, np.ndarray]] = {}
+    for f in files:
+        raw.update(read_safetensors(model_dir / f))
+    out = {}
+    for name, (dtype, arr) in raw.items():
+        if name.endswith(".weight_scale_inv"):
+            continue
+        if dtype == "F8_E4M3":
+            out[name] = fp8_block_dequantize(arr, raw[name[: -len("weight")] + "weight_scale_inv"][1])
+        elif dtype == "BF16":
+            out[name] = from_bf16_bits(arr)
+        else:
+            out[name] = arr.astype(np.float32)
+    return out
+
+
+# -- tokenizer files --------------------------------------------------------------------------------------
+def write_tokenizer(model_dir: Path, pre: str, *, think_in_prompt: bool = True, bos: bool = True) -> None:
+    vocab = build_vocab()
+    specials = {vocab.tokens[i] for i, t in enumerate(vocab.token_types) if t != 1}
+    control = {vocab.tokens[i] for i, t in enumerate(vocab.token_types) if t == 3}
+    added = [
+        {
+            "id": vocab.id(tok),
+            "content": tok,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": tok in control,
+        }
+        for tok in vocab.tokens
+        if tok in specials
+    ]
+    model_vocab = {tok: i for i, tok in enumerate(vocab.tokens)}
+    tokenizer = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": PRE_TOKENIZERS[pre],
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": BOS, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [
+                {"SpecialToken": {"id": BOS, "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}},
+                {"SpecialToken": {"id": BOS, "type_id": 1}},
+                {"Sequence": {"id": "B", "type_id": 1}},
+            ],
+            "special_tokens": {BOS: {"id": BOS, "ids": [vocab.id(BOS)], "tokens": [BOS]}},
+        },
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": model_vocab,
+            "merges": vocab.merges,
+        },
+    }
+    (model_dir / "tokenizer.json").write_text(
+        json.dumps(tokenizer, ensure_ascii=False, indent=1), encoding="utf-8"
+    )
+
+    def tok(content: str) -> dict:
+        return {
+            "__type": "AddedToken",
+            "content": content,
+            "lstrip": False,
+            "normalized": True,
+            "rstrip": False,
+            "single_word": False,
+        }
+
+    config = {
+        "add_bos_token": bos,
+        "add_eos_token": False,
+        "bos_token": tok(BOS),
+        "eos_token": tok(EOS),
+        "pad_token": tok(PAD),
+        "clean_up_tokenization_spaces": False,
+        "legacy": True,
+        "model_max_length": 16384,
+        "sp_model_kwargs": {},
+        "unk_token": None,
+        "tokenizer_class": "LlamaTokenizerFast",
+        "chat_template": R1_TEMPLATE_THINK if think_in_prompt else R1_TEMPLATE,
+    }
+    (model_dir / "tokenizer_config.json").write_text(
+        json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
+    generation = {
+        "_from_model_config": True,
+        "bos_token_id": vocab.id(BOS),
+        "eos_token_id": vocab.id(EOS),
+        "do_sample": True,
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "transformers_version": "4.46.3",
+    }
+    (model_dir / "generation_config.json").write_text(json.dumps(generation, indent=2), encoding="utf-8")
+
+
+# -- checkpoints --------------------------------------------------------------------------------------------
+@dataclass
+class _Builder:
+    """Collects tensors in order, then writes them as one or more shards with an index."""
+
+    seed: int
+    fp8: bool = False
+    tensors: dict[str, _Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    def linear(
+        self, name: str, out_f: int, in_f: int, *, fp8: bool | None = None, std: float | None = None
+    ) -> None:
+        w = (self.rng.standard_normal((out_f, in_f)) * (std or 1.0 / math.sqrt(in_f))).astype(np.float32)
+        if self.fp8 if fp8 is None else fp8:
+            codes, scale = fp8_block_quantize(w)
+            self.tensors[name] = _Tensor("F8_E4M3", codes)
+            self.tensors[name[: -len("weight")] + "weight_scale_inv"] = _Tensor("F32", scale)
+        else:
+            self.tensors[name] = _Tensor("BF16", to_bf16_bits(w))
+
+    def norm(self, name: str, n: int) -> None:
+        w = (1.0 + 0.1 * self.rng.standard_normal(n)).astype(np.float32)
+        self.tensors[name] = _Tensor("BF16", to_bf16_bits(w))
+
+    def vector(self, name: str, n: int, *, std: float = 0.02, dtype: str = "BF16") -> None:
+        v = (self.rng.standard_normal(n) * std).astype(np.float32)
+        self.tensors[name] = _Tensor(dtype, to_bf16_bits(v) if dtype == "BF16" else v)
+
+    def embedding(self, name: str, n_vocab: int, n_embd: int) -> None:
+        w = self.rng.standard_normal((n_vocab, n_embd)).astype(np.float32)
+        self.tensors[name] = _Tensor("BF16", to_bf16_bits(w))
+
+    def write(self, model_dir: Path, n_shards: int) -> None:
+        names = list(self.tensors)
+        if n_shards <= 1:
+            write_safetensors(model_dir / "model.safetensors", self.tensors)
+            return
+        per = math.ceil(len(names) / n_shards)
+        weight_map, total = {}, 0
+        for s in range(n_shards):
+            part = {n: self.tensors[n] for n in names[s * per : (s + 1) * per]}
+            fname = f"model-{s + 1:05d}-of-{n_shards:05d}.safetensors"
+            write_safetensors(model_dir / fname, part)
+            for n, t in part.items():
+                weight_map[n] = fname
+                total += t.array.nbytes
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (model_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+@dataclass(frozen=True)
+class DeepseekDims:
+    n_layer: int = 2
+    hidden: int = 256
+    n_head: int = 4
+    q_lora_rank: int | None = 192  # ragged: one full and one half 128-block
+    kv_lora_rank: int = 128
+    qk_nope: int = 32
+    qk_rope: int = 16
+    v_head: int = 32
+    intermediate: int = 384
+    moe_intermediate: int = 192  # ragged
+    n_routed: int = 4
+    n_shared: int = 1
+    n_used: int = 2
+    first_dense: int = 1
+    n_group: int = 2
+    topk_group: int = 1
+    vocab_size: int = 448  # padded beyond the tokenizer's 415 tokens, as the real 129280 is
+
+
+V3_DIMS = DeepseekDims()
+V2_LITE_DIMS = DeepseekDims(
+    n_layer=27,
+    hidden=128,
+    n_head=2,
+    q_lora_rank=None,
+    kv_lora_rank=64,
+    qk_nope=32,
+    qk_rope=16,
+    v_head=32,
+    intermediate=256,
+    moe_intermediate=64,
+    n_routed=4,
+    n_shared=2,
+    n_used=2,
+    first_dense=1,
+    n_group=1,
+    topk_group=1,
+    vocab_size=448,
+)
+
+
+def _deepseek_layer(b: _Builder, p: str, d: DeepseekDims, layer: int, *, sigmoid_router: bool) -> None:
+    b.norm(p + "input_layernorm.weight", d.hidden)
+    qk_head = d.qk_nope + d.qk_rope
+    if d.q_lora_rank:
+        b.linear(p + "self_attn.q_a_proj.weight", d.q_lora_rank, d.hidden)
+        b.norm(p + "self_attn.q_a_layernorm.weight", d.q_lora_rank)
+        b.linear(p + "self_attn.q_b_proj.weight", d.n_head * qk_head, d.q_lora_rank)
+    else:
+        b.linear(p + "self_attn.q_proj.weight", d.n_head * qk_head, d.hidden)
+    b.linear(p + "self_attn.kv_a_proj_with_mqa.weight", d.kv_lora_rank + d.qk_rope, d.hidden)
+    b.norm(p + "self_attn.kv_a_layernorm.weight", d.kv_lora_rank)
+    b.linear(p + "self_attn.kv_b_proj.weight", d.n_head * (d.qk_nope + d.v_head), d.kv_lora_rank)
+    b.linear(p + "self_attn.o_proj.weight", d.hidden, d.n_head * d.v_head)
+    b.norm(p + "post_attention_layernorm.weight", d.hidden)
+    if layer < d.first_dense:
+        b.linear(p + "mlp.gate_proj.weight", d.intermediate, d.hidden)
+        b.linear(p + "mlp.up_proj.weight", d.intermediate, d.hidden)
+        b.linear(p + "mlp.down_proj.weight", d.hidden, d.intermediate)
+        return
+    b.linear(p + "mlp.gate.weight", d.n_routed, d.hidden, fp8=False)
+    if sigmoid_router:
+        b.vector(p + "mlp.gate.e_score_correction_bias", d.n_routed, std=0.05, dtype="F32")
+    for e in range(d.n_routed):
+        b.linear(p + f"mlp.experts.{e}.gate_proj.weight", d.moe_intermediate, d.hidden)
+        b.linear(p + f"mlp.experts.{e}.up_proj.weight", d.moe_intermediate, d.hidden)
+        b.linear(p + f"mlp.experts.{e}.down_proj.weight", d.hidden, d.moe_intermediate)
+    shared = d.moe_intermediate * d.n_shared
+    b.linear(p + "mlp.shared_experts.gate_proj.weight", shared, d.hidden)
+    b.linear(p + "mlp.shared_experts.up_proj.weight", shared, d.hidden)
+    b.linear(p + "mlp.shared_experts.down_proj.weight", d.hidden, shared)
+
+
+def write_deepseek_v3(
+    model_dir: Path,
+    *,
+    seed: int = 0,
+    dims: DeepseekDims = V3_DIMS,
+    mtp: bool = True,
+    n_shards: int = 3,
+    fp8: bool = True,
+) -> Path:
+    """DeepSeek-V3/R1 layout: FP8 blocks, MLA + q-LoRA, MoE with sigmoid router, one MTP layer, sharded."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    d = dims
+    b = _Builder(seed, fp8=fp8)
+    b.embedding("model.embed_tokens.weight", d.vocab_size, d.hidden)
+    for i in range(d.n_layer + (1 if mtp else 0)):
+        p = f"model.layers.{i}."
+        if i == d.n_layer:  # the MTP module: its own embedding/head plus a full (MoE) decoder layer
+            b.embedding(p + "embed_tokens.weight", d.vocab_size, d.hidden)
+            b.norm(p + "enorm.weight", d.hidden)
+            b.norm(p + "hnorm.weight", d.hidden)
+            b.linear(p + "eh_proj.weight", d.hidden, 2 * d.hidden)
+            b.norm(p + "shared_head.norm.weight", d.hidden)
+            b.linear(p + "shared_head.head.weight", d.vocab_size, d.hidden, fp8=False)
+        _deepseek_layer(b, p, d, i, sigmoid_router=True)
+    b.norm("model.norm.weight", d.hidden)
+    b.linear("lm_head.weight", d.vocab_size, d.hidden, fp8=False)
+    b.write(model_dir, n_shards)
+    config = {
+        "architectures": ["DeepseekV3ForCausalLM"],
+        "model_type": "deepseek_v3",
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": build_vocab().id(BOS),
+        "eos_token_id": build_vocab().id(EOS),
+        "ep_size": 1,
+        "first_k_dense_replace": d.first_dense,
+        "hidden_act": "silu",
+        "hidden_size": d.hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": d.intermediate,
+        "kv_lora_rank": d.kv_lora_rank,
+        "max_position_embeddings": 4096,
+        "moe_intermediate_size": d.moe_intermediate,
+        "moe_layer_freq": 1,
+        "n_group": d.n_group,
+        "n_routed_experts": d.n_routed,
+        "n_shared_experts": d.n_shared,
+        "norm_topk_prob": True,
+        "num_attention_heads": d.n_head,
+        "num_experts_per_tok": d.n_used,
+        "num_hidden_layers": d.n_layer,
+        "num_key_value_heads": d.n_head,
+        "num_nextn_predict_layers": 1 if mtp else 0,
+        "q_lora_rank": d.q_lora_rank,
+        "qk_nope_head_dim": d.qk_nope,
+        "qk_rope_head_dim": d.qk_rope,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": {
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "factor": 4,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+            "original_max_position_embeddings": 1024,
+            "type": "yarn",
+        },
+        "rope_theta": 10000,
+        "routed_scaling_factor": 2.5,
+        "scoring_func": "sigmoid",
+        "seq_aux": True,
+        "tie_word_embeddings": False,
+        "topk_group": d.topk_group,
+        "topk_method": "noaux_tc",
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.46.3",
+        "use_cache": True,
+        "v_head_dim": d.v_head,
+        "vocab_size": d.vocab_size,
+    }
+    if fp8:
+        config["quantization_config"] = {
+            "activation_scheme": "dynamic",
+            "fmt": "e4m3",
+            "quant_method": "fp8",
+            "weight_block_size": [BLOCK, BLOCK],
+        }
+    (model_dir / "config.json").write_text(json.dumps(config, indent=2))
+    write_tokenizer(model_dir, "deepseek-v3")
+    return model_dir
+
+
+def write_deepseek_v2_lite(
+    model_dir: Path, *, seed: int = 1, dims: DeepseekDims = V2_LITE_DIMS, n_shards: int = 2
+) -> Path:
+    """DeepSeek-V2-Lite layout: BF16, no q-LoRA, softmax router, 27 layers, YaRN."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    d = dims
+    b = _Builder(seed)
+    b.embedding("model.embed_tokens.weight", d.vocab_size, d.hidden)
+    for i in range(d.n_layer):
+        _deepseek_layer(b, f"model.layers.{i}.", d, i, sigmoid_router=False)
+    b.norm("model.norm.weight", d.hidden)
+    b.linear("lm_head.weight", d.vocab_size, d.hidden)
+    b.write(model_dir, n_shards)
+    config = {
+        "architectures": ["DeepseekV2ForCausalLM"],
+        "model_type": "deepseek_v2",
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": build_vocab().id(BOS),
+        "eos_token_id": build_vocab().id(EOS),
+        "first_k_dense_replace": d.first_dense,
+        "hidden_act": "silu",
+        "hidden_size": d.hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": d.intermediate,
+        "kv_lora_rank": d.kv_lora_rank,
+        "max_position_embeddings": 4096,
+        "moe_intermediate_size": d.moe_intermediate,
+        "moe_layer_freq": 1,
+        "n_group": d.n_group,
+        "n_routed_experts": d.n_routed,
+        "n_shared_experts": d.n_shared,
+        "norm_topk_prob": False,
+        "num_attention_heads": d.n_head,
+        "num_experts_per_tok": d.n_used,
+        "num_hidden_layers": d.n_layer,
+        "num_key_value_heads": d.n_head,
+        "q_lora_rank": None,
+        "qk_nope_head_dim": d.qk_nope,
+        "qk_rope_head_dim": d.qk_rope,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": {
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "factor": 4,
+            "mscale": 0.707,
+            "mscale_all_dim": 0.707,
+            "original_max_position_embeddings": 1024,
+            "type": "yarn",
+        },
+        "rope_theta": 10000,
+        "routed_scaling_factor": 1.0,
+        "scoring_func": "softmax",
+        "seq_aux": True,
+        "tie_word_embeddings": False,
+        "topk_group": d.topk_group,
+        "topk_method": "greedy",
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.46.3",
+        "use_cache": True,
+        "v_head_dim": d.v_head,
+        "vocab_size": d.vocab_size,
+        "aux_loss_alpha": 0.001,
+    }
+    (model_dir / "config.json").write_text(json.dumps(config, indent=2))
+    write_tokenizer(model_dir, "deepseek-llm", think_in_prompt=False)
+    return model_dir
+
+
+@dataclass(frozen=True)
+class DenseDims:
+    n_layer: int = 2
+    hidden: int = 256
+    n_head: int = 4
+    n_head_kv: int = 2
+    intermediate: int = 512
+    vocab_size: int = 448
+
+
+def _write_dense(model_dir: Path, arch: str, *, seed: int, dims: DenseDims, n_shards: int) -> Path:
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    d = dims
+    hd = d.hidden // d.n_head
+    b = _Builder(seed)
+    b.embedding("model.embed_tokens.weight", d.vocab_size, d.hidden)
+    for i in range(d.n_layer):
+        p = f"model.layers.{i}."
+        b.norm(p + "input_layernorm.weight", d.hidden)
+        b.linear(p + "self_attn.q_proj.weight", d.n_head * hd, d.hidden)
+        b.linear(p + "self_attn.k_proj.weight", d.n_head_kv * hd, d.hidden)
+        b.linear(p + "self_attn.v_proj.weight", d.n_head_kv * hd, d.hidden)
+        if arch == "qwen2":
+            b.vector(p + "self_attn.q_proj.bias", d.n_head * hd, std=0.1)
+            b.vector(p + "self_attn.k_proj.bias", d.n_head_kv * hd, std=0.1)
+            b.vector(p + "self_attn.v_proj.bias", d.n_head_kv * hd, std=0.1)
+        if arch == "qwen3":
+            b.norm(p + "self_attn.q_norm.weight", hd)
+            b.norm(p + "self_attn.k_norm.weight", hd)
+        b.linear(p + "self_attn.o_proj.weight", d.hidden, d.n_head * hd)
+        b.norm(p + "post_attention_layernorm.weight", d.hidden)
+        b.linear(p + "mlp.gate_proj.weight", d.intermediate, d.hidden)
+        b.linear(p + "mlp.up_proj.weight", d.intermediate, d.hidden)
+        b.linear(p + "mlp.down_proj.weight", d.hidden, d.intermediate)
+    b.norm("model.norm.weight", d.hidden)
+    b.linear("lm_head.weight", d.vocab_size, d.hidden)
+    b.write(model_dir, n_shards)
+    vocab = build_vocab()
+    config: dict[str, object] = {
+        "architectures": [
+            {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}[arch]
+        ],
+        "model_type": arch,
+        "attention_dropout": 0.0,
+        "bos_token_id": vocab.id(BOS),
+        "eos_token_id": vocab.id(EOS),
+        "hidden_act": "silu",
+        "hidden_size": d.hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": d.intermediate,
+        "max_position_embeddings": 4096,
+        "num_attention_heads": d.n_head,
+        "num_hidden_layers": d.n_layer,
+        "num_key_value_heads": d.n_head_kv,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.46.3",
+        "use_cache": True,
+        "vocab_size": d.vocab_size,
+    }
+    if arch == "qwen2":
+        config.update({"sliding_window": 4096, "use_sliding_window": False, "max_window_layers": d.n_layer})
+        pre = "qwen2"
+    elif arch == "llama":
+        config.update(
+            {
+                "attention_bias": False,
+                "mlp_bias": False,
+                "pretraining_tp": 1,
+                "rope_scaling": {
+                    "factor": 8.0,
+                    "high_freq_factor": 4.0,
+                    "low_freq_factor": 1.0,
+                    "original_max_position_embeddings": 512,
+                    "rope_type": "llama3",
+                },
+            }
+        )
+        pre = "llama-bpe"
+    else:
+        config.update({"head_dim": hd, "attention_bias": False})
+        pre = "qwen2"
+    (model_dir / "config.json").write_text(json.dumps(config, indent=2))
+    write_tokenizer(model_dir, pre)
+    return model_dir
+
+
+def write_qwen2(model_dir: Path, *, seed: int = 2, dims: DenseDims = DenseDims(), n_shards: int = 2) -> Path:
+    """R1-Distill-Qwen layout (Qwen2ForCausalLM, BF16, q/k/v biases)."""
+    return _write_dense(model_dir, "qwen2", seed=seed, dims=dims, n_shards=n_shards)
+
+
+def write_llama(
+    model_dir: Path, *, seed: int = 3, dims: DenseDims = DenseDims(vocab_size=415), n_shards: int = 1
+) -> Path:
+    """R1-Distill-Llama layout (LlamaForCausalLM, BF16, llama3 RoPE scaling), single-file checkpoint."""
+    return _write_dense(model_dir, "llama", seed=seed, dims=dims, n_shards=n_shards)
+
+
+def write_qwen3(model_dir: Path, *, seed: int = 4, dims: DenseDims = DenseDims(), n_shards: int = 1) -> Path:
+    """R1-0528-Qwen3 layout (Qwen3ForCausalLM, BF16, q/k norms)."""
+    return _write_dense(model_dir, "qwen3", seed=seed, dims=dims, n_shards=n_shards)
+
+
+WRITERS = {
+    "deepseek_v3": write_deepseek_v3,
+    "deepseek_v2_lite": write_deepseek_v2_lite,
+    "qwen2": write_qwen2,
+    "llama": write_llama,
+    "qwen3": write_qwen3,
+}
