@@ -201,3 +201,25 @@ def test_draft_tuner_picks_what_delivers() -> None:
         tuner.update(2, 10, 1.0)  # length 2 stops paying …
     assert max(tuner.rate, key=tuner.rate.get) == 1  # … and the next best takes over
     assert speculative.DraftTuner(2, fixed=True).pick() == 2
+
+
+def test_mtp_on_localseeks_own_conversion_of_a_v3_checkpoint(tmp_path: Path) -> None:
+    """A DeepSeek-V3-layout FP8 checkpoint converted by `quantize` (MTP kept) drafts with its MTP block, and the
+    greedy output is the same as without it."""
+    import hf_factory
+
+    from quantize import convert
+
+    out = tmp_path / "v3-q8.gguf"
+    convert(hf_factory.write_deepseek_v3(tmp_path / "v3"), out, qtype="Q8_0")
+    info = read_gguf(out)
+    assert speculative.mtp_layers(info) == 1 and speculative.want_mtp(info, None)
+    replies = []
+    for mtp in (False, True):
+        engine = _load(out, mtp=mtp, n_draft=2)
+        try:
+            replies.append(_two_turns(engine, GREEDY, n=24))
+        finally:
+            engine.close()
+    assert replies[1][:2] == replies[0][:2]
+    assert replies[1][2][1] > 0  # drafts were made (random weights: few are kept)
