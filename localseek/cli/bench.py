@@ -27,7 +27,7 @@ def _int_list(text: str | None, what: str) -> tuple[int, ...]:
 
 @app.command()
 def bench(
-    model: Annotated[str, typer.Argument(help="A .gguf file.", show_default=False)],
+    model: Annotated[str, typer.Argument(help="A .gguf file or an installed model.", show_default=False)],
     n_prompt: Annotated[int, typer.Option("--n-prompt", "-p", min=0, help="Prompt tokens for the pp test (0: skip).")]
     = 512,
     n_gen: Annotated[int, typer.Option("--n-gen", "-n", min=0, help="Generated tokens for the tg test (0: skip).")]
