@@ -66,6 +66,7 @@ class LoadOptions:
     # (regex, buffer type) pairs: tensors whose names match go to that buffer ("CPU" keeps MoE experts in RAM).
     tensor_overrides: tuple[tuple[str, str], ...] = ()
     op_offload: bool | None = None  # None: llama.cpp's default (GPU runs big-batch ops on RAM-resident weights)
+    load_mtp: bool = False  # also load a deepseek2 GGUF's MTP block (blk.<n_layer>.nextn.*) for speculative drafting
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ class Stats:
     time_to_first_token: float = 0.0
     stop_reason: str = ""  # "eos", "length", "context", "interrupted"
     n_ctx: int = 0
+    drafted: int = 0  # speculative decoding: tokens proposed by the drafter (MTP or draft model) …
+    draft_accepted: int = 0  # … and how many of them the model kept
 
     @property
     def tokens_per_second(self) -> float:
@@ -107,6 +110,7 @@ class Stats:
             "tokens_per_s": round(self.tokens_per_second, 2),
             "stop_reason": self.stop_reason,
             "n_ctx": self.n_ctx,
+            **({"drafted": self.drafted, "draft_accepted": self.draft_accepted} if self.drafted else {}),
         }
 
 
@@ -121,6 +125,10 @@ class Engine:
     plan: object = field(default=None, repr=False)  # the localseek.plan.Plan this engine was loaded with, if any
     _keepalive: object = field(default=None, repr=False)  # C arrays llama.cpp keeps pointers into
     _pending: list[int] = field(default_factory=list, repr=False)  # tokens queued by `inject`
+    # Speculative decoding (localseek/speculative.py): a drafter, and its counters for the last generation.
+    drafter: object = field(default=None, repr=False)
+    spec_stats: object = field(default=None, repr=False)
+    _decoder: object = field(default=None, repr=False)
 
     @classmethod
     def load(cls, path: Path, options: LoadOptions) -> Engine:
@@ -136,7 +144,7 @@ class Engine:
         _LOG.clear()
         overrides = _override_array(options.tensor_overrides)
         try:
-            with _tensor_overrides(overrides):
+            with _tensor_overrides(overrides), _model_params(load_mtp=options.load_mtp):
                 llm = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=options.n_ctx,
@@ -214,14 +222,41 @@ class Engine:
         self._pending = list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))  # type: ignore[attr-defined]
 
     def _generate(self, tokens: list[int], sampling: Sampling) -> Iterator[int]:
-        return self.llm.generate(  # type: ignore[attr-defined]
-            tokens,
-            temp=max(0.0, sampling.temperature),
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            min_p=sampling.min_p,
-            repeat_penalty=sampling.repeat_penalty,
+        return self.generate_tokens(tokens, sampling)
+
+    # -- low-level token loop (localseek/decode.py) ----------------------------------------------
+    @property
+    def decoder(self):  # -> localseek.decode.DecodeContext
+        """The main context's KV bookkeeping; created on first use. `Llama`'s own cache record is reset so that
+        its high-level calls, if anyone makes them, never trust a cache this loop has changed."""
+        if self._decoder is None:
+            from localseek.decode import DecodeContext
+
+            self._decoder = DecodeContext(self.llm._ctx.ctx, self.llm._model.model)  # type: ignore[attr-defined]
+            self.llm.n_tokens = 0  # type: ignore[attr-defined]
+        return self._decoder
+
+    def generate_tokens(self, prompt_tokens: list[int], sampling: Sampling) -> Iterator[int]:
+        """Token ids after the prompt, reusing the cached prefix; speculative when a drafter is attached.
+        Unbounded: the caller stops it (end of generation, length); it ends when the context is full."""
+        from localseek.decode import Sampler, SamplerSettings, plain_tokens
+
+        dc = self.decoder
+        settings = SamplerSettings(
+            temperature=max(0.0, sampling.temperature), top_k=sampling.top_k, top_p=sampling.top_p,
+            min_p=sampling.min_p, repeat_penalty=sampling.repeat_penalty, seed=sampling.seed,
         )
+        sampler = Sampler(settings, dc.n_vocab)
+        try:
+            if self.drafter is None:
+                yield from plain_tokens(dc, sampler, prompt_tokens)
+            else:
+                from localseek.speculative import SpecStats, speculative_tokens
+
+                self.spec_stats = SpecStats()
+                yield from speculative_tokens(dc, sampler, self.drafter, prompt_tokens, self.spec_stats)
+        finally:
+            sampler.close()
 
     def stream(self, prompt_tokens: list[int], sampling: Sampling) -> Iterator[str]:
         """Yield decoded text pieces; `last_stats` is filled in as it goes (and final when it ends).
@@ -308,8 +343,17 @@ class Engine:
         finally:
             if first_at:
                 stats.generation_seconds = time.perf_counter() - first_at
+            if self.drafter is not None and self.spec_stats is not None:
+                stats.drafted = self.spec_stats.drafted  # type: ignore[attr-defined]
+                stats.draft_accepted = self.spec_stats.accepted  # type: ignore[attr-defined]
 
     def close(self) -> None:
+        if self.drafter is not None:
+            self.drafter.close()  # type: ignore[attr-defined]
+            self.drafter = None
+        if self._decoder is not None:
+            self._decoder.close()  # type: ignore[attr-defined]
+            self._decoder = None
         close = getattr(self.llm, "close", None)
         if close:
             close()
@@ -374,6 +418,28 @@ def _tensor_overrides(overrides: tuple[ctypes.Array, list[bytes]] | None) -> Ite
             super().__init__(path_model=path_model, params=params, verbose=verbose)
 
     internals.LlamaModel = _WithOverrides
+    try:
+        yield
+    finally:
+        internals.LlamaModel = original
+
+
+@contextmanager
+def _model_params(*, load_mtp: bool) -> Iterator[None]:
+    """Set `llama_model_params` fields that llama-cpp-python's `Llama` does not expose, for one load."""
+    if not load_mtp:
+        yield
+        return
+    import llama_cpp._internals as internals
+
+    original = internals.LlamaModel
+
+    class _WithParams(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *, path_model: str, params, verbose: bool = True) -> None:
+            params.load_mtp = True
+            super().__init__(path_model=path_model, params=params, verbose=verbose)
+
+    internals.LlamaModel = _WithParams
     try:
         yield
     finally:

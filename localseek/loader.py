@@ -66,8 +66,11 @@ def plan_for(info: GGUFInfo, request: Request, hw: hardware.Hardware | None = No
     return plan
 
 
-def load_planned(info: GGUFInfo, plan: Plan, *, verbose: bool = False) -> Engine:
-    engine = Engine.load(info.path, plan.load_options(verbose=verbose))
+def load_planned(info: GGUFInfo, plan: Plan, *, verbose: bool = False, load_mtp: bool = False) -> Engine:
+    options = plan.load_options(verbose=verbose)
+    if load_mtp:  # also load the MTP block for speculative drafting (localseek/speculative.py)
+        options = LoadOptions(**{**options.__dict__, "load_mtp": True})
+    engine = Engine.load(info.path, options)
     engine.plan = plan
     return engine
 
@@ -97,6 +100,8 @@ def open_model(
     load = plan.load_options(verbose=verbose or (isinstance(options, LoadOptions) and options.verbose))
     if isinstance(options, LoadOptions) and options.tensor_overrides:
         load = LoadOptions(**{**load.__dict__, "tensor_overrides": options.tensor_overrides})
+    if isinstance(options, LoadOptions) and options.load_mtp:
+        load = LoadOptions(**{**load.__dict__, "load_mtp": True})
     engine = Engine.load(info.path, load)
     engine.plan = plan
     return engine, info

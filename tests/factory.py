@@ -162,6 +162,7 @@ class TinyConfig:
     seed: int = 0
     dtype: str = "f32"  # or "f16"
     chat_template: bool = True
+    vocab_merges: int = 160  # another number gives another (incompatible) tokenizer
     split_max_tensors: int = 0  # >0: write a split model (stem-0000i-of-0000N.gguf, split.* metadata)
     loop_reasoning: bool = False  # scripted only: the reasoning repeats forever (for Ctrl-C and budget tests)
     template: str | None = None  # a chat template other than the R1 ones (e.g. a hybrid V3.1-style one)
@@ -200,7 +201,7 @@ def _scripted_embeddings(
 
 def write_qwen2_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
     """Write a tiny `qwen2` GGUF (the R1-Distill-Qwen layout, with q/k/v biases)."""
-    vocab = build_vocab()
+    vocab = build_vocab(cfg.vocab_merges)
     rng = np.random.default_rng(cfg.seed)
     n_vocab, d, hd = len(vocab.tokens), cfg.n_embd, cfg.n_embd // cfg.n_head
     tmp = path.with_name(path.name + ".part")

@@ -32,6 +32,7 @@ ModelArg = Annotated[str, typer.Argument(
          ".gguf file (split models: any part).", show_default=False)]
 _SAMPLING = "Sampling (defaults: catalog entry, else GGUF, else DeepSeek R1 advice)"
 _THINK = "Reasoning"
+_SPEED = "Speculative decoding"
 
 
 Opt = typer.Option
@@ -92,12 +93,22 @@ def run(
     force: Force = False,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show the plan and llama.cpp's own log.")] = False,
     yes: Annotated[bool, Opt("--yes", "-y", help="Pull the model without asking if it is not installed.")] = False,
+    mtp: Annotated[bool | None, Opt(
+        "--mtp/--no-mtp", rich_help_panel=_SPEED, show_default=False,
+        help="Speculative decoding with the model's own MTP block (default: on when it has one).")] = None,
+    draft: Annotated[str | None, Opt(
+        "--draft", rich_help_panel=_SPEED,
+        help="Speculative decoding with a smaller model that shares the tokenizer (a .gguf).")] = None,
+    draft_max: Annotated[int | None, Opt(
+        "--draft-max", min=1, max=32, rich_help_panel=_SPEED,
+        help="Most tokens drafted per step (MTP 3, draft model 6); the length used is tuned as it runs.")] = None,
 ) -> None:
     """Run a model: one answer for PROMPT (also reads piped stdin), or an interactive chat.
 
     Memory is planned first (see `localseek plan MODEL`); the offload flags override the plan.
     Exit codes: 0 done, 2 bad input or model, 130 interrupted (Ctrl-C).
     """
+    from localseek import speculative
     from localseek.defaults import resolve_sampling
 
     request = make_request(
@@ -110,6 +121,7 @@ def run(
         "repeat_penalty": repeat_penalty, "max_tokens": max_tokens, "seed": seed,
     }
     sampling, _ = resolve_sampling(model, info, flags)
+    use_mtp = speculative.resolve(info, mtp=mtp, draft=draft)
     piped = _read_stdin()
     if prompt is not None and piped:
         prompt = f"{prompt}\n\n{piped}"
@@ -123,7 +135,7 @@ def run(
         raise UsageError("--json needs a prompt (it answers once); pass one or pipe it in.")
     plan = plan_for(info, request)
     _report_plan(plan, verbose=verbose)
-    engine = load_planned(info, plan, verbose=verbose)
+    engine = load_planned(info, plan, verbose=verbose, load_mtp=use_mtp)
     if verbose and plan.overrides:
         moved = engine.overridden_tensors()
         sys.stderr.write(f"llama.cpp: {len(moved)} tensors overridden to CPU (RAM) by {', '.join(plan.overrides)}\n")
@@ -131,6 +143,7 @@ def run(
         sampling=sampling, think=think, show_thinking=not hide_thinking, think_budget=think_budget
     )
     try:
+        speculative.enable(engine, mtp=use_mtp, draft=draft, n_draft=draft_max)
         facts = {**_facts(info), "plan": summary_line(plan).removeprefix("plan: ")}
         session = ChatSession(engine, settings, system=system, model_name=info.path.name, model_facts=facts)
         if prompt is not None:

@@ -67,6 +67,8 @@ def stats_line(stats: Stats) -> str:
         f"first token {stats.time_to_first_token * 1000:.0f} ms · {stats.tokens_per_second:.1f} tok/s · "
         f"{stats.generated_tokens} tokens · context {stats.prompt_tokens + stats.generated_tokens}/{stats.n_ctx}"
     )
+    if stats.drafted:
+        line += f" · drafts accepted {stats.draft_accepted}/{stats.drafted}"
     reason = {"length": "stopped at max tokens", "context": "context full"}.get(stats.stop_reason)
     return f"{line} · {reason}" if reason else line
 

@@ -1,0 +1,136 @@
+"""`localseek bench MODEL`: pp/tg speed like llama-bench, through the same engine as `run`."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from typing import Annotated
+
+import typer
+
+from localseek.cli import app
+from localseek.errors import UsageError
+
+
+def _int_list(text: str | None, what: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        values = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise UsageError(f"{what} takes comma-separated whole numbers, like 1,2,4 (got {text!r}).") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{what} values must be at least 1 (got {text!r}).")
+    return values
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="A .gguf file or an installed model.", show_default=False)],
+    n_prompt: Annotated[int, typer.Option("--n-prompt", "-p", min=0, help="Prompt tokens for the pp test (0: skip).")]
+    = 512,
+    n_gen: Annotated[int, typer.Option("--n-gen", "-n", min=0, help="Generated tokens for the tg test (0: skip).")]
+    = 128,
+    repetitions: Annotated[int, typer.Option("--repetitions", "-r", min=1, help="Measured runs of each test.")] = 5,
+    threads: Annotated[str | None, typer.Option("--threads", "-t", help="Thread counts to sweep, e.g. 1,2,4.")]
+    = None,
+    batch: Annotated[str | None, typer.Option("--batch", "-b", help="Batch sizes to sweep, e.g. 128,512.")]
+    = "512",
+    mtp: Annotated[bool | None, typer.Option(
+        "--mtp/--no-mtp", help="Also measure generation with MTP drafting (default: when the model has an MTP block).",
+        show_default=False)] = None,
+    draft: Annotated[str | None, typer.Option("--draft", help="Also measure generation with this draft model.")]
+    = None,
+    draft_max: Annotated[int | None, typer.Option("--draft-max", min=1, max=32, help="Most tokens per draft.")]
+    = None,
+    draft_fixed: Annotated[bool, typer.Option(
+        "--draft-fixed", help="Draft exactly --draft-max tokens every step (default: tune the length as run does).")
+    ] = False,
+    prompt: Annotated[str | None, typer.Option(
+        "--prompt", help="Generate after this text instead of after BOS (realistic draft acceptance).")] = None,
+    no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Skip the warm-up run of each test.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Load even if the model seems too big for RAM.")] = False,
+) -> None:
+    """Measure prompt processing (pp) and generation (tg) speed, median and spread over repetitions."""
+    from localseek import speculative
+    from localseek.bench import BenchSpec, run_benchmarks
+    from localseek.engine import Engine, LoadOptions
+    from localseek.ggufinfo import read_gguf
+    from localseek.loader import open_model, resolve_model
+
+    info = read_gguf(resolve_model(model))
+    use_mtp = speculative.resolve(info, mtp=mtp, draft=draft)
+    gen_prompt: tuple[int, ...] = ()
+    if prompt:
+        tok = Engine.load(info.path, LoadOptions(n_ctx=64, n_threads=1))
+        try:
+            gen_prompt = tuple(tok.tokenize(prompt))
+        finally:
+            tok.close()
+    spec = BenchSpec(
+        n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=_int_list(threads, "--threads"),
+        batches=_int_list(batch, "--batch") or (512,), warmup=not no_warmup,
+        spec="mtp" if use_mtp else ("draft-model" if draft else ""), n_draft=draft_max, draft_model=draft,
+        draft_fixed=draft_fixed,
+        gen_prompt=gen_prompt,
+    )
+    quiet = as_json or not sys.stderr.isatty()
+    results = run_benchmarks(
+        lambda options: open_model(str(info.path), options, force=force)[0], LoadOptions(), spec,
+        progress=(lambda _m: None) if quiet else (lambda m: sys.stderr.write(f"\r\x1b[2K{m}")),
+    )
+    if not quiet:
+        sys.stderr.write("\r\x1b[2K")
+    n_params = sum(_elements(t.shape) for t in info.tensors)
+    if as_json:
+        doc = {
+            "model": str(info.path), "arch": info.arch, "size_bytes": info.total_bytes, "n_params": n_params,
+            "machine": platform.machine(), "system": _system_info(), "spec": {
+                "n_prompt": n_prompt, "n_gen": n_gen, "repetitions": repetitions, "drafter": spec.spec,
+                "n_draft": draft_max, "draft_fixed": draft_fixed},
+            "results": [r.as_dict() for r in results],
+        }
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    _render(info, n_params, results)
+
+
+def _elements(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _system_info() -> str:
+    import llama_cpp
+
+    return llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+
+
+def _render(info, n_params: int, results) -> None:
+    from rich.table import Table
+
+    from localseek.tui import make_console
+
+    console = make_console()
+    table = Table(title=f"{info.path.name} · {info.arch} · {info.total_bytes / 2**30:.2f} GiB · "
+                  f"{n_params / 1e9:.2f} B params", title_justify="left")
+    for col in ("test", "threads", "batch", "t/s (median)", "min – max", "±stdev", "notes"):
+        table.add_column(col, justify="left" if col in ("test", "notes") else "right")
+    for r in results:
+        notes = []
+        if r.acceptance is not None:
+            notes.append(f"accepted {r.accepted}/{r.drafted} ({r.acceptance:.0%})")
+        if "speedup" in r.extra:
+            notes.append(f"×{r.extra['speedup']:.2f} vs plain")
+        if r.test.startswith("pp"):
+            notes.append(f"first token {min(r.seconds) * 1000:.0f}–{max(r.seconds) * 1000:.0f} ms")
+        overhead = r.as_dict().get("loop_overhead")
+        if overhead is not None:
+            notes.append(f"{overhead:+.2%} outside llama.cpp")
+        table.add_row(r.test, str(r.n_threads), str(r.n_batch), f"{r.median:.2f}",
+                      f"{min(r.samples_tps):.2f} – {max(r.samples_tps):.2f}", f"{r.stdev:.2f}", "; ".join(notes))
+    console.print(table)

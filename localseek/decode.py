@@ -1,0 +1,232 @@
+"""The token loop on llama.cpp's low-level API: batches, KV-cache bookkeeping, samplers.
+
+`Llama.generate` re-creates its sampler on every call, copies every logits row into numpy and keeps its own view of
+the KV cache; this module does the same work with one reusable `llama_batch`, a native sampler chain and an explicit
+record of which tokens sit in the cache (`DecodeContext.tokens`), so that speculative decoding (localseek/speculative.py)
+can verify several tokens in one batch and roll the cache back to the accepted prefix.
+
+Only sequence 0 is used: one conversation per context.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from localseek.errors import EngineError
+
+# Called after every llama_decode of a DecodeContext with (tokens, position of the first one).
+DecodeObserver = Callable[[Sequence[int], int], None]
+
+
+class Batch:
+    """A reusable `llama_batch` for one sequence; with `n_embd` it also carries one float row per token."""
+
+    def __init__(self, capacity: int, n_embd: int = 0) -> None:
+        import llama_cpp
+
+        self.capacity = capacity
+        self.n_embd = n_embd
+        self._lib = llama_cpp
+        self.raw = llama_cpp.llama_batch_init(capacity, n_embd, 1)
+        self._tokens = None
+        if n_embd:
+            # llama_batch_init allocates either token ids or embeddings; MTP needs both (token + hidden state).
+            self._tokens = (llama_cpp.llama_token * capacity)()
+            self.raw.token = self._tokens
+            self.embd = np.ctypeslib.as_array(self.raw.embd, shape=(capacity, n_embd))
+        for i in range(capacity):
+            self.raw.n_seq_id[i] = 1
+            self.raw.seq_id[i][0] = 0
+        self.raw.n_tokens = 0
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.raw.n_tokens)
+
+    def clear(self) -> None:
+        self.raw.n_tokens = 0
+
+    def add(self, token: int, pos: int, logits: bool, embd: np.ndarray | None = None) -> int:
+        i = int(self.raw.n_tokens)
+        if i >= self.capacity:
+            raise EngineError(f"internal: batch of {self.capacity} tokens overflowed")
+        raw = self.raw
+        raw.token[i] = token
+        raw.pos[i] = pos
+        raw.logits[i] = logits
+        if embd is not None:
+            self.embd[i] = embd
+        raw.n_tokens = i + 1
+        return i
+
+    def close(self) -> None:
+        if self.raw is None:
+            return
+        if self._tokens is not None:
+            self.raw.token = ctypes.POINTER(self._lib.llama_token)()  # ours, not llama_batch_free's to free
+        self._lib.llama_batch_free(self.raw)
+        self.raw = None
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class DecodeContext:
+    """Sequence 0 of one llama_context, with the list of tokens its KV cache holds."""
+
+    def __init__(self, ctx: object, model: object) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.ctx = ctx
+        self.model = model
+        self.mem = llama_cpp.llama_get_memory(ctx)
+        self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
+        self.n_batch = int(llama_cpp.llama_n_batch(ctx))
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model)))
+        self.tokens: list[int] = []
+        self.batch = Batch(self.n_batch)
+        self.observers: list[DecodeObserver] = []
+
+    def clear(self) -> None:
+        self._lib.llama_memory_clear(self.mem, True)
+        self.tokens.clear()
+
+    def truncate(self, n: int) -> None:
+        """Forget every cached token from position n on."""
+        if n < len(self.tokens):
+            if not self._lib.llama_memory_seq_rm(self.mem, 0, n, -1):
+                # Memory that cannot drop a tail (recurrent state): start again from nothing.
+                self.clear()
+                return
+            del self.tokens[n:]
+
+    def decode(self, tokens: Sequence[int], *, logits: str = "last") -> None:
+        """Append tokens to the cache. logits: "last" (only the final token), "all" (every token; at most n_batch)
+        or "none". After it, row i of the logits is `logits_row(i)` (i counts within the last chunk decoded)."""
+        if not tokens:
+            return
+        if len(self.tokens) + len(tokens) > self.n_ctx:
+            raise EngineError(f"The context is full ({self.n_ctx} tokens); start a new chat or raise --ctx.")
+        if logits == "all" and len(tokens) > self.n_batch:
+            raise EngineError(f"internal: {len(tokens)} tokens with logits exceed the batch size {self.n_batch}")
+        lib, batch = self._lib, self.batch
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start : start + self.n_batch]
+            last_chunk = start + len(chunk) == len(tokens)
+            batch.clear()
+            pos0 = len(self.tokens)
+            for k, tok in enumerate(chunk):
+                want = logits == "all" or (logits == "last" and last_chunk and k == len(chunk) - 1)
+                batch.add(tok, pos0 + k, want)
+            rc = lib.llama_decode(self.ctx, batch.raw)
+            if rc != 0:
+                raise EngineError(
+                    f"llama.cpp could not decode {len(chunk)} tokens (code {rc}); the context may be full or the "
+                    "machine out of memory: shorten the prompt or lower --ctx."
+                )
+            self.tokens.extend(chunk)
+            for observe in self.observers:
+                observe(chunk, pos0)
+
+    def logits_row(self, i: int) -> np.ndarray:
+        ptr = self._lib.llama_get_logits_ith(self.ctx, i)
+        if not ptr:
+            raise EngineError(f"internal: no logits for batch row {i}")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def close(self) -> None:
+        self.batch.close()
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    temperature: float = 0.0
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+    penalty_last_n: int = 64
+
+
+class Sampler:
+    """A native llama.cpp sampler chain, in the order `Llama` builds it (penalties, top-k, top-p, min-p, temperature,
+    random draw; greedy when temperature is 0)."""
+
+    def __init__(self, settings: SamplerSettings, n_vocab: int) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.settings = settings
+        params = llama_cpp.llama_sampler_chain_default_params()
+        params.no_perf = True
+        self.chain = llama_cpp.llama_sampler_chain_init(params)
+        add = lambda s: llama_cpp.llama_sampler_chain_add(self.chain, s)
+        self.penalized = settings.repeat_penalty != 1.0
+        if self.penalized:
+            add(llama_cpp.llama_sampler_init_penalties(n_vocab, settings.penalty_last_n, settings.repeat_penalty, 0.0,
+                                                       0.0))
+        if settings.temperature <= 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+        else:
+            add(llama_cpp.llama_sampler_init_top_k(settings.top_k))
+            add(llama_cpp.llama_sampler_init_top_p(settings.top_p, 1))
+            add(llama_cpp.llama_sampler_init_min_p(settings.min_p, 1))
+            add(llama_cpp.llama_sampler_init_temp(settings.temperature))
+            seed = settings.seed if settings.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+            add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+
+    def sample(self, ctx: object, i: int) -> int:
+        """Sample from logits row i of the last decode (and record the token for the penalties)."""
+        return int(self._lib.llama_sampler_sample(self.chain, ctx, i))
+
+    def accept(self, tokens: Sequence[int]) -> None:
+        if self.penalized:
+            for tok in tokens[-self.settings.penalty_last_n :]:
+                self._lib.llama_sampler_accept(self.chain, tok)
+
+    def close(self) -> None:
+        if self.chain is not None:
+            self._lib.llama_sampler_free(self.chain)
+            self.chain = None
+
+
+def prefill(dc: DecodeContext, prompt: Sequence[int], keep: int | None = None) -> int:
+    """Bring the cache to `prompt`, reusing the longest cached prefix, with logits for the last prompt token.
+    Returns how many prompt tokens were decoded."""
+    if not prompt:
+        raise EngineError("The prompt is empty.")
+    if keep is None:
+        keep = reusable_prefix(dc, prompt)
+    dc.truncate(keep)
+    keep = len(dc.tokens)
+    dc.decode(prompt[keep:], logits="last")
+    return len(prompt) - keep
+
+
+def reusable_prefix(dc: DecodeContext, prompt: Sequence[int]) -> int:
+    # At least the last prompt token is decoded again: its logits are what the first sample needs.
+    return min(common_prefix(dc.tokens, prompt), len(prompt) - 1)
+
+
+def plain_tokens(dc: DecodeContext, sampler: Sampler, prompt: Sequence[int]) -> Iterator[int]:
+    """One token per decode: prefill, then sample → decode → sample … until the context is full."""
+    prefill(dc, prompt)
+    sampler.accept(prompt)
+    while True:
+        token = sampler.sample(dc.ctx, -1)
+        yield token
+        if len(dc.tokens) >= dc.n_ctx:
+            return
+        dc.decode((token,))

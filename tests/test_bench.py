@@ -1,0 +1,89 @@
+"""`localseek bench`: what it measures (counted by llama.cpp itself), its sweeps, JSON, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deepseek_factory import TinyDeepseekConfig, write_deepseek2_gguf
+
+from localseek.bench import time_generation, time_prompt
+from localseek.engine import Engine, LoadOptions
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "localseek", *args], capture_output=True, text=True, timeout=180,
+                          env=dict(os.environ), check=False)
+
+
+@pytest.fixture(scope="module")
+def mtp_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_deepseek2_gguf(tmp_path_factory.mktemp("bench") / "ds.gguf", TinyDeepseekConfig())
+
+
+def _perf(engine: Engine) -> tuple[int, int]:
+    import llama_cpp
+
+    data = llama_cpp.llama_perf_context(engine.llm._ctx.ctx)
+    return int(data.n_p_eval), int(data.n_eval)
+
+
+def test_pp_and_tg_decode_what_llama_bench_decodes(tiny_random_gguf: Path) -> None:
+    """ppN: N prompt tokens in one pass; tgN: N single-token decodes — counted by llama.cpp's own perf counters."""
+    import llama_cpp
+
+    engine = Engine.load(tiny_random_gguf, LoadOptions(n_ctx=256, n_threads=1, n_batch=32, n_ubatch=32))
+    try:
+        llama_cpp.llama_perf_context_reset(engine.llm._ctx.ctx)
+        assert time_prompt(engine, list(range(5, 5 + 70))) > 0
+        # 70 prompt tokens (3 batches of ≤32), no single-token decode (llama.cpp reports its counters as at least 1)
+        assert _perf(engine) == (70, 1)
+        llama_cpp.llama_perf_context_reset(engine.llm._ctx.ctx)
+        assert time_generation(engine, [1], 16) > 0
+        assert _perf(engine) == (1, 16)  # 16 decodes of one token each (and no multi-token batch)
+    finally:
+        engine.close()
+
+
+def test_json_with_sweeps_and_mtp(mtp_gguf: Path) -> None:
+    r = _cli("bench", str(mtp_gguf), "-p", "16", "-n", "8", "-r", "2", "-t", "1,2", "-b", "8,16", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["arch"] == "deepseek2" and doc["n_params"] > 0 and doc["spec"]["drafter"] == "mtp"
+    rows = [(x["test"], x["n_threads"], x["n_batch"]) for x in doc["results"]]
+    assert rows == [(t, th, b) for b in (8, 16) for th in (1, 2) for t in ("pp16", "tg8", "tg8+mtp")]
+    for x in doc["results"]:
+        assert len(x["samples_tps"]) == 2 and x["min_tps"] <= x["median_tps"] <= x["max_tps"]
+        assert all(s > 0 for s in x["seconds"])
+        if x["test"] != "tg8+mtp":  # time outside llama.cpp's decode calls: measured, and small next to it
+            assert len(x["llama_seconds"]) == 2 and x["loop_overhead"] > -0.01
+        if x["test"] == "tg8+mtp":
+            assert x["drafted"] > 0 and 0 <= x["acceptance"] <= 1 and x["extra"]["speedup"] > 0
+
+
+def test_no_mtp_and_table_output(mtp_gguf: Path) -> None:
+    r = _cli("bench", str(mtp_gguf), "-p", "0", "-n", "4", "-r", "1", "-t", "1", "--no-mtp")
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("│")[1].strip() for line in r.stdout.splitlines() if line.startswith("│")]
+    assert [x for x in rows if x] == ["tg4"]  # no pp row, no +mtp row
+    assert "outside" in r.stdout and "llama.cpp" in r.stdout  # the loop-overhead note (wrapped in a narrow table)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-t", "0"], "--threads values must be at least 1"),
+    (["-b", "x"], "--batch takes comma-separated whole numbers"),
+    (["-p", "0", "-n", "0"], "Nothing to measure"),
+])
+def test_bad_input_is_one_line(tiny_random_gguf: Path, args: list[str], message: str) -> None:
+    r = _cli("bench", str(tiny_random_gguf), *args)
+    assert r.returncode == 2 and message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_mtp_requested_on_a_model_without_it(tiny_random_gguf: Path) -> None:
+    r = _cli("bench", str(tiny_random_gguf), "--mtp", "-r", "1")
+    assert r.returncode == 2 and "no MTP module" in r.stderr

@@ -1,0 +1,225 @@
+"""Speculative decoding (MTP self-drafting and draft models): output identical to plain decoding, and drafts accepted
+when the drafter is right. Real llama.cpp on tiny GGUFs written by the tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deepseek_factory import TinyDeepseekConfig, write_deepseek2_gguf
+from factory import SCRIPT_ANSWER, TinyConfig, write_qwen2_gguf
+
+from localseek import speculative
+from localseek.engine import Engine, LoadOptions, Sampling
+from localseek.errors import UsageError
+from localseek.ggufinfo import read_gguf
+
+PROMPT = "<｜User｜>hello<｜Assistant｜>"
+FOLLOW_UP = "<｜User｜>and again<｜Assistant｜>"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("spec-models")
+    ds = lambda name, **kw: write_deepseek2_gguf(d / f"{name}.gguf", TinyDeepseekConfig(**kw))
+    qw = lambda name, **kw: write_qwen2_gguf(d / f"{name}.gguf", TinyConfig(**kw))
+    return {
+        "ds-scripted": ds("ds-scripted"),
+        "ds-partial": ds("ds-partial", mtp_wrong_every=3),
+        "ds-random": ds("ds-random", weights="random", seed=3),
+        "ds-no-mtp": ds("ds-no-mtp", mtp=False),
+        "qw-scripted": qw("qw-scripted"),
+        "qw-scripted-draft": qw("qw-scripted-draft", seed=5),
+        "qw-random": qw("qw-random", weights="random", seed=7),
+        "qw-random-draft": qw("qw-random-draft", weights="random", seed=9),
+        "qw-other-vocab": qw("qw-other-vocab", vocab_merges=120),
+    }
+
+
+def _load(path: Path, *, mtp: bool = False, draft: Path | None = None, n_draft: int | None = None,
+          n_batch: int = 512) -> Engine:
+    engine = Engine.load(path, LoadOptions(n_ctx=512, n_threads=1, load_mtp=mtp, n_batch=n_batch, n_ubatch=n_batch))
+    # A fixed draft length keeps acceptance counts deterministic (the tuner's choices depend on timings).
+    speculative.enable(engine, mtp=mtp, draft=str(draft) if draft else None, n_draft=n_draft, fixed=True)
+    return engine
+
+
+def _two_turns(engine: Engine, sampling: Sampling, n: int = 48) -> tuple[list[int], list[int], list[int]]:
+    """Greedy reply, then a follow-up turn that reuses the cached prefix. Returns both replies and drafts kept/made."""
+    replies, drafts = [], [0, 0]
+    prompt = engine.tokenize(PROMPT)
+    for turn in range(2):
+        out: list[int] = []
+        for token in engine.generate_tokens(prompt, sampling):
+            out.append(token)
+            if len(out) >= n or engine.is_eog(token):
+                break
+        replies.append(out)
+        if engine.spec_stats is not None:
+            drafts[0] += engine.spec_stats.accepted
+            drafts[1] += engine.spec_stats.drafted
+        prompt = prompt + out + engine.tokenize(FOLLOW_UP)[1:]  # [1:]: no second BOS
+    return replies[0], replies[1], drafts
+
+
+GREEDY = Sampling(temperature=0.0)
+
+
+def test_mtp_detection(models: dict[str, Path]) -> None:
+    assert speculative.mtp_layers(read_gguf(models["ds-scripted"])) == 1
+    assert speculative.mtp_layers(read_gguf(models["ds-no-mtp"])) == 0
+    assert speculative.mtp_layers(read_gguf(models["qw-scripted"])) == 0
+    assert speculative.want_mtp(read_gguf(models["ds-scripted"]), None) is True
+    assert speculative.want_mtp(read_gguf(models["ds-scripted"]), False) is False
+    assert speculative.want_mtp(read_gguf(models["ds-no-mtp"]), None) is False
+    with pytest.raises(UsageError, match="no MTP module"):
+        speculative.want_mtp(read_gguf(models["ds-no-mtp"]), True)
+    with pytest.raises(UsageError, match="either --mtp or --draft"):
+        speculative.resolve(read_gguf(models["ds-scripted"]), mtp=True, draft="x.gguf")
+
+
+@pytest.mark.parametrize("name,n_batch", [("ds-scripted", 512), ("ds-partial", 512), ("ds-random", 512),
+                                          ("ds-partial", 8)])  # 8: prompts decoded in several chunks
+def test_mtp_greedy_output_identical(models: dict[str, Path], name: str, n_batch: int) -> None:
+    plain = _load(models[name], n_batch=n_batch)
+    try:
+        want = _two_turns(plain, GREEDY)
+    finally:
+        plain.close()
+    spec = _load(models[name], mtp=True, n_draft=3, n_batch=n_batch)
+    try:
+        got = _two_turns(spec, GREEDY)
+    finally:
+        spec.close()
+    assert got[:2] == want[:2]
+    accepted, drafted = got[2]
+    assert drafted > 0
+    if name == "ds-scripted":  # the MTP head predicts the script one step ahead: nearly every draft is kept
+        assert accepted / drafted >= 0.9, got[2]
+    elif name == "ds-partial":  # one chain link in three is wrong: some rounds keep part of their drafts
+        assert 0.2 < accepted / drafted < 0.95, got[2]
+
+
+def test_mtp_sampled_output_identical_for_a_seed(models: dict[str, Path]) -> None:
+    """Verification samples the main model at each position with the same sampler: same seed, same tokens."""
+    sampling = Sampling(temperature=0.9, top_k=40, top_p=0.95, min_p=0.0, seed=1234)
+    outs = []
+    for mtp in (False, True):
+        engine = _load(models["ds-random"], mtp=mtp)
+        try:
+            outs.append(_two_turns(engine, sampling, n=32)[:2])
+        finally:
+            engine.close()
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("target,draft,good", [
+    ("qw-scripted", "qw-scripted-draft", True),
+    ("qw-random", "qw-random-draft", False),
+])
+def test_draft_model_greedy_output_identical(models: dict[str, Path], target: str, draft: str, good: bool) -> None:
+    plain = _load(models[target])
+    try:
+        want = _two_turns(plain, GREEDY)
+    finally:
+        plain.close()
+    spec = _load(models[target], draft=models[draft])
+    try:
+        got = _two_turns(spec, GREEDY)
+    finally:
+        spec.close()
+    assert got[:2] == want[:2]
+    accepted, drafted = got[2]
+    assert drafted > 0
+    if good:
+        assert accepted / drafted >= 0.9, got[2]
+
+
+def test_draft_model_must_share_the_tokenizer(models: dict[str, Path]) -> None:
+    engine = Engine.load(models["qw-scripted"], LoadOptions(n_ctx=256, n_threads=1))
+    try:
+        with pytest.raises(UsageError, match="does not share the main model's tokenizer"):
+            speculative.enable(engine, mtp=False, draft=str(models["qw-other-vocab"]))
+        assert engine.drafter is None
+    finally:
+        engine.close()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "localseek", *args], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ), check=False)
+
+
+def test_run_uses_mtp_by_default_and_prints_the_same(models: dict[str, Path]) -> None:
+    default = _cli("run", str(models["ds-scripted"]), "hello", "--temperature", "0", "--verbose")
+    off = _cli("run", str(models["ds-scripted"]), "hello", "--temperature", "0", "--no-mtp", "--verbose")
+    assert default.returncode == 0 and off.returncode == 0, default.stderr[-2000:] + off.stderr[-2000:]
+    assert default.stdout == off.stdout == SCRIPT_ANSWER + "\n"
+    assert "set_embeddings_nextn: value = 1" in default.stderr  # llama.cpp log: the MTP hidden-state feed is on
+    assert "set_embeddings_nextn: value = 1" not in off.stderr
+
+
+def test_run_cli_errors(models: dict[str, Path]) -> None:
+    r = _cli("run", str(models["ds-no-mtp"]), "hello", "--mtp")
+    assert r.returncode == 2 and "no MTP module" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("run", str(models["qw-scripted"]), "hello", "--draft", str(models["qw-other-vocab"]))
+    assert r.returncode == 2 and "tokenizer" in r.stderr
+    r = _cli("run", str(models["qw-scripted"]), "hello", "--temperature", "0", "--draft",
+             str(models["qw-scripted-draft"]))
+    assert r.returncode == 0 and r.stdout == SCRIPT_ANSWER + "\n"
+
+
+def test_tuned_draft_length_keeps_output_identical(models: dict[str, Path]) -> None:
+    plain = _load(models["ds-partial"])
+    try:
+        want = _two_turns(plain, GREEDY)
+    finally:
+        plain.close()
+    engine = Engine.load(models["ds-partial"], LoadOptions(n_ctx=512, n_threads=1, load_mtp=True))
+    try:
+        speculative.enable(engine, mtp=True, draft=None, n_draft=3)  # tuned, as `run` does
+        assert _two_turns(engine, GREEDY)[:2] == want[:2]
+        assert engine.drafter.tuner.rounds > 4 and set(engine.drafter.tuner.rate) == {0, 1, 2, 3}
+    finally:
+        engine.close()
+
+
+def test_draft_tuner_picks_what_delivers() -> None:
+    tuner = speculative.DraftTuner(3, explore=4)
+    rates = {3: 90, 2: 120, 1: 100, 0: 60}
+    order = []
+    for _ in range(4):
+        order.append(tuner.pick())
+        tuner.update(order[-1], rates[order[-1]], 1.0)
+    assert order == [3, 2, 1, 0]  # every length once, longest first
+    picks = [tuner.pick() for _ in range(8)]
+    assert picks.count(2) >= 6 and set(picks) <= {1, 2, 3}  # exploits the best, now and then tries a neighbour
+    for _ in range(20):
+        tuner.update(2, 10, 1.0)  # length 2 stops paying …
+    assert max(tuner.rate, key=tuner.rate.get) == 1  # … and the next best takes over
+    assert speculative.DraftTuner(2, fixed=True).pick() == 2
+
+
+def test_mtp_on_localseeks_own_conversion_of_a_v3_checkpoint(tmp_path: Path) -> None:
+    """A DeepSeek-V3-layout FP8 checkpoint converted by `quantize` (MTP kept) drafts with its MTP block, and the
+    greedy output is the same as without it."""
+    import hf_factory
+
+    from quantize import convert
+
+    out = tmp_path / "v3-q8.gguf"
+    convert(hf_factory.write_deepseek_v3(tmp_path / "v3"), out, qtype="Q8_0")
+    info = read_gguf(out)
+    assert speculative.mtp_layers(info) == 1 and speculative.want_mtp(info, None)
+    replies = []
+    for mtp in (False, True):
+        engine = _load(out, mtp=mtp, n_draft=2)
+        try:
+            replies.append(_two_turns(engine, GREEDY, n=24))
+        finally:
+            engine.close()
+    assert replies[1][:2] == replies[0][:2]
+    assert replies[1][2][1] > 0  # drafts were made (random weights: few are kept)
