@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from localseek.errors import EngineError
+
+if TYPE_CHECKING:
+    from localseek.engine import Sampling
 
 # Called after every llama_decode of a DecodeContext with (tokens, position of the first one).
 DecodeObserver = Callable[[Sequence[int], int], None]
@@ -149,22 +152,14 @@ class DecodeContext:
         self.batch.close()
 
 
-@dataclass(frozen=True)
-class SamplerSettings:
-    temperature: float = 0.0
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    seed: int | None = None
-    penalty_last_n: int = 64
+PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over (llama.cpp's default)
 
 
 class Sampler:
     """A native llama.cpp sampler chain, in the order `Llama` builds it (penalties, top-k, top-p, min-p, temperature,
     random draw; greedy when temperature is 0)."""
 
-    def __init__(self, settings: SamplerSettings, n_vocab: int) -> None:
+    def __init__(self, settings: Sampling, n_vocab: int) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -175,8 +170,7 @@ class Sampler:
         add = lambda s: llama_cpp.llama_sampler_chain_add(self.chain, s)
         self.penalized = settings.repeat_penalty != 1.0
         if self.penalized:
-            add(llama_cpp.llama_sampler_init_penalties(n_vocab, settings.penalty_last_n, settings.repeat_penalty, 0.0,
-                                                       0.0))
+            add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, settings.repeat_penalty, 0.0, 0.0))
         if settings.temperature <= 0:
             add(llama_cpp.llama_sampler_init_greedy())
         else:
@@ -193,7 +187,7 @@ class Sampler:
 
     def accept(self, tokens: Sequence[int]) -> None:
         if self.penalized:
-            for tok in tokens[-self.settings.penalty_last_n :]:
+            for tok in tokens[-PENALTY_LAST_N:]:
                 self._lib.llama_sampler_accept(self.chain, tok)
 
     def close(self) -> None:

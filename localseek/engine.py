@@ -239,14 +239,10 @@ class Engine:
     def generate_tokens(self, prompt_tokens: list[int], sampling: Sampling) -> Iterator[int]:
         """Token ids after the prompt, reusing the cached prefix; speculative when a drafter is attached.
         Unbounded: the caller stops it (end of generation, length); it ends when the context is full."""
-        from localseek.decode import Sampler, SamplerSettings, plain_tokens
+        from localseek.decode import Sampler, plain_tokens
 
         dc = self.decoder
-        settings = SamplerSettings(
-            temperature=max(0.0, sampling.temperature), top_k=sampling.top_k, top_p=sampling.top_p,
-            min_p=sampling.min_p, repeat_penalty=sampling.repeat_penalty, seed=sampling.seed,
-        )
-        sampler = Sampler(settings, dc.n_vocab)
+        sampler = Sampler(sampling, dc.n_vocab)
         try:
             if self.drafter is None:
                 yield from plain_tokens(dc, sampler, prompt_tokens)
