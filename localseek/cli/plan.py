@@ -28,7 +28,8 @@ _CLASS_LABEL = {
 
 @app.command("plan")
 def plan_command(
-    model: Annotated[str, typer.Argument(help="A .gguf file (split models: any part). Only its header is read.")],
+    model: Annotated[str, typer.Argument(
+        help="A .gguf file (split models: any part), an installed model, or nano. Only its header is read.")],
     vram: Annotated[str | None, typer.Option("--vram", help="What-if: one GPU with this much memory (0 = none).")] = None,
     ram: Annotated[str | None, typer.Option("--ram", help="What-if: this much RAM, e.g. 192GiB.")] = None,
     unified: Annotated[bool, typer.Option("--unified", help="What-if: GPU shares RAM (Apple silicon).")] = False,
