@@ -73,7 +73,23 @@ def stats_line(stats: Stats) -> str:
     return f"{line} · {reason}" if reason else line
 
 
-class ChatView:
+class _EventView:
+    """What every view shares: feed a turn's events to `handle`, return the final `Done`."""
+
+    def handle(self, event: object) -> None:
+        raise NotImplementedError
+
+    def show(self, events: Iterable[object]) -> Done | None:
+        done = None
+        for event in events:
+            if isinstance(event, Done):
+                done = event
+            else:
+                self.handle(event)
+        return done
+
+
+class ChatView(_EventView):
     """Rich rendering of one turn at a time. Call `handle` for each event, then `end_turn`."""
 
     def __init__(
@@ -132,15 +148,6 @@ class ChatView:
                 f"The conversation outgrew the context: {event.dropped_turns} oldest messages are no longer "
                 "sent to the model (the system prompt stays). /clear starts afresh."
             )
-
-    def show(self, events: Iterable[object]) -> Done | None:
-        done = None
-        for event in events:
-            if isinstance(event, Done):
-                done = event
-            else:
-                self.handle(event)
-        return done
 
     def stream_reasoning(self, text: str) -> None:
         text = printable(text)
@@ -337,7 +344,7 @@ class _Region:
         return self.view.region()
 
 
-class PlainView:
+class PlainView(_EventView):
     """No terminal: the answer as plain text on `out`; reasoning on `err` only when asked for."""
 
     def __init__(self, *, out: TextIO | None = None, err: TextIO | None = None, show_thinking: bool = False) -> None:
@@ -374,15 +381,6 @@ class PlainView:
             self._answer_ends_newline = text.endswith("\n")
         elif isinstance(event, ContextTrimmed):
             self.notice(f"note: {event.dropped_turns} oldest messages no longer fit the context and were left out")
-
-    def show(self, events: Iterable[object]) -> Done | None:
-        done = None
-        for event in events:
-            if isinstance(event, Done):
-                done = event
-            else:
-                self.handle(event)
-        return done
 
     def _close_reasoning(self) -> None:
         if self._reasoning_open:
