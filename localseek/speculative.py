@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from localseek.decode import Batch, DecodeContext, Sampler, prefill, reusable_prefix
+from localseek.decode import Batch, DecodeContext, Sampler, common_prefix, prefill, reusable_prefix
 from localseek.errors import EngineError, UsageError
 
 DEFAULT_MTP_DRAFT = 3  # most tokens per draft; the tuner picks the length that pays (0 = plain decoding)
@@ -53,28 +53,44 @@ class DraftTuner:
     Verifying k drafts costs a batch of k+1 tokens, which is nearly free where decoding is memory-bound (big dense
     models, GPUs) and not where it is compute-bound or where extra tokens route to other experts (MoE on a few CPU
     cores): whether drafting pays, and how far, is measured rather than assumed. Every length is tried first (longest
-    first), then the best is used, with one of its neighbours tried again every `explore` rounds. Output does not
-    depend on the length, only speed does.
+    first), then the best is used, with one of its neighbours tried again after `explore` rounds, then after twice
+    as many while the best stays the best (up to 16×), and often again once it changes. Output does not depend on
+    the length, only speed does.
     """
 
-    def __init__(self, n_max: int, *, fixed: bool = False, explore: int = 12, alpha: float = 0.25) -> None:
+    def __init__(self, n_max: int, *, fixed: bool = False, explore: int = 12, alpha: float = 0.1) -> None:
         self.n_max = n_max
         self.fixed = fixed
         self.explore = explore
         self.alpha = alpha
-        self.rate: dict[int, float] = {}  # EMA of tokens/second per draft length
+        self.tokens: dict[int, float] = {}  # per draft length: EMA of tokens a round delivered …
+        self.seconds: dict[int, float] = {}  # … and of the round's wall time
         self.rounds = 0
         self._flip = False
+        self._best = -1
+        self._interval = explore
+        self._next = 0
+
+    @property
+    def rate(self) -> dict[int, float]:
+        """Tokens/second per draft length (ratio of the averages: steadier than averaging each round's ratio)."""
+        return {k: self.tokens[k] / self.seconds[k] for k in self.tokens}
 
     def pick(self) -> int:
         self.rounds += 1
         if self.fixed:
             return self.n_max
         for k in range(self.n_max, -1, -1):
-            if k not in self.rate:
+            if k not in self.tokens:
                 return k
-        best = max(self.rate, key=self.rate.__getitem__)
-        if self.rounds % self.explore == 0:
+        rate = self.rate
+        best = max(rate, key=rate.__getitem__)
+        if best != self._best:  # conditions changed (or first choice): look around often again
+            self._best, self._interval, self._next = best, self.explore, self.rounds + self.explore
+        if self.rounds >= self._next:
+            # While the best stays the best, exploring costs more than it finds: back off, up to 16× `explore`.
+            self._next = self.rounds + self._interval
+            self._interval = min(2 * self._interval, 16 * self.explore)
             self._flip = not self._flip
             near = best + 1 if self._flip else best - 1
             if 0 <= near <= self.n_max:
@@ -84,8 +100,13 @@ class DraftTuner:
     def update(self, k: int, tokens: int, seconds: float) -> None:
         if seconds <= 0:
             return
-        r = tokens / seconds
-        self.rate[k] = r if k not in self.rate else (1 - self.alpha) * self.rate[k] + self.alpha * r
+        if k not in self.tokens:
+            self.tokens[k], self.seconds[k] = float(tokens), seconds
+            return
+        a = self.alpha
+        self.tokens[k] += a * (tokens - self.tokens[k])
+        # A round the OS interrupted says nothing about the draft length: clip it to twice the average.
+        self.seconds[k] += a * (min(seconds, 2 * self.seconds[k]) - self.seconds[k])
 
 
 class Drafter(Protocol):
@@ -95,6 +116,9 @@ class Drafter(Protocol):
 
     def prepare(self, target: DecodeContext, keep: int) -> int:
         """The target is about to keep `keep` cached tokens and decode the rest; return how many it may keep."""
+
+    def catch_up(self, target: DecodeContext) -> None:
+        """Process what the target has decoded (the prompt) now, so that no draft round is charged for it."""
 
     def draft(self, target: DecodeContext, last: int, n_max: int) -> list[int]:
         """Propose up to n_max tokens to follow `target.tokens + [last]`."""
@@ -118,10 +142,61 @@ class _Confidence:
         return best, float(1.0 / np.exp(z, dtype=np.float64).sum())
 
 
+class _HiddenStates:
+    """The main model's final hidden states for a run of consecutive positions [start, end)."""
+
+    def __init__(self, n_embd: int) -> None:
+        self.rows = np.zeros((64, n_embd), dtype=np.float32)
+        self.start = 0
+        self.n = 0
+
+    @property
+    def end(self) -> int:
+        return self.start + self.n
+
+    def holds(self, lo: int, hi: int) -> bool:
+        """Whether rows for every position in [lo, hi] are here (trivially so for an empty range)."""
+        return hi < lo or (self.start <= lo and hi < self.end)
+
+    def get(self, pos: int) -> np.ndarray:
+        return self.rows[pos - self.start]
+
+    def put(self, pos0: int, rows: np.ndarray) -> None:
+        """Rows for positions pos0, pos0+1, …: they replace whatever was held from pos0 on."""
+        if self.start <= pos0 <= self.end:
+            self.n = pos0 - self.start
+        else:
+            self.start, self.n = pos0, 0
+        need = self.n + len(rows)
+        if need > len(self.rows):
+            grown = np.zeros((max(need, 2 * len(self.rows)), self.rows.shape[1]), dtype=np.float32)
+            grown[: self.n] = self.rows[: self.n]
+            self.rows = grown
+        self.rows[self.n : need] = rows
+        self.n = need
+
+    def forget_before(self, pos: int) -> None:
+        k = min(max(pos - self.start, 0), self.n)
+        if k:
+            self.rows[: self.n - k] = self.rows[k : self.n]
+            self.start += k
+            self.n -= k
+
+
+
 class MTPDrafter:
-    """Drafts with the model's MTP block. Requires the model to be loaded with its MTP layers (`load_mtp`)."""
+    """Drafts with the model's MTP block. Requires the model to be loaded with its MTP layers (`load_mtp`).
+
+    The MTP entry at position p is (token p, the main model's hidden state at p-1); the MTP KV cache holds the
+    entries for positions 0 … len(self.dc.tokens)-1, always a prefix of the main context's tokens. Entries are added
+    lazily: the main model's hidden states are kept after each of its decodes, and the entries they complete go into
+    the same MTP batch as the next draft query (last sampled token, hidden state before it) — which is itself the
+    entry for its position and stays in the cache. A round therefore costs one MTP decode plus one per chained
+    draft, and rounds that do not draft (the tuner chose 0) cost nothing until `FLUSH` entries are waiting.
+    """
 
     kind = "mtp"
+    FLUSH = 64  # decode waiting entries once this many have piled up (bounds the hidden states kept)
 
     def __init__(self, target: DecodeContext, *, n_draft: int = DEFAULT_MTP_DRAFT, p_min: float = DEFAULT_P_MIN,
                  fixed: bool = False, n_threads: int | None = None, n_threads_batch: int | None = None) -> None:
@@ -150,63 +225,61 @@ class MTPDrafter:
         if not ctx:
             raise EngineError("llama.cpp could not create the MTP draft context; run with --no-mtp.")
         self.ctx = ctx
-        self.dc = DecodeContext(ctx, model)  # tokens = what the MTP KV cache holds (one entry per position)
+        self.dc = DecodeContext(ctx, model)  # tokens = the positions whose MTP entries are cached
         self.batch = Batch(target.n_batch, self.n_embd)
         # The main context outputs its final hidden state for every token; the MTP context only for its outputs.
         llama_cpp_ext.llama_set_embeddings_nextn(target.ctx, True, False)
         llama_cpp_ext.llama_set_embeddings_nextn(ctx, True, True)
         self.target_ctx = target.ctx
-        self.pending_h = np.zeros(self.n_embd, dtype=np.float32)
-        self.pending_pos = -1  # the position whose hidden state pending_h is
-        self.rows = np.zeros((0, self.n_embd), dtype=np.float32)  # hidden states of the last target decode
-        self.rows_start = 0
+        self.hidden = _HiddenStates(self.n_embd)
+        self._zero = np.zeros(self.n_embd, dtype=np.float32)
         target.observers.append(self._observe)
         self._target = target
 
-    # The MTP entry at position p is (token p, main hidden state p-1): valid while tokens 0..p are unchanged.
+    def _needs(self, upto: int) -> tuple[int, int]:
+        """The positions whose hidden states the entries after the cached ones, up to position `upto`, pair with."""
+        return max(len(self.dc.tokens) - 1, 0), upto - 1
+
     def prepare(self, target: DecodeContext, keep: int) -> int:
-        need = keep  # MTP entries that must stay valid
-        if keep > 0 and self.pending_pos != keep - 1:
-            # The hidden state of position keep-1 is gone: decode that token again; its MTP entry must stay.
-            keep -= 1
-            need = keep + 1
-        if len(self.dc.tokens) < need or self.dc.tokens[:need] != target.tokens[:need]:
-            keep = need = 0
-        self.dc.truncate(need)
-        if keep == 0:
-            self.pending_h[:] = 0
-            self.pending_pos = -1
-        return keep
+        m = min(common_prefix(self.dc.tokens, target.tokens), keep)
+        self.dc.truncate(m)
+        lo, hi = self._needs(keep)
+        if self.hidden.holds(lo, hi):
+            return keep
+        if self.hidden.start <= lo < self.hidden.end:
+            return min(keep, self.hidden.end)  # decode again from the first position whose state is gone
+        return lo
+
+    def catch_up(self, target: DecodeContext) -> None:
+        end = len(target.tokens)
+        if len(self.dc.tokens) < end and self.hidden.holds(*self._needs(end - 1)):
+            self._add_entries(end)
 
     def _observe(self, tokens: Sequence[int], pos0: int) -> None:
-        """After each main decode: feed the same tokens to the MTP context, each with the previous hidden state."""
+        """After each main decode: keep its hidden states (the entries they complete are decoded later)."""
         ptr = self._ext.llama_get_embeddings_nextn(self.target_ctx)
         if not ptr:
             raise EngineError("internal: llama.cpp returned no hidden states for MTP")
-        rows = np.ctypeslib.as_array(ptr, shape=(len(tokens), self.n_embd))
-        batch = self.batch
-        batch.clear()
-        have = len(self.dc.tokens)
-        for k, tok in enumerate(tokens):
-            pos = pos0 + k
-            if pos < have:
-                continue  # already there (a token decoded again to recover its hidden state)
-            if pos != have + batch.n_tokens:
-                raise EngineError("internal: MTP cache out of step with the main model")
-            if k > 0:
-                h = rows[k - 1]
-            elif self.pending_pos == pos - 1:
-                h = self.pending_h
-            else:
-                h = np.zeros(self.n_embd, dtype=np.float32)
-            batch.add(tok, pos, False, h)
-        if batch.n_tokens:
+        self.hidden.put(pos0, np.ctypeslib.as_array(ptr, shape=(len(tokens), self.n_embd)))
+        end = pos0 + len(tokens)
+        if end - len(self.dc.tokens) > self.FLUSH and self.hidden.holds(*self._needs(end - 1)):
+            self._add_entries(end)
+
+    def _add_entries(self, upto: int, query: int | None = None) -> None:
+        """Decode the entries for positions len(self.dc.tokens) … upto-1, then (with logits) `query` at `upto`."""
+        target = self._target.tokens
+        first = len(self.dc.tokens)
+        entries = [(target[p], p) for p in range(first, upto)]
+        if query is not None:
+            entries.append((query, upto))
+        batch, hidden = self.batch, self.hidden
+        for start in range(0, len(entries), batch.capacity):
+            batch.clear()
+            for tok, p in entries[start : start + batch.capacity]:
+                batch.add(tok, p, p == upto, hidden.get(p - 1) if p > 0 else self._zero)
             self._decode(batch)
-            self.dc.tokens.extend(tokens[len(tokens) - batch.n_tokens :])
-        self.rows = rows.copy()
-        self.rows_start = pos0
-        self.pending_h[:] = rows[-1]
-        self.pending_pos = pos0 + len(tokens) - 1
+        self.dc.tokens.extend(tok for tok, _ in entries)
+        hidden.forget_before(len(self.dc.tokens) - 1)
 
     def _decode(self, batch: Batch) -> None:
         rc = self._lib.llama_decode(self.ctx, batch.raw)
@@ -215,35 +288,36 @@ class MTPDrafter:
 
     def draft(self, target: DecodeContext, last: int, n_max: int) -> list[int]:
         pos = len(target.tokens)
-        if n_max <= 0 or self.pending_pos != pos - 1 or len(self.dc.tokens) != pos:
+        if n_max <= 0 or len(self.dc.tokens) > pos or not self.hidden.holds(*self._needs(pos)):
             return []
-        drafts: list[int] = []
-        token, h = last, self.pending_h
+        self._add_entries(pos, last)
         batch = self.batch
+        row = batch.n_tokens - 1
+        drafts: list[int] = []
+        chained = False
         for i in range(n_max):
-            batch.clear()
-            batch.add(token, pos + i, True, h)
-            self._decode(batch)
-            best, p = self.conf.top(self.dc.logits_row(0), i)
+            best, p = self.conf.top(self.dc.logits_row(row), i)
             if p < self.conf.p_min:
                 break
             drafts.append(best)
-            hp = self._ext.llama_get_embeddings_nextn_ith(self.ctx, 0)
+            if i + 1 == n_max:
+                break
+            hp = self._ext.llama_get_embeddings_nextn_ith(self.ctx, row)
             if not hp:
                 break
-            h = np.ctypeslib.as_array(hp, shape=(self.n_embd,)).copy()
-            token = best
-        # Drop the draft-time entries: the verification batch writes them again from the main model's states.
-        self._lib.llama_memory_seq_rm(self.dc.mem, 0, pos, -1)
+            # Chained drafts pair a draft with the MTP block's own output state, not the main model's: these
+            # entries are dropped afterwards (verification brings the real ones).
+            batch.clear()
+            batch.add(best, pos + 1 + i, True, np.ctypeslib.as_array(hp, shape=(self.n_embd,)))
+            self._decode(batch)
+            row = 0
+            chained = True
+        if chained:
+            self._lib.llama_memory_seq_rm(self.dc.mem, 0, pos + 1, -1)
         return drafts
 
     def accepted(self, target: DecodeContext, n_accepted: int) -> None:
-        n = len(target.tokens)
-        self.dc.truncate(n)
-        row = n - 1 - self.rows_start
-        if 0 <= row < len(self.rows):
-            self.pending_h[:] = self.rows[row]
-            self.pending_pos = n - 1
+        pass  # the cache ends at the verified query; the next decode's hidden states replace the rejected ones
 
     def close(self) -> None:
         if self._observe in self._target.observers:
@@ -273,6 +347,10 @@ class ModelDrafter:
 
     def prepare(self, target: DecodeContext, keep: int) -> int:
         return keep
+
+    def catch_up(self, target: DecodeContext) -> None:
+        if target.tokens and len(target.tokens) < self.dc.n_ctx:
+            prefill(self.dc, target.tokens, reusable_prefix(self.dc, target.tokens))
 
     def draft(self, target: DecodeContext, last: int, n_max: int) -> list[int]:
         if n_max <= 0:
@@ -336,6 +414,7 @@ def speculative_tokens(dc: DecodeContext, sampler: Sampler, drafter: Drafter, pr
     sampler.accept(prompt)
     last = sampler.sample(dc.ctx, -1)
     yield last
+    drafter.catch_up(dc)
     while True:
         room = dc.n_ctx - len(dc.tokens)
         if room <= 0:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from deepseek_factory import TinyDeepseekConfig, write_deepseek2_gguf
 from factory import SCRIPT_ANSWER, TinyConfig, write_qwen2_gguf
@@ -101,6 +102,91 @@ def test_mtp_greedy_output_identical(models: dict[str, Path], name: str, n_batch
         assert accepted / drafted >= 0.9, got[2]
     elif name == "ds-partial":  # one chain link in three is wrong: some rounds keep part of their drafts
         assert 0.2 < accepted / drafted < 0.95, got[2]
+
+
+class _ShadowCache:
+    """What an MTP context's KV cache holds, position by position, as (token, hidden state) — recorded from the
+    batches the drafter decodes and the removals it asks llama.cpp for."""
+
+    def __init__(self, drafter: speculative.MTPDrafter) -> None:
+        self.entries: dict[int, tuple[int, np.ndarray]] = {}
+        mem, real = drafter.dc.mem, drafter._lib
+        shadow = self
+
+        class Lib:
+            def __getattr__(self, name: str) -> object:
+                return getattr(real, name)
+
+            def llama_decode(self, ctx: object, raw: object) -> int:
+                for i in range(raw.n_tokens):
+                    pos = raw.pos[i]
+                    assert pos == len(shadow.entries), "MTP entries must be added in order, without gaps"
+                    shadow.entries[pos] = (raw.token[i], np.array(raw.embd[i * drafter.n_embd:(i + 1) * drafter.n_embd]))
+                return real.llama_decode(ctx, raw)
+
+            def llama_memory_seq_rm(self, m: object, seq: int, p0: int, p1: int) -> bool:
+                if m == mem:
+                    assert p1 == -1
+                    shadow.entries = {p: e for p, e in shadow.entries.items() if p < p0}
+                return real.llama_memory_seq_rm(m, seq, p0, p1)
+
+            def llama_memory_clear(self, m: object, data: bool) -> None:
+                if m == mem:
+                    shadow.entries.clear()
+                real.llama_memory_clear(m, data)
+
+        drafter._lib = drafter.dc._lib = Lib()
+
+
+class _CyclingTuner(speculative.DraftTuner):
+    PATTERN = (1, 0, 0, 3, 2, 0, 0, 0, 0, 0, 0, 0, 1, 2)
+
+    def pick(self) -> int:
+        self.rounds += 1
+        return self.PATTERN[self.rounds % len(self.PATTERN)]
+
+
+@pytest.mark.parametrize("n_batch", [512, 8])
+def test_mtp_cache_pairs_each_token_with_the_previous_hidden_state(
+        models: dict[str, Path], monkeypatch: pytest.MonkeyPatch, n_batch: int) -> None:
+    """The MTP cache is filled lazily, rolled back after rejected drafts and reused across turns: at every draft
+    query it must hold, for each position p, the token at p and the main model's hidden state at p-1 (zeros at 0)."""
+    queries: list[tuple[int, dict[int, tuple[int, np.ndarray]]]] = []
+    add_entries = speculative.MTPDrafter._add_entries
+
+    def spy(self: speculative.MTPDrafter, upto: int, query: int | None = None) -> None:
+        add_entries(self, upto, query)
+        if query is not None:
+            queries.append((upto, dict(shadow.entries)))
+
+    monkeypatch.setattr(speculative.MTPDrafter, "_add_entries", spy)
+    live = _load(models["ds-random"], mtp=True, n_batch=n_batch)
+    live.drafter.tuner = _CyclingTuner(3)  # rounds of 0 to 3 drafts: entries wait, pile up, get dropped
+    live.drafter.FLUSH = 5
+    shadow = _ShadowCache(live.drafter)
+    try:
+        _two_turns(live, GREEDY, n=40)
+        history = list(live.decoder.tokens)
+    finally:
+        live.close()
+    assert len(queries) > 10 and max(len(e) for _, e in queries) > 60
+
+    from llama_cpp import llama_cpp_ext
+
+    ref = _load(models["ds-random"], mtp=True)  # the main model's hidden states for the whole history, in one batch
+    try:
+        ref.decoder.decode(history)
+        n_embd = ref.drafter.n_embd
+        ptr = llama_cpp_ext.llama_get_embeddings_nextn(ref.decoder.ctx)
+        hidden = np.ctypeslib.as_array(ptr, shape=(len(history), n_embd)).copy()
+    finally:
+        ref.close()
+    for pos, entries in queries:
+        assert sorted(entries) == list(range(pos + 1))  # entries 0 … pos: the cache and the query, nothing after
+        for p, (token, h) in entries.items():
+            assert token == history[p]
+            want = hidden[p - 1] if p else np.zeros(n_embd, dtype=np.float32)
+            np.testing.assert_allclose(h, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max() + 1e-6))
 
 
 def test_mtp_sampled_output_identical_for_a_seed(models: dict[str, Path]) -> None:
