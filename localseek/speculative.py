@@ -53,7 +53,7 @@ class DraftTuner:
     Verifying k drafts costs a batch of k+1 tokens, which is nearly free where decoding is memory-bound (big dense
     models, GPUs) and not where it is compute-bound or where extra tokens route to other experts (MoE on a few CPU
     cores): whether drafting pays, and how far, is measured rather than assumed. Every length is tried first (longest
-    first), then the best is used, with one of its neighbours tried again after `explore` rounds, then after twice
+    first, twice: the first round of a length only warms it up), then the best is used, with one of its neighbours tried again after `explore` rounds, then after twice
     as many while the best stays the best (up to 16×), and often again once it changes. Output does not depend on
     the length, only speed does.
     """
@@ -68,6 +68,7 @@ class DraftTuner:
         self.rounds = 0
         self._flip = False
         self._best = -1
+        self._warm: set[int] = set()
         self._interval = explore
         self._next = 0
 
@@ -100,10 +101,14 @@ class DraftTuner:
     def update(self, k: int, tokens: int, seconds: float) -> None:
         if seconds <= 0:
             return
+        if k not in self._warm:
+            self._warm.add(k)  # a length's first round builds llama.cpp graphs for new batch shapes: not counted
+            return
         if k not in self.tokens:
             self.tokens[k], self.seconds[k] = float(tokens), seconds
             return
-        a = self.alpha
+        # A neighbour tried on purpose counts for more: a stale estimate must be able to win back in one try.
+        a = self.alpha if k == self._best else 0.5
         self.tokens[k] += a * (tokens - self.tokens[k])
         # A round the OS interrupted says nothing about the draft length: clip it to twice the average.
         self.seconds[k] += a * (min(seconds, 2 * self.seconds[k]) - self.seconds[k])

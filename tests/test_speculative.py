@@ -3,6 +3,7 @@ when the drafter is right. Real llama.cpp on tiny GGUFs written by the tests."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -258,6 +259,27 @@ def test_run_cli_errors(models: dict[str, Path]) -> None:
     assert r.returncode == 0 and r.stdout == SCRIPT_ANSWER + "\n"
 
 
+def test_draft_takes_an_installed_model_name(models: dict[str, Path]) -> None:
+    """`--draft deepseek-r1:1.5b` finds the installed 1.5B distill like `run` finds models; not installed → how to."""
+    import time
+
+    from localseek import store
+
+    r = _cli("run", str(models["qw-scripted"]), "hello", "--draft", "deepseek-r1:1.5b")
+    assert r.returncode == 2 and "not installed" in r.stderr and "localseek pull deepseek-r1:1.5b" in r.stderr
+    draft = models["qw-scripted-draft"]
+    store.register(store.InstalledModel(
+        name="r1-distill-qwen-1.5b:Q4_K_M", kind="gguf", source="converted", catalog_id="r1-distill-qwen-1.5b",
+        quant="Q4_K_M", pulled_at=time.time(),
+        files=(store.StoredFile(path=str(draft), blob=str(draft), size=draft.stat().st_size),)))
+    r = _cli("run", str(models["qw-scripted"]), "hello", "--temperature", "0", "--draft", "deepseek-r1:1.5b",
+             "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    reply = json.loads(r.stdout)
+    assert reply["answer"] == SCRIPT_ANSWER
+    assert reply["stats"]["drafted"] > 0 and reply["stats"]["draft_accepted"] > 0
+
+
 def test_tuned_draft_length_keeps_output_identical(models: dict[str, Path]) -> None:
     plain = _load(models["ds-partial"])
     try:
@@ -277,16 +299,30 @@ def test_draft_tuner_picks_what_delivers() -> None:
     tuner = speculative.DraftTuner(3, explore=4)
     rates = {3: 90, 2: 120, 1: 100, 0: 60}
     order = []
-    for _ in range(4):
+    for _ in range(8):
         order.append(tuner.pick())
-        tuner.update(order[-1], rates[order[-1]], 1.0)
-    assert order == [3, 2, 1, 0]  # every length once, longest first
+        tuner.update(order[-1], rates[order[-1]] / (10 if order[-1] not in order[:-1] else 1), 1.0)
+    assert order == [3, 3, 2, 2, 1, 1, 0, 0]  # every length twice (the first, slow, round is not counted)
+    assert tuner.rate == rates
     picks = [tuner.pick() for _ in range(8)]
     assert picks.count(2) >= 6 and set(picks) <= {1, 2, 3}  # exploits the best, now and then tries a neighbour
     for _ in range(20):
         tuner.update(2, 10, 1.0)  # length 2 stops paying …
     assert max(tuner.rate, key=tuner.rate.get) == 1  # … and the next best takes over
     assert speculative.DraftTuner(2, fixed=True).pick() == 2
+
+
+def test_draft_tuner_recovers_from_an_unlucky_measurement() -> None:
+    tuner = speculative.DraftTuner(1, explore=4)
+    unlucky = {1: 20.0}  # length 1's first counted round was interrupted: it looks worse than plain decoding
+    true = {1: 200.0, 0: 100.0}
+    picks = []
+    for _ in range(60):
+        k = tuner.pick()
+        picks.append(k)
+        tuner.update(k, unlucky.pop(k, true[k]) if k in tuner._warm else 1, 1.0)
+    assert picks[4] == 0  # it did fall for it …
+    assert picks[-20:].count(1) >= 18, picks  # … and one deliberate retry was enough to win length 1 back
 
 
 def test_mtp_on_localseeks_own_conversion_of_a_v3_checkpoint(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def bench(
     mtp: Annotated[bool | None, typer.Option(
         "--mtp/--no-mtp", help="Also measure generation with MTP drafting (default: when the model has an MTP block).",
         show_default=False)] = None,
-    draft: Annotated[str | None, typer.Option("--draft", help="Also measure generation with this draft model.")]
+    draft: Annotated[str | None, typer.Option("--draft", help="Also measure generation with this draft model (installed name or .gguf).")]
     = None,
     draft_max: Annotated[int | None, typer.Option("--draft-max", min=1, max=32, help="Most tokens per draft.")]
     = None,

@@ -98,7 +98,8 @@ def run(
         help="Speculative decoding with the model's own MTP block (default: on when it has one).")] = None,
     draft: Annotated[str | None, Opt(
         "--draft", rich_help_panel=_SPEED,
-        help="Speculative decoding with a smaller model that shares the tokenizer (a .gguf).")] = None,
+        help="Speculative decoding with a smaller model that shares the tokenizer: an installed model "
+             "(e.g. deepseek-r1:1.5b for the Qwen distills) or a .gguf.")] = None,
     draft_max: Annotated[int | None, Opt(
         "--draft-max", min=1, max=32, rich_help_panel=_SPEED,
         help="Most tokens drafted per step (MTP 3, draft model 6); the length used is tuned as it runs.")] = None,
