@@ -2,6 +2,7 @@
 
     python bench/nano_mtp.py                       # 40 held-out problems, 1 and 2 threads, Q8_0
     python bench/nano_mtp.py --n 100 --threads 1 --quant Q4_0
+    python bench/nano_mtp.py --threads 1 --draft-max 2 --fixed      # a fixed draft length instead of the tuned one
 
 The bundled checkpoint is converted (MTP kept) as `localseek run nano` does, then loaded twice the way `run` loads
 it: once plain (`--no-mtp`: no MTP block, no hidden-state feed) and once with MTP on, draft length tuned online
@@ -47,11 +48,11 @@ def answer(engine: Engine, prompt: list[int]) -> tuple[list[int], float, float]:
     return out, first, total
 
 
-def measure(path: Path, threads: int, n: int) -> dict:
+def measure(path: Path, threads: int, n: int, draft_max: int | None = None, fixed: bool = False) -> dict:
     opts = LoadOptions(n_ctx=1024, n_threads=threads, n_threads_batch=threads)
     plain = Engine.load(path, opts)
     mtp = Engine.load(path, LoadOptions(n_ctx=1024, n_threads=threads, n_threads_batch=threads, load_mtp=True))
-    speculative.enable(mtp, mtp=True, draft=None)
+    speculative.enable(mtp, mtp=True, draft=None, n_draft=draft_max, fixed=fixed)
     try:
         problems = eval_problems(n)
         prompts = [plain.tokenize(render_prompt(p.question)) for p in problems]
@@ -91,15 +92,18 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=40, help="held-out problems to answer")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--quant", default="Q8_0")
+    ap.add_argument("--draft-max", type=int, default=None, help="most drafts per round (default: run's, 3)")
+    ap.add_argument("--fixed", action="store_true", help="always draft --draft-max tokens (default: tuned)")
     args = ap.parse_args()
     path = ensure_gguf(args.quant)
-    print(f"localseek-nano {args.quant} ({path.name}), {args.n} held-out problems, greedy, replies identical: "
-          "checked\n")
+    drafting = f"fixed {args.draft_max or speculative.DEFAULT_MTP_DRAFT}" if args.fixed else "tuned"
+    print(f"localseek-nano {args.quant} ({path.name}), {args.n} held-out problems, greedy, draft length {drafting}, "
+          "replies identical: checked\n")
     print("| threads | reply tokens | plain → MTP (gen. t/s) | speed-up (gen.) | per problem median (min–max) "
           "| whole answer | drafts accepted |")
     print("|---|---|---|---|---|---|---|")
     for t in args.threads:
-        r = measure(path, t, args.n)
+        r = measure(path, t, args.n, args.draft_max, args.fixed)
         if not r["problems"]:
             return 2
         acc = r["accepted"] / r["drafted"] if r["drafted"] else 0.0
