@@ -49,8 +49,8 @@ class CouldNotMeasure(Exception):
 
 # -- 1. the test model ----------------------------------------------------------------------------------------------
 def write_test_model(out: Path, *, n_layer: int = 28, d: int = 1536, n_ff: int = 8960, n_head: int = 12,
-                     n_head_kv: int = 2) -> Path:
-    """Qwen2.5-1.5B shapes (1.3 B parameters with the small test vocabulary) → F16 GGUF → Q4_0 with llama.cpp."""
+                     n_head_kv: int = 2, qtype: str = "Q4_0") -> Path:
+    """Qwen2.5-1.5B shapes (1.3 B parameters with the small test vocabulary) → F16 GGUF → `qtype` with llama.cpp."""
     import gguf
     import llama_cpp
     import numpy as np
@@ -104,7 +104,7 @@ def write_test_model(out: Path, *, n_layer: int = 28, d: int = 1536, n_ff: int =
 
     _install_log_capture()  # llama.cpp's quantizer log goes to localseek's capture, not the terminal
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype}")
     params.nthread = os.cpu_count() or 2
     part = out.with_name(out.name + ".part")
     rc = llama_cpp.llama_model_quantize(str(f16).encode(), str(part).encode(), params)
@@ -313,6 +313,8 @@ def main() -> int:
     ap.add_argument("--draft", type=Path, help="draft model for the speculative measurement")
     ap.add_argument("--draft-max", type=int)
     ap.add_argument("--prompt", help="text to generate after in the speculative measurement")
+    ap.add_argument("--type", default="Q4_0", choices=["Q4_0", "Q8_0", "Q4_K_M", "Q6_K"],
+                    help="type of the generated model (default Q4_0)")
     ap.add_argument("--keep-model", action="store_true", help="keep the generated model (in the cache directory)")
     ap.add_argument("--json", type=Path, help="also write the full report here")
     args = ap.parse_args()
@@ -322,10 +324,10 @@ def main() -> int:
         exe = build_tools(llama_cpp_python_version(), ("llama-bench",), log=log) / "llama-bench"
         model = args.model
         if model is None:
-            target = cache_dir() / "bench-qwen2-1.3b-q4_0.gguf"
+            target = cache_dir() / f"bench-qwen2-1.3b-{args.type.lower()}.gguf"
             if not target.exists():
-                log("writing the F16 test model and quantizing it to Q4_0 (a few minutes)")
-                write_test_model(target)
+                log(f"writing the F16 test model and quantizing it to {args.type} (a few minutes)")
+                write_test_model(target, qtype=args.type)
             model = generated = target
         if not model.exists():
             raise CouldNotMeasure(f"no model at {model}")
