@@ -66,6 +66,37 @@ def plan_for(info: GGUFInfo, request: Request, hw: hardware.Hardware | None = No
     return plan
 
 
+def remaining(hw: hardware.Hardware, plan: Plan) -> hardware.Hardware:
+    """The machine with what `plan` takes away: RAM, and VRAM shared out over the GPUs as their free memory is (the
+    way llama.cpp splits layers). For planning a second model beside a loaded one."""
+    from dataclasses import replace
+
+    gpu_use = plan.gpu.total if plan.gpu else 0
+    ram_use = plan.ram.total + (gpu_use if plan.unified_memory else 0)
+    memory = replace(hw.memory, available=max(0, hw.memory.available - ram_use))
+    free = hw.vram_free
+    gpus = tuple(
+        replace(g, memory_free=max(0, g.memory_free - gpu_use * g.memory_free // free)) if g.usable and free else g
+        for g in hw.gpus
+    )
+    return replace(hw, memory=memory, gpus=gpus)
+
+
+def plan_beside(main: Plan, info: GGUFInfo, hw: hardware.Hardware | None = None) -> Plan:
+    """Plan a draft model in the memory the main model's plan leaves, with the main model's context and threads (it
+    drafts for every token the main model sees). Raises InsufficientMemoryError when it does not fit."""
+    left = remaining(hw or hardware.detect(), main)
+    request = Request(n_ctx=main.n_ctx, threads=main.threads, n_batch=main.n_batch, n_ubatch=main.n_ubatch,
+                      flash_attn=main.flash_attn, mmap=main.use_mmap, mlock=main.use_mlock)
+    plan = make_plan(from_gguf(info), left, request)
+    if not plan.fits:
+        raise InsufficientMemoryError(
+            f"The draft model {info.path.name} does not fit beside {main.model} ({plan.problem.split('. ')[0]}); "
+            "drop --draft, pick a smaller draft model, or lower --ctx."
+        )
+    return plan
+
+
 def load_planned(info: GGUFInfo, plan: Plan, *, verbose: bool = False, load_mtp: bool = False) -> Engine:
     options = plan.load_options(verbose=verbose)
     if load_mtp:  # also load the MTP block for speculative drafting (localseek/speculative.py)

@@ -510,12 +510,18 @@ def enable(engine: object, *, mtp: bool, draft: str | None, n_draft: int | None 
         return MTPDrafter.kind
     if draft:
         from localseek.engine import LoadOptions
-        from localseek.loader import open_model
+        from localseek.ggufinfo import read_gguf
+        from localseek.loader import load_planned, open_model, plan_beside, resolve_model
 
         main = engine.options  # type: ignore[attr-defined]
-        opts = LoadOptions(n_ctx=engine.n_ctx, n_threads=main.n_threads, n_threads_batch=main.n_threads_batch,  # type: ignore[attr-defined]
-                           n_batch=main.n_batch, n_ubatch=main.n_ubatch, verbose=main.verbose)
-        draft_engine, _ = open_model(draft, opts)
+        if engine.plan is not None:  # type: ignore[attr-defined]
+            # Planned like the main model, in the RAM and VRAM its plan leaves (on the GPU too when there is room).
+            info = read_gguf(resolve_model(draft))
+            draft_engine = load_planned(info, plan_beside(engine.plan, info), verbose=main.verbose)  # type: ignore[attr-defined]
+        else:  # an engine loaded with explicit options: the draft model gets the same ones
+            opts = LoadOptions(n_ctx=engine.n_ctx, n_threads=main.n_threads, n_threads_batch=main.n_threads_batch,  # type: ignore[attr-defined]
+                               n_batch=main.n_batch, n_ubatch=main.n_ubatch, verbose=main.verbose)
+            draft_engine, _ = open_model(draft, opts)
         attach_draft_model(engine, draft_engine, n_draft=n_draft, p_min=p_min, fixed=fixed)
         return ModelDrafter.kind
     return ""

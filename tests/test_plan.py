@@ -200,3 +200,33 @@ def _header_bytes(path: Path) -> int:
     from localseek import ggufheader
 
     return ggufheader.parse(path).data_offset
+
+
+def test_draft_model_is_planned_in_what_the_main_model_leaves(inventories) -> None:
+    """`--draft`: the 1.5B distill is planned beside the 14B one — on the GPU while VRAM is left, in RAM when the main
+    model took the GPU, refused (one line, what to do) when even RAM is short."""
+    from localseek.loader import plan_beside, remaining
+
+    main_info = read_gguf(inventories["R1-Distill-Qwen-14B-Q4_K_M"])
+    draft_info = read_gguf(inventories["R1-Distill-Qwen-1.5B-Q4_K_M"])
+    main = plan_for(main_info, Request(n_ctx=8192), DESKTOP)
+    assert main.gpu is not None and main.n_gpu_layers == 49  # the whole 14B on the 24 GiB GPU …
+    left = remaining(DESKTOP, main)
+    assert left.vram_free == DESKTOP.vram_free - main.gpu.total
+    assert left.memory.available == DESKTOP.memory.available - main.ram.total
+    draft = plan_beside(main, draft_info, DESKTOP)
+    assert draft.fits and draft.n_gpu_layers == 29 and draft.n_ctx == 8192  # … and the 1.5B beside it, all on the GPU
+    assert draft.gpu.total + main.gpu.total <= DESKTOP.vram_free
+
+    squeezed = hardware.simulated(ram=64 * GiB, vram=main.gpu.total + 1 * GiB, cores=16)
+    main = plan_for(main_info, Request(n_ctx=8192), squeezed)
+    draft = plan_beside(main, draft_info, squeezed)
+    assert draft.fits and draft.n_gpu_layers < 29  # the GPU is nearly full: the draft model's layers go to RAM
+    assert draft.ram.total + main.ram.total <= squeezed.memory.available
+
+    need = plan_for(main_info, Request(n_ctx=8192), hardware.simulated(ram=64 * GiB, cores=8)).ram.total
+    small = hardware.simulated(ram=need + 1 * GiB, cores=8)  # CPU only: room for the 14B, not for both
+    main = plan_for(main_info, Request(n_ctx=8192), small)
+    assert main.fits and main.gpu is None
+    with pytest.raises(InsufficientMemoryError, match=r"does not fit beside .*drop --draft"):
+        plan_beside(main, draft_info, small)
