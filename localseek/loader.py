@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from localseek import hardware, store
@@ -69,8 +70,6 @@ def plan_for(info: GGUFInfo, request: Request, hw: hardware.Hardware | None = No
 def remaining(hw: hardware.Hardware, plan: Plan) -> hardware.Hardware:
     """The machine with what `plan` takes away: RAM, and VRAM shared out over the GPUs as their free memory is (the
     way llama.cpp splits layers). For planning a second model beside a loaded one."""
-    from dataclasses import replace
-
     gpu_use = plan.gpu.total if plan.gpu else 0
     ram_use = plan.ram.total + (gpu_use if plan.unified_memory else 0)
     memory = replace(hw.memory, available=max(0, hw.memory.available - ram_use))

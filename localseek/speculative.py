@@ -53,9 +53,9 @@ class DraftTuner:
     Verifying k drafts costs a batch of k+1 tokens, which is nearly free where decoding is memory-bound (big dense
     models, GPUs) and not where it is compute-bound or where extra tokens route to other experts (MoE on a few CPU
     cores): whether drafting pays, and how far, is measured rather than assumed. Every length is tried first (longest
-    first, twice: the first round of a length only warms it up), then the best is used, with one of its neighbours tried again after `explore` rounds, then after twice
-    as many while the best stays the best (up to 16×), and often again once it changes. Output does not depend on
-    the length, only speed does.
+    first, twice: the first round of a length only warms it up), then the best is used, with one of its neighbours
+    tried again after `explore` rounds, then after twice as many while the best stays the best (up to 16×), and
+    often again once it changes. Output does not depend on the length, only speed does.
     """
 
     def __init__(self, n_max: int, *, fixed: bool = False, explore: int = 12, alpha: float = 0.1) -> None:
@@ -188,7 +188,6 @@ class _HiddenStates:
             self.n -= k
 
 
-
 class MTPDrafter:
     """Drafts with the model's MTP block. Requires the model to be loaded with its MTP layers (`load_mtp`).
 
@@ -256,6 +255,7 @@ class MTPDrafter:
         return lo
 
     def catch_up(self, target: DecodeContext) -> None:
+        """Decode every entry the kept hidden states complete (all but the one the next query brings)."""
         end = len(target.tokens)
         if len(self.dc.tokens) < end and self.hidden.holds(*self._needs(end - 1)):
             self._add_entries(end)
@@ -266,9 +266,8 @@ class MTPDrafter:
         if not ptr:
             raise EngineError("internal: llama.cpp returned no hidden states for MTP")
         self.hidden.put(pos0, np.ctypeslib.as_array(ptr, shape=(len(tokens), self.n_embd)))
-        end = pos0 + len(tokens)
-        if end - len(self.dc.tokens) > self.FLUSH and self.hidden.holds(*self._needs(end - 1)):
-            self._add_entries(end)
+        if pos0 + len(tokens) - len(self.dc.tokens) > self.FLUSH:
+            self.catch_up(self._target)
 
     def _add_entries(self, upto: int, query: int | None = None) -> None:
         """Decode the entries for positions len(self.dc.tokens) … upto-1, then (with logits) `query` at `upto`."""
