@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from factory import SCRIPT_ANSWER, TinyConfig, write_qwen2_gguf
 from hub_server import FakeHub, make_repo
+from ptyio import plain, read_until, spawn
 
 LOCALSEEK = [sys.executable, "-m", "localseek"]
 TOKEN = "hf_test_SECRET_token_value_1234"
@@ -537,39 +537,19 @@ def test_run_pulls_on_first_use_with_yes(hub: FakeHub, env: dict) -> None:
 
 
 def test_run_asks_on_a_terminal(hub: FakeHub, env: dict) -> None:
-    import pty
-    import select
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([*LOCALSEEK, "run", "deepseek-r1:1.5b", "hello", "--temperature", "0"],
-                            stdin=slave, stdout=slave, stderr=slave, env=dict(env, TERM="xterm", COLUMNS="100"),
-                            close_fds=True)
-    os.close(slave)
-    seen = b""
-    answered = False
-    deadline = time.monotonic() + 90
+    proc, master = spawn(["run", "deepseek-r1:1.5b", "hello", "--temperature", "0"], env)
     try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-                if not answered and b"Download it" in seen and b"[Y/n]" in seen:
-                    os.write(master, b"y\n")
-                    answered = True
-            if proc.poll() is not None and not ready:
-                break
-        assert proc.wait(timeout=30) == 0, seen.decode("utf-8", "replace")
+        asked = read_until(master, "[Y/n]", timeout=90)
+        answered = "Download it" in asked and "[Y/n]" in asked
+        if answered:
+            os.write(master, b"y\n")
+        rest = read_until(master, "\0never shown\0", timeout=90)  # to the end of its output
+        assert proc.wait(timeout=30) == 0, asked + rest
     finally:
         os.close(master)
         if proc.poll() is None:
             proc.kill()
-    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", seen.decode("utf-8", "replace"))
+    text = plain(asked + rest)
     assert answered and "about 1.1 GB" in text and SCRIPT_ANSWER in text
 
 
