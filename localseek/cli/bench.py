@@ -11,6 +11,8 @@ import typer
 
 from localseek.cli import app
 from localseek.errors import UsageError
+from localseek.runtime.engine import Engine
+from localseek.sizes import format_count, format_size
 
 
 def _int_list(text: str | None, what: str) -> tuple[int, ...]:
@@ -54,41 +56,38 @@ def bench(
     force: Annotated[bool, typer.Option("--force", help="Load even if the model seems too big for RAM.")] = False,
 ) -> None:
     """Measure prompt processing (pp) and generation (tg) speed, median and spread over repetitions."""
-    from localseek import speculative
-    from localseek.bench import BenchSpec, run_benchmarks
-    from localseek.engine import Engine, LoadOptions
-    from localseek.ggufinfo import read_gguf
-    from localseek.loader import open_model, resolve_model
+    from localseek.planning.plan import Request
+    from localseek.runtime.bench import BenchSpec, run_benchmarks
+    from localseek.runtime.open import Speculation, open_model, prepare
 
-    info = read_gguf(resolve_model(model))
-    use_mtp = speculative.resolve(info, mtp=mtp, draft=draft)
-    gen_prompt: tuple[int, ...] = ()
-    if prompt:
-        tok = Engine.load(info.path, LoadOptions(n_ctx=64, n_threads=1))
-        try:
-            gen_prompt = tuple(tok.tokenize(prompt))
-        finally:
-            tok.close()
+    speculation = Speculation(mtp=mtp, draft=draft, n_draft=draft_max, fixed=draft_fixed)
     spec = BenchSpec(
         n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=_int_list(threads, "--threads"),
-        batches=_int_list(batch, "--batch") or (512,), warmup=not no_warmup,
-        spec="mtp" if use_mtp else ("draft-model" if draft else ""), n_draft=draft_max, draft_model=draft,
-        draft_fixed=draft_fixed,
-        gen_prompt=gen_prompt,
+        batches=_int_list(batch, "--batch") or (512,), warmup=not no_warmup, gen_prompt=prompt or "",
     )
+    prep = prepare(model, speculation=speculation)  # resolved once; each batch size is planned and loaded
+    kinds: list[str] = []
+
+    def load(n_ctx: int, n_batch: int) -> Engine:
+        request = Request(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, force=force)
+        opened = open_model(prep.ref, request, speculation=speculation)
+        kinds.append(opened.drafter)
+        return opened.engine
+
     quiet = as_json or not sys.stderr.isatty()
     results = run_benchmarks(
-        lambda options: open_model(str(info.path), options, force=force)[0], LoadOptions(), spec,
-        progress=(lambda _m: None) if quiet else (lambda m: sys.stderr.write(f"\r\x1b[2K{m}")),
+        load, spec, progress=(lambda _m: None) if quiet else (lambda m: sys.stderr.write(f"\r\x1b[2K{m}")),
     )
     if not quiet:
         sys.stderr.write("\r\x1b[2K")
+    info = prep.info
+    drafter = kinds[0] if kinds else ""
     n_params = sum(_elements(t.shape) for t in info.tensors)
     if as_json:
         doc = {
             "model": str(info.path), "arch": info.arch, "size_bytes": info.total_bytes, "n_params": n_params,
             "machine": platform.machine(), "system": _system_info(), "spec": {
-                "n_prompt": n_prompt, "n_gen": n_gen, "repetitions": repetitions, "drafter": spec.spec,
+                "n_prompt": n_prompt, "n_gen": n_gen, "repetitions": repetitions, "drafter": drafter,
                 "n_draft": draft_max, "draft_fixed": draft_fixed},
             "results": [r.as_dict() for r in results],
         }
@@ -116,8 +115,8 @@ def _render(info, n_params: int, results) -> None:
     from localseek.tui import make_console
 
     console = make_console()
-    table = Table(title=f"{info.path.name} · {info.arch} · {info.total_bytes / 2**30:.2f} GiB · "
-                  f"{n_params / 1e9:.2f} B params", title_justify="left")
+    table = Table(title=f"{info.path.name} · {info.arch} · {format_size(info.total_bytes)} · "
+                  f"{format_count(n_params)} params", title_justify="left")
     for col in ("test", "threads", "batch", "t/s (median)", "min – max", "±stdev", "notes"):
         table.add_column(col, justify="left" if col in ("test", "notes") else "right")
     for r in results:

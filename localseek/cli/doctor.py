@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from localseek import hardware
 from localseek.cli import app
-from localseek.hardware import format_size
+from localseek.planning import hardware
+from localseek.sizes import format_size
 from localseek.tui import make_console
 
 

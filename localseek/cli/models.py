@@ -12,11 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from localseek import hardware, store
-from localseek.catalog import DEFAULT_CTX, ModelSpec, load_catalog
 from localseek.cli import app
-from localseek.cli.progress import RichProgress, err_console, fmt_bytes, make_progress
+from localseek.cli.progress import RichProgress, err_console, make_progress
 from localseek.errors import Interrupted, UsageError
+from localseek.models import store
+from localseek.models.catalog import DEFAULT_CTX, ModelSpec, load_catalog
+from localseek.planning import hardware
+from localseek.sizes import format_count, format_size
 from localseek.tui import make_console
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
@@ -37,10 +39,7 @@ def _out() -> Console:
 
 
 def _params(spec: ModelSpec) -> str:
-    def b(n: int) -> str:
-        return f"{n / 1e12:.1f}T" if n >= 1e12 else f"{n / 1e9:.3g}B"
-
-    return f"{b(spec.params)}/{b(spec.active)}" if spec.is_moe else b(spec.params)
+    return f"{format_count(spec.params)}/{format_count(spec.active)}" if spec.is_moe else format_count(spec.params)
 
 
 def confirm(question: str, *, assume_yes: bool) -> bool:
@@ -54,32 +53,25 @@ def confirm(question: str, *, assume_yes: bool) -> bool:
 
 # ───────────────────────────── models ─────────────────────────────
 
-def _gpu_memory() -> int:
-    """Free memory of usable discrete GPUs, when the hardware module can detect them (0 otherwise). Unified
-    memory (Apple silicon) is already counted as RAM."""
-    detect = getattr(hardware, "detect", None)
-    if detect is None:
-        return 0
-    try:
-        hw = detect()
-        return 0 if getattr(hw, "unified_memory", False) else int(getattr(hw, "vram_free", 0) or 0)
-    except Exception:  # noqa: BLE001 - GPU probing must never break the catalog listing
-        return 0
-
-
 @app.command()
 def models(as_json: JsonOpt = False) -> None:
     """The catalog: every DeepSeek model localseek knows, what it needs, and whether it fits this machine."""
+    from localseek.planning.footprint import from_catalog
+    from localseek.planning.plan import Request, make_plan
+
     catalog = load_catalog()
-    mem = hardware.memory()
-    vram = _gpu_memory()
-    budget = mem.total + vram  # llama.cpp splits layers between GPU and RAM
+    hw = hardware.detect()
+    mem = hw.memory
+    vram = 0 if hw.unified_memory else hw.vram_free  # unified memory is already counted as RAM
     installed = store.installed()
     rows = []
     for spec in catalog.models:
-        need = spec.memory_need()
         have = sorted(m.quant or "?" for m in installed.values() if m.catalog_id == spec.id)
-        fits = None if need is None or not mem.total else need <= budget
+        # The same planner and margins as `run`, from the catalog's sizes (no header read before a download).
+        fp = from_catalog(spec)
+        plan = make_plan(fp, hw, Request()) if fp is not None and mem.total else None
+        need = (plan.ram.total + (plan.gpu.total if plan.gpu else 0)) if plan else spec.memory_need()
+        fits = plan.fits if plan else None
         rows.append({
             "id": spec.id, "aliases": list(spec.aliases), "title": spec.title, "family": spec.family,
             "repo": spec.repo, "hf_arch": spec.hf_arch, "gguf_arch": spec.gguf_arch, "params": spec.params,
@@ -98,9 +90,9 @@ def models(as_json: JsonOpt = False) -> None:
                                 "gpu_free": vram}, "models": rows})
         return
     out = _out()
-    gpu = f" + {fmt_bytes(vram)} free GPU memory" if vram else ""
-    table = Table(title=f"DeepSeek models (this machine: {fmt_bytes(mem.total)} RAM{gpu}; needs = weights + "
-                  f"{DEFAULT_CTX}-token context)", title_justify="left", box=None, header_style="bold")
+    gpu = f" + {format_size(vram)} free GPU memory" if vram else ""
+    table = Table(title=f"DeepSeek models (this machine: {format_size(mem.total)} RAM{gpu}; needs = weights + "
+                  f"{DEFAULT_CTX}-token context, planned as `run` would)", title_justify="left", box=None, header_style="bold")
     wide = out.width >= 110
     for col in ("name", "also", "params", "default", "size", "needs", "fits", "installed"):
         if col == "also" and not wide:
@@ -110,8 +102,8 @@ def models(as_json: JsonOpt = False) -> None:
         fits = "?" if r["fits"] is None else ("yes" if r["fits"] else "no")
         default = r["default_quant"] or "convert"
         cells = [spec.id, spec.aliases[0] if spec.aliases else "", _params(spec), default,
-                 fmt_bytes(r["size"]) if r["size"] else "—",
-                 fmt_bytes(r["memory_needed"]) if r["memory_needed"] else "—", fits, ", ".join(r["installed"])]
+                 format_size(r["size"]) if r["size"] else "—",
+                 format_size(r["memory_needed"]) if r["memory_needed"] else "—", fits, ", ".join(r["installed"])]
         if not wide:
             del cells[1]
         table.add_row(*cells)
@@ -124,7 +116,7 @@ def models(as_json: JsonOpt = False) -> None:
 
 def do_pull(name: str, *, original: bool = False, quantize: str | None = None) -> Any:
     """Pull with live progress; Ctrl-C keeps what arrived. Returns the PullResult."""
-    from localseek.pull import pull as core_pull
+    from localseek.models.pull import pull as core_pull
 
     if quantize:
         from localseek.cli.quantize import _quiet_llama
@@ -144,12 +136,12 @@ def do_pull(name: str, *, original: bool = False, quantize: str | None = None) -
         console.print(note, style="notice", markup=False)
     m = result.model
     if result.already_installed:
-        console.print(f"{m.name} is already installed ({fmt_bytes(m.size)}): {m.primary}", markup=False)
+        console.print(f"{m.name} is already installed ({format_size(m.size)}): {m.primary}", markup=False)
     else:
-        how = f"downloaded {fmt_bytes(result.downloaded)}"
+        how = f"downloaded {format_size(result.downloaded)}"
         if result.reused:
-            how += f", {fmt_bytes(result.reused)} already in the Hugging Face cache"
-        console.print(f"Pulled {m.name} ({fmt_bytes(m.size)}; {how}): {m.primary}", markup=False)
+            how += f", {format_size(result.reused)} already in the Hugging Face cache"
+        console.print(f"Pulled {m.name} ({format_size(m.size)}; {how}): {m.primary}", markup=False)
     return result
 
 
@@ -204,7 +196,7 @@ def list_models(as_json: JsonOpt = False) -> None:
         table.add_column(col, overflow="fold")
     for m in models:
         broken = " (files missing: pull again)" if m.missing() else ""
-        table.add_row(m.name, m.quant or m.kind, fmt_bytes(m.size), f"{m.primary}{broken}", _ago(m.last_used))
+        table.add_row(m.name, m.quant or m.kind, format_size(m.size), f"{m.primary}{broken}", _ago(m.last_used))
     _out().print(table)
 
 
@@ -227,8 +219,14 @@ def show(
     template: Annotated[bool, typer.Option("--template", help="Print the whole chat template.")] = False,
 ) -> None:
     """What a model is, from its GGUF header: architecture, parameters, quant, context, chat template, tensors."""
-    from localseek.ggufinfo import bytes_by_type, file_type_name, parameter_count, read_gguf, summarize_types
-    from localseek.pull import find_installed, looks_like_path, parse_ref
+    from localseek.models.gguf_info import (
+        bytes_by_type,
+        file_type_name,
+        parameter_count,
+        read_gguf,
+        summarize_types,
+    )
+    from localseek.models.pull import find_installed, looks_like_path, parse_ref
 
     catalog = load_catalog()
     model = None
@@ -275,9 +273,9 @@ def show(
     rows = [
         ("path", data["path"] + (f" (+{len(info.parts) - 1} parts)" if len(info.parts) > 1 else "")),
         ("architecture", data["architecture"]),
-        ("parameters", _count(data["parameters"]) + (f" ({data['size_label']})" if data["size_label"] else "")),
+        ("parameters", format_count(data["parameters"]) + (f" ({data['size_label']})" if data["size_label"] else "")),
         ("quant", data["quant"] or "?"),
-        ("size", fmt_bytes(data["size"])),
+        ("size", format_size(data["size"])),
         ("context", f"{data['context_length']:,}" if data["context_length"] else "?"),
         ("layers", str(data["layers"] or "?")),
     ]
@@ -291,7 +289,7 @@ def show(
     for k, v in rows:
         out.print(f"  {k:<13}{v}", markup=False, highlight=False)
     out.print(f"  {'tensors':<13}{len(info.tensors)}: " + ", ".join(
-        f"{t} ×{counts[t]} ({fmt_bytes(sizes.get(t, 0))})" for t in counts), markup=False, highlight=False)
+        f"{t} ×{counts[t]} ({format_size(sizes.get(t, 0))})" for t in counts), markup=False, highlight=False)
     tpl = info.chat_template
     if tpl is None:
         out.print(f"  {'template':<13}none (the GGUF has no chat template)", markup=False)
@@ -302,13 +300,6 @@ def show(
         first = tpl.strip().splitlines()[0] if tpl.strip() else ""
         out.print(f"  {'template':<13}{len(tpl):,} characters: {first[:60]}{'…' if len(first) > 60 else ''} "
                   "(--template prints it)", markup=False, highlight=False)
-
-
-def _count(n: int) -> str:
-    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g}{suffix}"
-    return str(n)
 
 
 def _print_catalog(info: dict) -> None:
@@ -323,7 +314,7 @@ def _print_catalog(info: dict) -> None:
 @app.command()
 def rm(name: NameArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
     """Remove an installed model. Files another model (or another tool's cache entry) still uses are kept."""
-    from localseek.pull import find_installed
+    from localseek.models.pull import find_installed
 
     model = find_installed(name)
     if model is None:
@@ -334,7 +325,7 @@ def rm(name: NameArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
     if not yes:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
             raise UsageError(f"Removing {model.name} needs confirmation: pass --yes.")
-        if not confirm(f"Remove {model.name} ({fmt_bytes(model.size)})?", assume_yes=False):
+        if not confirm(f"Remove {model.name} ({format_size(model.size)})?", assume_yes=False):
             err_console().print("Kept.", markup=False)
             return
     result = store.remove(model.name)
@@ -343,7 +334,7 @@ def rm(name: NameArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
                      "kept": [{"path": p, "why": why} for p, why in result.kept]})
         return
     console = err_console()
-    console.print(f"Removed {model.name}: freed {fmt_bytes(result.freed)}.", markup=False)
+    console.print(f"Removed {model.name}: freed {format_size(result.freed)}.", markup=False)
     for p, why in result.kept:
         console.print(f"  kept {p}: {why}", style="stats", markup=False)
 

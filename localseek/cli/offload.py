@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from localseek.errors import UsageError
-from localseek.plan import Plan, Request
+from localseek.planning.plan import Plan, Request
 
 GpuLayers = Annotated[
     str,

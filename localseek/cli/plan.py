@@ -7,16 +7,17 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from localseek import hardware
 from localseek.cli import app
 from localseek.cli.offload import CpuMoe, Ctx, Force, GpuLayers, Mlock, NCpuMoe, NoMmap, Threads, make_request
-from localseek.footprint import Footprint, from_gguf
-from localseek.ggufinfo import read_gguf
-from localseek.hardware import Hardware, format_size
-from localseek.loader import resolve_model
-from localseek.plan import Plan, make_plan
+from localseek.planning import hardware
+from localseek.planning.footprint import Footprint
+from localseek.planning.hardware import Hardware
+from localseek.planning.plan import Plan
+from localseek.runtime.open import prepare
+from localseek.sizes import format_count, format_size, parse_size
 from localseek.tui import make_console
 
 _CLASS_LABEL = {
@@ -55,19 +56,18 @@ def plan_command(
         ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads, mlock=mlock,
         no_mmap=no_mmap, force=force,
     )
-    info = read_gguf(resolve_model(model))
-    fp = from_gguf(info)
     hw = hardware.what_if(
         hardware.detect(),
-        ram=hardware.parse_size(ram) if ram else None,
-        vram=hardware.parse_size(vram) if vram is not None else None,
+        ram=parse_size(ram, "--ram") if ram else None,
+        vram=parse_size(vram, "--vram") if vram is not None else None,
         unified=unified, cores=cores, board=board,
     )
-    plan = make_plan(fp, hw, request)
+    prep = prepare(model, request, hw=hw, notify=lambda msg: sys.stderr.write(msg + "\n"))
+    fp, plan = prep.footprint, prep.plan
     if as_json:
         typer.echo(json.dumps({"model": footprint_dict(fp), "hardware": hw.to_dict(), "plan": plan.to_dict()}, indent=2))
     else:
-        render(fp, hw, plan)
+        render(fp, hw, plan, prep.ref.text)
     if not plan.fits and not force:
         from localseek.cli import error_line
 
@@ -97,10 +97,10 @@ def _machine_line(hw: Hardware) -> str:
     return line + (" [what-if]" if hw.simulated else "")
 
 
-def render(fp: Footprint, hw: Hardware, plan: Plan) -> None:
+def render(fp: Footprint, hw: Hardware, plan: Plan, name: str) -> None:
     out = make_console(sys.stdout)
     mtp = f", +{fp.n_layer_all - fp.n_layer} MTP" if fp.n_layer_all > fp.n_layer else ""
-    out.print(f"[bold]{fp.name}[/] · {fp.arch} · {fp.file_type} · {fp.n_params / 1e9:.1f}B params · "
+    out.print(f"[bold]{escape(fp.name)}[/] · {fp.arch} · {fp.file_type} · {format_count(fp.n_params)} params · "
               f"{format_size(fp.weights(load_mtp=True))} ({fp.bits_per_weight:.2f} bits/weight) · "
               f"{fp.n_layer} layers{mtp}")
     out.print(f"Machine: {_machine_line(hw)}")
@@ -141,4 +141,4 @@ def render(fp: Footprint, hw: Hardware, plan: Plan) -> None:
     for w in plan.warnings:
         out.print(f"[notice]warning:[/] {w}")
     if plan.fits:
-        out.print(f"[green]Fits.[/] `localseek run {fp.name}` uses this plan.")
+        out.print(f"[green]Fits.[/] `localseek run {escape(name)}` uses this plan.", highlight=False)

@@ -20,17 +20,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from localseek import hub
+from localseek.models import hub
+from localseek.sizes import format_size
 from localseek.tui import THEME
-
-
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit, scale in (("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2), ("kB", 1000)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
 
 
 def err_console() -> Console:
@@ -53,13 +45,13 @@ class PlainProgress(hub.Progress):
             self.sizes[name] = size
         total = sum(size for _n, size, _h in files)
         if len(files) > 1:
-            self._say(f"{len(files)} files, {fmt_bytes(total)}")
+            self._say(f"{len(files)} files, {format_size(total)}")
 
     def verifying(self, name: str, size: int) -> None:
-        self._say(f"verifying {name} ({fmt_bytes(size)}) against the Hub's sha256")
+        self._say(f"verifying {name} ({format_size(size)}) against the Hub's sha256")
 
     def file_done(self, name: str, how: str) -> None:
-        self._say(f"{how:>10}  {name} ({fmt_bytes(self.sizes.get(name))})")
+        self._say(f"{how:>10}  {name} ({format_size(self.sizes.get(name))})")
 
     def message(self, text: str) -> None:
         self._say(text)

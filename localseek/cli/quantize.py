@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,17 +12,9 @@ import typer
 
 from localseek.cli import app
 from localseek.errors import ModelFileError, UsageError
+from localseek.sizes import format_size, parse_size
 
 _KEEP: list[object] = []
-
-
-def _size(text: str | None) -> int | None:
-    if text is None:
-        return None
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", text.upper())
-    if not m:
-        raise UsageError(f"--split-max-size {text!r}: give a size such as 50G, 500M or a number of bytes.")
-    return int(float(m.group(1)) * 1000 ** " KMGT".index(m.group(2) or " "))
 
 
 def _quiet_llama(verbose: bool) -> None:
@@ -77,7 +68,7 @@ def quantize(
     ] = False,
     split_max_size: Annotated[
         str | None,
-        typer.Option("--split-max-size", help="Split the output into parts of at most this size (e.g. 50G)."),
+        typer.Option("--split-max-size", help="Split the output into parts of at most this size (e.g. 50G = 50 GiB; binary units, as everywhere)."),
     ] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="Quantizer threads.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
@@ -101,7 +92,7 @@ def quantize(
             keep_mtp=not no_mtp,
             imatrix=imatrix,
             pure=pure,
-            split_max_size=_size(split_max_size),
+            split_max_size=parse_size(split_max_size, "--split-max-size") if split_max_size else None,
             force=force,
             threads=threads,
             progress=bar.update,
@@ -119,7 +110,7 @@ def quantize(
         + (f" (+{len(result.paths) - 1} more parts)" if len(result.paths) > 1 else "")
     )
     detail = ", ".join(f"{n} {k}" for k, n in sorted(result.types.items(), key=lambda kv: -kv[1]))
-    human = f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+    human = format_size(size)
     out.print(
         f"{result.qtype}: {human}, {result.n_tensors} tensors"
         + (f" ({detail})" if detail else "")

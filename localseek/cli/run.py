@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from localseek.chat.generation import Done, Turn
+from localseek.chat.session import ChatSession, ChatSettings
 from localseek.cli import app
 from localseek.cli.offload import (
     CpuMoe,
@@ -22,10 +24,8 @@ from localseek.cli.offload import (
     summary_line,
 )
 from localseek.errors import Interrupted, UsageError
-from localseek.generation import Done, Turn
-from localseek.ggufinfo import read_gguf
-from localseek.loader import load_planned, plan_for, resolve_model
-from localseek.session import ChatSession, ChatSettings
+from localseek.models.store import InstalledModel
+from localseek.sizes import format_size
 
 ModelArg = Annotated[str, typer.Argument(
     help="A catalog name (deepseek-r1:7b, see `localseek models`), an installed model, OWNER/REPO[:QUANT], or a "
@@ -109,20 +109,12 @@ def run(
     Memory is planned first (see `localseek plan MODEL`); the offload flags override the plan.
     Exit codes: 0 done, 2 bad input or model, 130 interrupted (Ctrl-C).
     """
-    from localseek import speculative
-    from localseek.defaults import resolve_sampling
+    from localseek.runtime.open import Speculation, open_model
 
     request = make_request(
         ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads, mlock=mlock,
         no_mmap=no_mmap, force=force,
     )
-    info = read_gguf(resolve_model(model, fetch=lambda ref: _pull_first(ref, assume_yes=yes)))
-    flags = {
-        "temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
-        "repeat_penalty": repeat_penalty, "max_tokens": max_tokens, "seed": seed,
-    }
-    sampling, _ = resolve_sampling(model, info, flags)
-    use_mtp = speculative.resolve(info, mtp=mtp, draft=draft)
     piped = _read_stdin()
     if prompt is not None and piped:
         prompt = f"{prompt}\n\n{piped}"
@@ -134,44 +126,47 @@ def run(
         raise UsageError("Nothing to answer: pass a prompt, pipe text in, or run from a terminal to chat.")
     if as_json and prompt is None:
         raise UsageError("--json needs a prompt (it answers once); pass one or pipe it in.")
-    plan = plan_for(info, request)
-    _report_plan(plan, verbose=verbose)
-    engine = load_planned(info, plan, verbose=verbose, load_mtp=use_mtp)
-    if verbose and plan.overrides:
-        moved = engine.overridden_tensors()
-        sys.stderr.write(f"llama.cpp: {len(moved)} tensors overridden to CPU (RAM) by {', '.join(plan.overrides)}\n")
-    settings = ChatSettings(
-        sampling=sampling, think=think, show_thinking=not hide_thinking, think_budget=think_budget
-    )
-    try:
-        speculative.enable(engine, mtp=use_mtp, draft=draft, n_draft=draft_max)
-        facts = {**_facts(info), "plan": summary_line(plan).removeprefix("plan: ")}
-        session = ChatSession(engine, settings, system=system, model_name=info.path.name, model_facts=facts)
+    flags = {
+        "temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
+        "repeat_penalty": repeat_penalty, "max_tokens": max_tokens, "seed": seed,
+    }
+    with open_model(
+        model, request, speculation=Speculation(mtp=mtp, draft=draft, n_draft=draft_max), sampling=flags,
+        verbose=verbose, fetch=lambda ref: _pull_first(ref, assume_yes=yes), notify=_say,
+        on_plan=lambda prep: _report_plan(prep.plan, verbose=verbose),
+    ) as opened:
+        plan = opened.plan
+        if verbose and plan.overrides:
+            moved = opened.engine.overridden_tensors()
+            _say(f"llama.cpp: {len(moved)} tensors overridden to CPU (RAM) by {', '.join(plan.overrides)}")
+        settings = ChatSettings(
+            sampling=opened.sampling, think=think, show_thinking=not hide_thinking, think_budget=think_budget
+        )
+        facts = {**_facts(opened.info), "plan": summary_line(plan).removeprefix("plan: ")}
+        session = ChatSession(opened.engine, settings, system=system, model_name=opened.name, model_facts=facts)
         if prompt is not None:
             _answer_once(session, prompt, as_json=as_json, show_thinking=show_thinking)
         else:
-            _chat(session, _history_key(info.path.name))
-    finally:
-        engine.close()
+            _chat(session, opened.name)
 
 
-def _pull_first(ref: str, *, assume_yes: bool):
+def _say(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+def _pull_first(ref: str, *, assume_yes: bool) -> InstalledModel:
     """`run NAME` of a model that is not here yet: ask (on a terminal) or take --yes, then pull it."""
-    from localseek import store
     from localseek.cli.models import confirm, do_pull
-    from localseek.cli.progress import fmt_bytes
     from localseek.errors import NotInstalledError
-    from localseek.pull import expected_size, parse_ref
+    from localseek.models.pull import expected_size, parse_ref
 
     size = expected_size(parse_ref(ref))
     if not assume_yes and not (sys.stdin.isatty() and sys.stderr.isatty()):
         raise NotInstalledError(f"{ref} is not installed: pass --yes to download it now, or `localseek pull {ref}`.")
-    about = f" (about {fmt_bytes(size)})" if size else ""
+    about = f" (about {format_size(size)})" if size else ""
     if not confirm(f"{ref} is not installed. Download it{about} from Hugging Face now?", assume_yes=assume_yes):
         raise NotInstalledError(f"Not downloaded; `localseek pull {ref}` fetches it when you are ready.")
-    result = do_pull(ref)
-    store.touch(result.model.name)
-    return result.model.primary
+    return do_pull(ref).model
 
 
 def _report_plan(plan, *, verbose: bool) -> None:
@@ -197,18 +192,10 @@ def _facts(info: Any) -> dict[str, str]:
     if name:
         facts["name"] = str(name)
     size = info.total_bytes
-    facts["size"] = (f"{size / 1024**3:.2f} GiB" if size >= 1024**3 else f"{size / 1024**2:.1f} MiB") + (
+    facts["size"] = format_size(size) + (
         f" in {len(info.parts)} parts" if len(info.parts) > 1 else ""
     )
     return facts
-
-
-def _history_key(filename: str) -> str:
-    from localseek.ggufinfo import SPLIT_RE
-
-    m = SPLIT_RE.match(filename)
-    stem = m["stem"] if m else filename
-    return stem.removesuffix(".gguf")
 
 
 def _answer_once(session: ChatSession, prompt: str, *, as_json: bool, show_thinking: bool) -> None:
@@ -219,7 +206,7 @@ def _answer_once(session: ChatSession, prompt: str, *, as_json: bool, show_think
         return
     if sys.stdout.isatty():
         view: Any = ChatView(make_console(), show_thinking=session.settings.show_thinking,
-                             stats=lambda: session.engine.last_stats)
+                             stats=lambda: session.live_stats)
     else:
         view = PlainView(show_thinking=show_thinking)
     turn = Turn()
@@ -276,7 +263,7 @@ def _chat(session: ChatSession, history_key: str) -> None:
     if sys.stdin.isatty() and sys.stdout.isatty():
         console = make_console()
         view: Any = ChatView(console, show_thinking=session.settings.show_thinking,
-                             stats=lambda: session.engine.last_stats)
+                             stats=lambda: session.live_stats)
         chat_loop(session, view, prompt_reader(history_key), console)
     else:
         chat_loop(session, PlainView(show_thinking=False), plain_reader, None)

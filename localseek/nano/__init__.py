@@ -1,29 +1,24 @@
 """localseek-nano: the bundled, trained DeepSeek-V3-architecture reasoning model (a few MB, FP8 like V3).
 
-`localseek run nano` converts the shipped FP8 checkpoint with our own FP8 → integer path on first use and caches
-the GGUF under LOCALSEEK_HOME/converted/, keyed by the checkpoint's contents, so it works offline on any machine.
+`localseek run nano` converts the shipped FP8 checkpoint with our own FP8 → integer path on first use, keeps the GGUF
+under LOCALSEEK_HOME/converted/ (keyed by the checkpoint's contents) and registers it like a pulled model, so it
+works offline on any machine and `list`, `show`, `rm` and `plan` know it. Its catalog entry is `localseek-nano`
+(status "bundled") in models.toml.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from localseek import store
 from localseek.errors import ModelFileError, UsageError
+from localseek.models import store
 
 CHECKPOINT = Path(__file__).parent / "localseek-nano"
-NAMES = ("nano", "localseek-nano", "deepseek-nano")
+CATALOG_ID = "localseek-nano"
 DEFAULT_QUANT = "Q8_0"
-
-
-def parse_ref(ref: str) -> str | None:
-    """The quant asked for when `ref` names nano (`nano`, `nano:Q4_K_M`), else None."""
-    name, _, quant = ref.partition(":")
-    if name.lower() not in NAMES:
-        return None
-    return (quant or DEFAULT_QUANT).upper()
 
 
 def _fingerprint(folder: Path) -> str:
@@ -59,3 +54,19 @@ def ensure_gguf(quant: str = DEFAULT_QUANT, *, on_convert: Callable[[str], None]
         except QuantizeError as exc:
             raise ModelFileError(f"Could not convert localseek-nano: {exc}") from exc
     return out
+
+
+def install(quant: str = DEFAULT_QUANT, *, on_convert: Callable[[str], None] | None = None) -> store.InstalledModel:
+    """localseek-nano at `quant` as an installed model: converted once, registered as `localseek-nano:QUANT`."""
+    path = ensure_gguf(quant, on_convert=on_convert)
+    name = f"{CATALOG_ID}:{quant}"
+    model = store.get(name)
+    size = path.stat().st_size
+    if model is None or model.primary != path or model.missing():
+        stat = path.stat()
+        model = store.InstalledModel(
+            name=name, kind="gguf", source="bundled", catalog_id=CATALOG_ID, quant=quant, pulled_at=time.time(),
+            files=(store.StoredFile(path=str(path), blob=str(path), size=size, mtime_ns=stat.st_mtime_ns),),
+        )
+        store.register(model)
+    return model

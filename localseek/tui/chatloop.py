@@ -9,7 +9,6 @@ Ctrl-D leaves.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 from collections.abc import Callable, Iterable
@@ -17,24 +16,20 @@ from pathlib import Path
 
 from rich.console import Console
 
-from localseek.commands import completions, is_command, run_command
+from localseek.chat.commands import completions, is_command, run_command
+from localseek.chat.generation import Done, Turn
+from localseek.chat.session import ChatSession
 from localseek.errors import LocalseekError
-from localseek.generation import Done, Turn
-from localseek.session import ChatSession
+from localseek.models import store
 from localseek.tui.view import ChatView, PlainView
 
 ReadLine = Callable[[], str]
 
 
 def history_file(model_key: str) -> Path:
-    """Per-model input history under LOCALSEEK_HOME (or the platform's data folder)."""
-    home = os.environ.get("LOCALSEEK_HOME")
-    if not home:
-        from platformdirs import user_data_dir
-
-        home = user_data_dir("localseek")
+    """Per-model input history under localseek's home (`store.home()`)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_key).strip("._") or "model"
-    return Path(home) / "history" / f"{safe}.txt"
+    return store.home() / "history" / f"{safe}.txt"
 
 
 def prompt_reader(model_key: str) -> ReadLine:

@@ -20,11 +20,11 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from localseek.commands import Reply
-from localseek.engine import Stats
-from localseek.generation import Done, ThinkingDone
-from localseek.reasoning import Answer, Reasoning
-from localseek.session import ContextTrimmed
+from localseek.chat.commands import Reply
+from localseek.chat.generation import Done, ThinkingDone
+from localseek.chat.reasoning import Answer, Reasoning
+from localseek.chat.session import ContextTrimmed
+from localseek.runtime.options import Stats
 from localseek.tui.markdown import (
     BlockSplitter,
     ReasoningTail,
@@ -35,7 +35,7 @@ from localseek.tui.markdown import (
     render_pending,
 )
 
-StatsSource = Callable[[], Stats]
+StatsSource = Callable[[], "Stats | None"]
 _BAR = "│ "
 THINKING_ROWS = 12  # the live reasoning block shows at most this many of its last lines
 # Model output is untrusted: control characters (ESC above all) must not reach the terminal as such.

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localseek.chat.reasoning import ReasoningParser
+from localseek.chat.session import ChatSession
 from localseek.errors import LocalseekError, UsageError
-from localseek.reasoning import ReasoningParser
-from localseek.session import ChatSession
 
 
 @dataclass(frozen=True)

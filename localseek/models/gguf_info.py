@@ -6,18 +6,15 @@ truncated, or the first part of a split model whose other parts are absent.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gguf import GGUFValueType
-
-from localseek import ggufheader
 from localseek.errors import ModelFileError
+from localseek.models import gguf_header as ggufheader
+from localseek.models.quants import SPLIT_RE, split_name
 
 GGUF_MAGIC = b"GGUF"
-SPLIT_RE = re.compile(r"^(?P<stem>.*)-(?P<idx>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
 @dataclass(frozen=True)
@@ -52,22 +49,17 @@ class GGUFInfo:
         """Architecture-scoped lookup: get("context_length") reads "<arch>.context_length"."""
         return self.metadata.get(f"{self.arch}.{key}", self.metadata.get(key, default))
 
-
-def _field_value(reader_field: Any) -> Any:
-    types = reader_field.types
-    if not types:
-        return None
-    if types[0] == GGUFValueType.ARRAY:
-        if len(types) > 1 and types[1] == GGUFValueType.STRING:
-            return [bytes(reader_field.parts[i]).decode("utf-8", "replace") for i in reader_field.data]
-        # Large arrays (token scores, types) are summarised by length to keep headers cheap.
-        return [reader_field.parts[i].tolist()[0] for i in reader_field.data[:64]] if len(reader_field.data) <= 64 \
-            else f"<array of {len(reader_field.data)}>"
-    value = reader_field.parts[reader_field.data[0]]
-    if types[0] == GGUFValueType.STRING:
-        return bytes(value).decode("utf-8", "replace")
-    item = value.tolist()
-    return item[0] if isinstance(item, list) and len(item) == 1 else item
+    def int_value(self, key: str, default: int = 0) -> int:
+        """`get(key)` as a whole number ≥ 0; a value of another type (text, a fraction, a list) is a damaged file."""
+        value = self.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ModelFileError(
+                f"{self.path.name}: {key} is {str(value)[:40]!r}, not a count; the file is damaged or not a model "
+                "llama.cpp can load — download or convert it again."
+            )
+        return value
 
 
 def split_parts(path: Path) -> list[Path]:
@@ -76,7 +68,7 @@ def split_parts(path: Path) -> list[Path]:
     if not m:
         return [path]
     count = int(m["count"])
-    parts = [path.with_name(f"{m['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    parts = [path.with_name(split_name(m["stem"], i, count)) for i in range(1, count + 1)]
     missing = [p.name for p in parts if not p.exists()]
     if missing:
         raise ModelFileError(

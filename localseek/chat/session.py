@@ -1,7 +1,7 @@
 """An interactive chat session: conversation + settings + the last turn's results. No terminal I/O.
 
 The TUI feeds it user text (`ask`, which yields generation events) and slash commands
-(`localseek.commands.run_command`); it keeps what both need to agree on.
+(`localseek.chat.commands.run_command`); it keeps what both need to agree on.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localseek.chat import Conversation
-from localseek.engine import Engine, Sampling
+from localseek.chat.conversation import Conversation
+from localseek.chat.generation import Done, Prompt, ThinkingDone, Turn, build_prompt, respond, template_for
+from localseek.chat.reasoning import Event
 from localseek.errors import UsageError
-from localseek.generation import Done, Prompt, ThinkingDone, Turn, build_prompt, respond, template_for
-from localseek.reasoning import Event
+from localseek.runtime.engine import Engine
+from localseek.runtime.options import Sampling, Stats
 
 
 @dataclass
@@ -65,6 +66,12 @@ class ChatSession:
         self.last: Done | None = None
         self.last_prompt: Prompt | None = None
         self.totals = SessionTotals()
+        self._turn: Turn | None = None  # the turn streaming now (or last)
+
+    @property
+    def live_stats(self) -> Stats | None:
+        """The measurements of the reply being generated (for a status line while it streams)."""
+        return self._turn.stats if self._turn is not None else None
 
     # -- facts the UI shows --------------------------------------------------------------------
     @property
@@ -98,6 +105,7 @@ class ChatSession:
     def ask(self, text: str, turn: Turn) -> Iterator[Event | ThinkingDone | Done | ContextTrimmed]:
         """Add the user's message and stream the reply. On completion the reply joins the conversation;
         if the consumer stops early (Ctrl-C), it must call `interrupted(turn)`."""
+        self._turn = turn
         self.conversation.add_user(text)
         try:
             prompt = build_prompt(
@@ -118,17 +126,17 @@ class ChatSession:
             self.engine, None, self.settings.sampling, turn=turn, think_budget=budget, prompt=prompt
         ):
             if isinstance(event, Done):
-                self._record(event.answer, event.reasoning, interrupted=False)
+                self._record(event.answer, event.reasoning, event.stats, interrupted=False)
                 self.last = event
                 self.totals.reasoning_tokens += event.reasoning_tokens
             yield event
 
     def interrupted(self, turn: Turn) -> Done:
         """Keep the partial reply of a turn stopped by the user (marked as interrupted)."""
-        stats = self.engine.last_stats
+        stats = turn.stats
         stats.stop_reason = "interrupted"
         answer, reasoning = "".join(turn.answer), "".join(turn.reasoning)
-        self._record(answer, reasoning, interrupted=True)
+        self._record(answer, reasoning, stats, interrupted=True)
         self.totals.interrupted += 1
         think = turn.thinking
         # Stopped while still reasoning: everything generated so far was reasoning (less the opening tag).
@@ -143,9 +151,8 @@ class ChatSession:
         )
         return self.last
 
-    def _record(self, answer: str, reasoning: str, *, interrupted: bool) -> None:
+    def _record(self, answer: str, reasoning: str, stats: Stats, *, interrupted: bool) -> None:
         self.conversation.add_assistant(answer, reasoning, interrupted=interrupted)
-        stats = self.engine.last_stats
         self.totals.turns += 1
         self.totals.generated_tokens += stats.generated_tokens
         self.totals.generation_seconds += stats.generation_seconds

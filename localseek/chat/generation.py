@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from localseek.chat import FALLBACK_TEMPLATE, ChatTemplate, Conversation
-from localseek.engine import Engine, Sampling, Stats
+from localseek.chat.conversation import FALLBACK_TEMPLATE, ChatTemplate, Conversation
+from localseek.chat.reasoning import Answer, Event, Reasoning, ReasoningParser
 from localseek.errors import UsageError
-from localseek.reasoning import Answer, Event, Reasoning, ReasoningParser
+from localseek.runtime.engine import Engine
+from localseek.runtime.options import Sampling, Stats
 
 # What is forced into the stream when the reasoning budget runs out (llama.cpp's server forces its
 # end tag the same way; the newlines are how DeepSeek's models close the block themselves).
@@ -44,11 +45,13 @@ class Done:
 
 @dataclass
 class Turn:
-    """Accumulates a turn's text while streaming (also kept when the turn is interrupted)."""
+    """Accumulates a turn's text and the engine's measurements while streaming (also kept when the turn is
+    interrupted): a view may read `stats` live."""
 
     reasoning: list[str] = field(default_factory=list)
     answer: list[str] = field(default_factory=list)
     thinking: ThinkingDone | None = None
+    stats: Stats = field(default_factory=Stats)
 
     def add(self, event: Event) -> None:
         (self.reasoning if isinstance(event, Reasoning) else self.answer).append(event.text)
@@ -136,8 +139,9 @@ def respond(
         turn.thinking = ThinkingDone(seconds, think_tokens, budget_hit)
         return turn.thinking
 
-    for piece in engine.stream(tokens, sampling):
-        generated = engine.last_stats.generated_tokens
+    stats = turn.stats
+    for piece in engine.stream(tokens, sampling, stats):
+        generated = stats.generated_tokens
         started_at = started_at or time.perf_counter()
         was_thinking = parser.phase == "thinking"
         events = parser.feed(piece)
@@ -162,7 +166,7 @@ def respond(
         turn.add(event)
         yield event
     yield Done(
-        engine.last_stats,
+        stats,
         "".join(turn.reasoning).rstrip("\n"),
         "".join(turn.answer).lstrip("\n"),  # after "<think></think>" in the prompt, models start with "\n\n"
         prompt.opened_think,

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from localseek.errors import UsageError
+from localseek.sizes import GiB, format_size, parse_size  # noqa: F401  (re-exported for what-if callers)
 
-GiB = 1024**3
 ROOT = Path("/")  # where /proc and /sys are read from (tests point it at a fake tree)
 
 
@@ -110,28 +110,6 @@ class Hardware:
         return data
 
 
-# -- sizes -----------------------------------------------------------------------------------------------------
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """"24GiB", "24G", "24GB", "1.5T", "512M" → bytes. Binary units throughout: memory is sold in GiB even
-    when labelled GB (a "24 GB" GPU has 24 GiB)."""
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise UsageError(f"Cannot read the size {text!r}; write it like 24GiB, 16G or 512M.")
-    power = "bkmgt".index((m[2] or "b").lower())
-    return int(float(m[1]) * 1024**power)
-
-
-def format_size(n: float) -> str:
-    for unit, scale in (("TiB", 1024**4), ("GiB", GiB), ("MiB", 1024**2), ("KiB", 1024)):
-        if abs(n) >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
-
-
 # -- memory ----------------------------------------------------------------------------------------------------
 
 
@@ -212,6 +190,31 @@ def memory() -> Memory:
 
 
 # -- CPU -------------------------------------------------------------------------------------------------------
+
+
+def env_threads() -> int | None:
+    """LOCALSEEK_THREADS, when set: the user's thread count for every model on this machine."""
+    raw = os.environ.get("LOCALSEEK_THREADS", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"LOCALSEEK_THREADS must be a whole number of at least 1, not {raw!r}; fix or unset it.")
+    return int(raw)
+
+
+def default_threads(hw: Hardware | None = None) -> int:
+    """The thread policy, in one place: LOCALSEEK_THREADS (on this machine, not a what-if), else one per
+    performance core (efficiency cores slow every token down), else one per physical core (hyper-threads only
+    contend for memory bandwidth)."""
+    if hw is None or not hw.simulated:
+        env = env_threads()
+        if env:
+            return env
+    if hw is None:
+        return physical_cores()
+    if hw.cpu.performance_cores:
+        return hw.cpu.performance_cores
+    return max(1, hw.cpu.physical_cores)
 
 
 def usable_cpus() -> int:
@@ -386,7 +389,7 @@ def _unseen_gpus() -> list[GPU]:
 
 
 def _gpus(board: Board | None, notes: list[str]) -> tuple[list[GPU], list[str]]:
-    from localseek import backends
+    from localseek.planning import backends
 
     gpus: list[GPU] = []
     try:
@@ -415,7 +418,7 @@ def _gpus(board: Board | None, notes: list[str]) -> tuple[list[GPU], list[str]]:
 def detect() -> Hardware:
     notes: list[str] = []
     try:
-        from localseek import backends
+        from localseek.planning import backends
 
         build = backends.build_features()
     except OSError as exc:

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localseek import store
-from localseek.catalog import Catalog, ModelSpec, UnknownModelError, load_catalog
 from localseek.errors import HubError, ModelFileError, NotInstalledError, UsageError
-from localseek.hub import Hub, LocalFile, Progress, RepoUnavailableError, offline_mode
-from localseek.listing import (
+from localseek.models import store
+from localseek.models.catalog import Catalog, ModelSpec, UnknownModelError, load_catalog
+from localseek.models.hub import Hub, LocalFile, Progress, RepoUnavailableError, offline_mode
+from localseek.models.listing import (
     FileSet,
     RemoteFile,
     RepoListing,
@@ -29,7 +29,8 @@ from localseek.listing import (
     select_files,
     select_quant,
 )
-from localseek.quants import FALLBACK_ORDER, is_quant, normalize_quant
+from localseek.models.quants import FALLBACK_ORDER, is_quant, normalize_quant
+from localseek.sizes import format_size
 
 HUB_REF_RE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?::(?P<sel>.+))?$")
 
@@ -262,7 +263,7 @@ def _choose(spec: ModelSpec, quant: str, *, explicit: bool, hub: Hub,
     where = "the Hugging Face cache" if listings[0][0].from_cache else "the Hub"
     if not offers:
         raise HubError(f"{spec.id}: no GGUF files found in {', '.join(s.repo for s in spec.gguf)} on {where}.")
-    menu = ", ".join(f"{q} ({offers[q][0] / 1e9:.1f} GB)" for q in sorted(offers, key=lambda q: offers[q][0]))
+    menu = ", ".join(f"{q} ({format_size(offers[q][0])})" for q in sorted(offers, key=lambda q: offers[q][0]))
     raise HubError(f"{spec.id} has no {quant} in {where}; available: {menu}. Pull one as {spec.id}:QUANT.")
 
 
@@ -301,7 +302,7 @@ def _pull_repo(target: Target, hub: Hub, progress: Progress, catalog: Catalog) -
             fs = select_quant(listing, sel)
             if fs is None:
                 offers = available_quants(listing)
-                menu = ", ".join(f"{q} ({s / 1e9:.1f} GB)" for q, s in sorted(offers.items(), key=lambda kv: kv[1]))
+                menu = ", ".join(f"{q} ({format_size(s)})" for q, s in sorted(offers.items(), key=lambda kv: kv[1]))
                 raise HubError(f"{repo} has no {normalize_quant(sel)}; available: {menu or 'no GGUF files'}.")
         else:
             fs = select_files(listing, sel)

@@ -16,35 +16,22 @@ the same distribution otherwise).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from localseek.decode import Batch, DecodeContext, Sampler, common_prefix, prefill, reusable_prefix
 from localseek.errors import EngineError, UsageError
+from localseek.models.gguf_info import GGUFInfo
+from localseek.runtime.decode import Batch, DecodeContext, Sampler, common_prefix, prefill, reusable_prefix
+from localseek.runtime.options import SpecStats
 
 DEFAULT_MTP_DRAFT = 3  # most tokens per draft; the tuner picks the length that pays (0 = plain decoding)
 DEFAULT_MODEL_DRAFT = 6
 DEFAULT_P_MIN = 0.5  # after the first draft token, stop once the drafter's own top probability falls below this
-
-
-@dataclass
-class SpecStats:
-    drafted: int = 0
-    accepted: int = 0
-    rounds: int = 0  # verification batches
-    draft_seconds: float = 0.0
-    verify_seconds: float = 0.0
-
-    @property
-    def acceptance(self) -> float:
-        return self.accepted / self.drafted if self.drafted else 0.0
-
-    def as_dict(self) -> dict[str, float | int]:
-        return {"drafted": self.drafted, "accepted": self.accepted, "rounds": self.rounds,
-                "acceptance": round(self.acceptance, 4)}
 
 
 class DraftTuner:
@@ -130,6 +117,11 @@ class Drafter(Protocol):
 
     def accepted(self, target: DecodeContext, n_accepted: int) -> None:
         """The last verification kept `n_accepted` drafts; the target cache has been truncated to match."""
+
+    def suspended(self, target: DecodeContext) -> AbstractContextManager[None]:
+        """While inside, the target decodes without the drafter (plain decoding, nothing kept for drafting)."""
+
+    def set_threads(self, n: int, n_batch: int) -> None: ...
 
     def close(self) -> None: ...
 
@@ -323,6 +315,21 @@ class MTPDrafter:
     def accepted(self, target: DecodeContext, n_accepted: int) -> None:
         pass  # the cache ends at the verified query; the next decode's hidden states replace the rejected ones
 
+    @contextmanager
+    def suspended(self, target: DecodeContext) -> Iterator[None]:
+        """Plain decoding costs what it costs without MTP: no hidden states output or kept. Afterwards `prepare`
+        finds the states of the positions decoded meanwhile missing and has them decoded again."""
+        self._target.observers.remove(self._observe)
+        self._ext.llama_set_embeddings_nextn(self.target_ctx, False, False)
+        try:
+            yield
+        finally:
+            self._ext.llama_set_embeddings_nextn(self.target_ctx, True, False)
+            self._target.observers.append(self._observe)
+
+    def set_threads(self, n: int, n_batch: int) -> None:
+        self._lib.llama_set_n_threads(self.ctx, n, n_batch)
+
     def close(self) -> None:
         if self._observe in self._target.observers:
             self._target.observers.remove(self._observe)
@@ -334,14 +341,24 @@ class MTPDrafter:
             self.ctx = None
 
 
+class DraftEngine(Protocol):
+    """What `ModelDrafter` needs of the draft model's engine (an `engine.Engine` without a drafter of its own)."""
+
+    decoder: DecodeContext
+
+    def set_threads(self, n: int, n_batch: int | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class ModelDrafter:
     """Drafts greedily with a smaller model that shares the tokenizer; owns (and closes) the draft engine."""
 
     kind = "draft-model"
 
-    def __init__(self, draft_engine: object, target: DecodeContext, *, n_draft: int = DEFAULT_MODEL_DRAFT,
+    def __init__(self, draft_engine: DraftEngine, target: DecodeContext, *, n_draft: int = DEFAULT_MODEL_DRAFT,
                  p_min: float = DEFAULT_P_MIN, fixed: bool = False) -> None:
-        draft: DecodeContext = draft_engine.decoder  # type: ignore[attr-defined]
+        draft = draft_engine.decoder
         check_same_tokenizer(target.model, draft.model)
         self.engine = draft_engine
         self.dc = draft
@@ -377,8 +394,14 @@ class ModelDrafter:
     def accepted(self, target: DecodeContext, n_accepted: int) -> None:
         pass  # the next draft() reuses the common prefix and drops the rest
 
+    def suspended(self, target: DecodeContext) -> AbstractContextManager[None]:
+        return nullcontext()  # the draft model catches up by itself on the next draft
+
+    def set_threads(self, n: int, n_batch: int) -> None:
+        self.engine.set_threads(n, n_batch)
+
     def close(self) -> None:
-        self.engine.close()  # type: ignore[attr-defined]
+        self.engine.close()
 
 
 def check_same_tokenizer(target_model: object, draft_model: object) -> None:
@@ -411,8 +434,6 @@ def speculative_tokens(dc: DecodeContext, sampler: Sampler, drafter: Drafter, pr
                        stats: SpecStats) -> Iterator[int]:
     """Like `decode.plain_tokens`, but each round decodes [last, draft…] together and yields every token the main
     model agrees with, plus its own next token."""
-    import time
-
     keep = drafter.prepare(dc, reusable_prefix(dc, prompt))
     prefill(dc, prompt, keep)
     sampler.accept(prompt)
@@ -448,79 +469,34 @@ def speculative_tokens(dc: DecodeContext, sampler: Sampler, drafter: Drafter, pr
         last = out[-1]
 
 
-# -- wiring: what `run` and `bench` call ------------------------------------------------------------
-def mtp_layers(info: object) -> int:
+# -- choosing a drafter ----------------------------------------------------------------------------------------
+def mtp_layers(info: GGUFInfo) -> int:
     """How many MTP blocks the GGUF carries (0 when its converter dropped them, as llama.cpp's own does)."""
-    n = int(info.get("nextn_predict_layers", 0) or 0)  # type: ignore[attr-defined]
-    blocks = int(info.get("block_count", 0) or 0)  # type: ignore[attr-defined]
+    n = info.int_value("nextn_predict_layers")
+    blocks = info.int_value("block_count")
     if n <= 0 or blocks <= n:
         return 0
-    names = {t.name for t in info.tensors}  # type: ignore[attr-defined]
+    names = {t.name for t in info.tensors}
     return n if f"blk.{blocks - n}.nextn.eh_proj.weight" in names else 0
 
 
-def want_mtp(info: object, requested: bool | None) -> bool:
+def want_mtp(info: GGUFInfo, requested: bool | None) -> bool:
     """--mtp/--no-mtp/neither → whether to load and use the MTP block. On by default when the model has one."""
     has = mtp_layers(info) > 0
     if requested and not has:
         raise UsageError(
-            f"{info.path.name} has no MTP module (blk.N.nextn.* tensors); drop --mtp, or convert the model with "  # type: ignore[attr-defined]
+            f"{info.path.name} has no MTP module (blk.N.nextn.* tensors); drop --mtp, or convert the model with "
             "`localseek` (which keeps MTP) instead of llama.cpp's converter."
         )
     if requested is None:
-        return has and info.arch == "deepseek2"  # type: ignore[attr-defined]
+        return has and info.arch == "deepseek2"
     return requested
 
 
-def attach_mtp(engine: object, *, n_draft: int | None = None, p_min: float = DEFAULT_P_MIN,
-               fixed: bool = False) -> MTPDrafter:
-    drafter = MTPDrafter(engine.decoder, n_draft=n_draft or DEFAULT_MTP_DRAFT, p_min=p_min,  # type: ignore[attr-defined]
-                         fixed=fixed)
-    engine.drafter = drafter  # type: ignore[attr-defined]
-    return drafter
-
-
-def attach_draft_model(engine: object, draft_engine: object, *, n_draft: int | None = None,
-                       p_min: float = DEFAULT_P_MIN, fixed: bool = False) -> ModelDrafter:
-    try:
-        drafter = ModelDrafter(draft_engine, engine.decoder, n_draft=n_draft or DEFAULT_MODEL_DRAFT,  # type: ignore[attr-defined]
-                               p_min=p_min, fixed=fixed)
-    except Exception:
-        draft_engine.close()  # type: ignore[attr-defined]
-        raise
-    engine.drafter = drafter  # type: ignore[attr-defined]
-    return drafter
-
-
-def resolve(info: object, *, mtp: bool | None, draft: str | None) -> bool:
+def resolve(info: GGUFInfo, *, mtp: bool | None, draft: str | None) -> bool:
     """Whether to load the MTP block, given --mtp/--no-mtp and --draft (one drafter at a time)."""
     if draft:
         if mtp:
             raise UsageError("Use either --mtp or --draft, not both.")
         return False
     return want_mtp(info, mtp)
-
-
-def enable(engine: object, *, mtp: bool, draft: str | None, n_draft: int | None = None,
-           p_min: float = DEFAULT_P_MIN, fixed: bool = False) -> str:
-    """Attach the drafter `resolve` chose to a loaded engine; returns "mtp", "draft-model" or "" (none)."""
-    if mtp:
-        attach_mtp(engine, n_draft=n_draft, p_min=p_min, fixed=fixed)
-        return MTPDrafter.kind
-    if draft:
-        from localseek.engine import LoadOptions
-        from localseek.ggufinfo import read_gguf
-        from localseek.loader import load_planned, open_model, plan_beside, resolve_model
-
-        main = engine.options  # type: ignore[attr-defined]
-        if engine.plan is not None:  # type: ignore[attr-defined]
-            # Planned like the main model, in the RAM and VRAM its plan leaves (on the GPU too when there is room).
-            info = read_gguf(resolve_model(draft))
-            draft_engine = load_planned(info, plan_beside(engine.plan, info), verbose=main.verbose)  # type: ignore[attr-defined]
-        else:  # an engine loaded with explicit options: the draft model gets the same ones
-            opts = LoadOptions(n_ctx=engine.n_ctx, n_threads=main.n_threads, n_threads_batch=main.n_threads_batch,  # type: ignore[attr-defined]
-                               n_batch=main.n_batch, n_ubatch=main.n_ubatch, verbose=main.verbose)
-            draft_engine, _ = open_model(draft, opts)
-        attach_draft_model(engine, draft_engine, n_draft=n_draft, p_min=p_min, fixed=fixed)
-        return ModelDrafter.kind
-    return ""

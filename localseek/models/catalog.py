@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from localseek.errors import LocalseekError
-from localseek.quants import QUANT_RE, is_quant, normalize_quant
+from localseek.models.quants import QUANT_BPW, QUANT_RE, is_quant, normalize_quant
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,8 +23,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 GB = 1000**3
-DEFAULT_CTX = 4096  # the context `run` opens by default (loader.DEFAULT_CTX); memory needs are quoted for it
-STATUSES = ("ready", "convert")
+DEFAULT_CTX = 4096  # the context `run` opens by default (the planner's too); memory needs are quoted for it
+STATUSES = ("ready", "convert", "bundled")  # bundled: ships inside the package (localseek-nano)
 _QUANTISH = re.compile(r"^(ud-)?(i?q\d|tq|bf|fp?\d|mxfp)", re.IGNORECASE)  # looks like a quant, maybe misspelt
 
 
@@ -108,11 +108,16 @@ class ModelSpec:
         return sorted(seen.items(), key=lambda kv: (kv[1] is None, kv[1] or 0))
 
     def size_of(self, quant: str | None = None) -> int | None:
+        """The GGUF's size as a source lists it; for a bundled model (converted locally), parameters × the quant's
+        bits per weight."""
         q = normalize_quant(quant or self.default_quant or "")
         for src in self.gguf:
             size = src.size_of(q)
             if size is not None:
                 return size
+        if self.status == "bundled":
+            bpw = dict(QUANT_BPW).get(q)
+            return int(self.params * bpw / 8) if bpw else None
         return None
 
     def kv_bytes(self, n_ctx: int) -> int | None:
@@ -201,7 +206,7 @@ _MODEL_KEYS = {
     "status": str, "default_quant": str, "original_gb": (int, float), "sampling": dict, "kv": dict, "note": str,
     "gguf": list,
 }
-_REQUIRED = ("id", "title", "family", "repo", "hf_arch", "gguf_arch", "params", "active", "context", "license",
+_REQUIRED = ("id", "title", "family", "hf_arch", "gguf_arch", "params", "active", "context", "license",
              "reasoning", "status")
 _KV_KEYS = {"layers", "kv_heads", "head_dim", "kv_lora_rank", "rope_dim"}
 _SOURCE_KEYS = {"repo": str, "sizes_gb": dict, "pattern": str}
@@ -255,6 +260,8 @@ def _parse_model(i: int, raw: Any) -> ModelSpec:
             raise CatalogError(f"{where}: missing key '{key}'")
     if raw["status"] not in STATUSES:
         raise CatalogError(f"{where}: 'status' must be one of {', '.join(STATUSES)}")
+    if raw["status"] != "bundled" and "repo" not in raw:
+        raise CatalogError(f"{where}: missing key 'repo'")
     aliases = raw.get("aliases", [])
     if not all(isinstance(a, str) and a.strip() for a in aliases):
         raise CatalogError(f"{where}: 'aliases' must be a list of names")
@@ -289,7 +296,8 @@ def _parse_model(i: int, raw: Any) -> ModelSpec:
     if raw["params"] <= 0 or raw["active"] <= 0 or raw["active"] > raw["params"]:
         raise CatalogError(f"{where}: need 0 < active <= params")
     return ModelSpec(
-        id=raw["id"], title=raw["title"], family=raw["family"], repo=_repo(where, "repo", raw["repo"]),
+        id=raw["id"], title=raw["title"], family=raw["family"],
+        repo=_repo(where, "repo", raw["repo"]) if "repo" in raw else "",
         hf_arch=raw["hf_arch"], gguf_arch=raw["gguf_arch"], params=int(raw["params"]), active=int(raw["active"]),
         context=raw["context"], license=raw["license"], reasoning=raw["reasoning"], status=raw["status"],
         aliases=tuple(aliases), default_quant=normalize_quant(default) if default else None,
@@ -330,7 +338,7 @@ def catalog_path() -> Path:
     packaged = Path(__file__).with_name("models.toml")
     if packaged.exists():
         return packaged
-    return Path(__file__).resolve().parent.parent / "models.toml"
+    return Path(__file__).resolve().parents[2] / "models.toml"
 
 
 @lru_cache(maxsize=4)

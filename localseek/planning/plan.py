@@ -3,32 +3,26 @@ how llama.cpp runs — GPU layers, routed experts kept in RAM by regex override,
 mmap/mlock — and say why. A plan that cannot fit is refused with numbers and ways out, not swapped to death.
 
 Pure data in, data out: no weights are read and nothing is printed. `localseek plan` renders a `Plan`;
-`localseek run` turns it into the engine's `LoadOptions`.
+`runtime.open` turns it into llama.cpp's load options.
 """
 
 from __future__ import annotations
 
-import os
-
 import resource
 from dataclasses import asdict, dataclass, field
 
-from localseek.footprint import Footprint
-from localseek.hardware import GiB, Hardware, format_size
+from localseek.models.catalog import DEFAULT_CTX
+from localseek.models.quants import QUANT_BPW
+from localseek.planning.footprint import Footprint
+from localseek.planning.hardware import Hardware, default_threads, env_threads
+from localseek.sizes import GiB, MiB, format_size
 
-MiB = 1024**2
-DEFAULT_CTX = 4096
 PI_DEFAULT_CTX = 2048
 MIN_CTX = 1024
 GPU_MARGIN = 1 * GiB  # left free on each GPU, as llama.cpp's own --fit does (driver, other programs)
 RUNTIME_RAM = 128 * MiB  # Python, libraries, llama.cpp's context and threads (measured: bench/memory.py)
 CLOSE_TO_SWAP = 0.85  # warn when a plan takes more than this share of available RAM
 
-# Bits per weight of llama.cpp's file types, for "a smaller quant" advice (MODELS.md rules of thumb).
-QUANT_BPW = (
-    ("Q8_0", 8.5), ("Q6_K", 6.56), ("Q5_K_M", 5.7), ("Q4_K_M", 4.9), ("Q4_0", 4.5), ("Q3_K_M", 3.9),
-    ("Q2_K", 2.96), ("IQ2_XXS", 2.06), ("IQ1_S", 1.56),
-)
 # What to run on a small board, by RAM (Q4_0: repacked for ARM's NEON/dot-product kernels at load).
 BOARD_MODELS = (
     # Catalog names (models.toml), so the advice is a command the user can run as printed.
@@ -123,16 +117,6 @@ class Plan:
         data["gpu"] = self.gpu.to_dict() if self.gpu else None
         data["reasons"] = [asdict(r) for r in self.reasons]
         return data
-
-    def load_options(self, *, verbose: bool = False):  # -> engine.LoadOptions (import kept lazy: engine is heavy)
-        from localseek.engine import LoadOptions
-
-        return LoadOptions(
-            n_ctx=self.n_ctx, n_threads=self.threads, n_threads_batch=self.threads, n_gpu_layers=self.n_gpu_layers,
-            n_batch=self.n_batch, n_ubatch=self.n_ubatch, use_mmap=self.use_mmap, use_mlock=self.use_mlock,
-            flash_attn=self.flash_attn, tensor_overrides=tuple((p, "CPU") for p in self.overrides),
-            op_offload=self.op_offload, verbose=verbose,
-        )
 
 
 # -- placement arithmetic --------------------------------------------------------------------------------------
@@ -318,7 +302,7 @@ def make_plan(fp: Footprint, hw: Hardware, req: Request = Request()) -> Plan:
     batch = min(batch, n_ctx)
     plan = Plan(
         model=fp.name, arch=fp.arch, file_type=fp.file_type, n_params=fp.n_params, n_ctx=n_ctx,
-        n_ctx_requested=wanted, n_batch=batch, n_ubatch=ub, threads=req.threads or _threads(hw),
+        n_ctx_requested=wanted, n_batch=batch, n_ubatch=ub, threads=req.threads or default_threads(hw),
         n_gpu_layers=lay.ngl,
         gpu_layers=tuple(range(_gpu_start(fp, lay.ngl), fp.n_layer_all if req.load_mtp else fp.n_layer)) if lay.ngl else (),
         cpu_expert_layers=tuple(i for i in lay.cpu_experts if lay.ngl and i >= _gpu_start(fp, lay.ngl)),
@@ -330,19 +314,6 @@ def make_plan(fp: Footprint, hw: Hardware, req: Request = Request()) -> Plan:
     if not fits:
         plan.problem = _refusal(plan, fp, hw)
     return plan
-
-
-def _env_threads() -> int | None:
-    raw = os.environ.get("LOCALSEEK_THREADS", "")
-    return int(raw) if raw.isdigit() and int(raw) > 0 else None
-
-
-def _threads(hw: Hardware) -> int:
-    if not hw.simulated and _env_threads():
-        return _env_threads()  # type: ignore[return-value]
-    if hw.cpu.performance_cores:
-        return hw.cpu.performance_cores
-    return max(1, hw.cpu.physical_cores)
 
 
 # -- why -------------------------------------------------------------------------------------------------------
@@ -423,7 +394,7 @@ def _explain(plan: Plan, fp: Footprint, hw: Hardware, req: Request, wanted: int)
     # threads
     if req.threads:
         why(Reason("threads", str(plan.threads), "you asked for it"))
-    elif not hw.simulated and _env_threads():
+    elif not hw.simulated and env_threads():
         why(Reason("threads", str(plan.threads), "set by LOCALSEEK_THREADS"))
     elif hw.cpu.performance_cores:
         why(Reason("threads", str(plan.threads), "one per performance core; efficiency cores slow every token down"))

@@ -12,15 +12,24 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from localseek.errors import EngineError
+from localseek.planning import backends
+from localseek.planning.hardware import default_threads
+from localseek.runtime.decode import DecodeContext, Sampler, plain_tokens
+from localseek.runtime.options import LoadOptions, Sampling, SpecStats, Stats
+from localseek.runtime.speculative import Drafter, speculative_tokens
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
 
 _LOG: deque[str] = deque(maxlen=4000)
 _ECHO_LOG = False
+_CALLBACK: list[object] = []
 
 
 def _install_log_capture() -> None:
@@ -35,7 +44,7 @@ def _install_log_capture() -> None:
             os.write(_echo_fd(), text)
 
     llama_cpp.llama_log_set(_capture, ctypes.c_void_p(0))
-    _install_log_capture.callback = _capture  # type: ignore[attr-defined]  # keep alive for C
+    _CALLBACK[:] = [_capture]  # keep alive for C
 
 
 _ECHO_FD: list[int] = []
@@ -51,87 +60,35 @@ def captured_log() -> str:
     return "".join(_LOG)
 
 
-@dataclass(frozen=True)
-class LoadOptions:
-    n_ctx: int = 4096
-    n_threads: int | None = None
-    n_threads_batch: int | None = None
-    n_gpu_layers: int = 0
-    n_batch: int = 512
-    n_ubatch: int = 512
-    use_mmap: bool = True
-    use_mlock: bool = False
-    flash_attn: bool = False
-    verbose: bool = False
-    # (regex, buffer type) pairs: tensors whose names match go to that buffer ("CPU" keeps MoE experts in RAM).
-    tensor_overrides: tuple[tuple[str, str], ...] = ()
-    op_offload: bool | None = None  # None: llama.cpp's default (GPU runs big-batch ops on RAM-resident weights)
-    load_mtp: bool = False  # also load a deepseek2 GGUF's MTP block (blk.<n_layer>.nextn.*) for speculative drafting
+DrafterFactory = Callable[[DecodeContext], Drafter]
 
 
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.6
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    max_tokens: int | None = None
-    seed: int | None = None
-
-
-@dataclass
-class Stats:
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    prompt_seconds: float = 0.0
-    generation_seconds: float = 0.0
-    time_to_first_token: float = 0.0
-    stop_reason: str = ""  # "eos", "length", "context", "interrupted"
-    n_ctx: int = 0
-    drafted: int = 0  # speculative decoding: tokens proposed by the drafter (MTP or draft model) …
-    draft_accepted: int = 0  # … and how many of them the model kept
-
-    @property
-    def tokens_per_second(self) -> float:
-        gen = self.generated_tokens - 1
-        return gen / self.generation_seconds if gen > 0 and self.generation_seconds > 0 else 0.0
-
-    @property
-    def prompt_tokens_per_second(self) -> float:
-        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, float | int | str]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "generated_tokens": self.generated_tokens,
-            "time_to_first_token_s": round(self.time_to_first_token, 4),
-            "prompt_tokens_per_s": round(self.prompt_tokens_per_second, 2),
-            "tokens_per_s": round(self.tokens_per_second, 2),
-            "stop_reason": self.stop_reason,
-            "n_ctx": self.n_ctx,
-            **({"drafted": self.drafted, "draft_accepted": self.draft_accepted} if self.drafted else {}),
-        }
-
-
-@dataclass
 class Engine:
-    """A loaded model with one context. Not thread-safe; one generation at a time."""
+    """A loaded model with one context, and the drafter it was built with (if any). Not thread-safe; one generation
+    at a time. `Llama` loads the model and owns the context; tokens run through our own loop (`decode.py`)."""
 
-    path: Path
-    options: LoadOptions
-    llm: object = field(repr=False)
-    last_stats: Stats = field(default_factory=Stats)
-    plan: object = field(default=None, repr=False)  # the localseek.plan.Plan this engine was loaded with, if any
-    _keepalive: object = field(default=None, repr=False)  # C arrays llama.cpp keeps pointers into
-    _pending: list[int] = field(default_factory=list, repr=False)  # tokens queued by `inject`
-    # Speculative decoding (localseek/speculative.py): a drafter, and its counters for the last generation.
-    drafter: object = field(default=None, repr=False)
-    spec_stats: object = field(default=None, repr=False)
-    _decoder: object = field(default=None, repr=False)
+    def __init__(self, path: Path, options: LoadOptions, llm: Llama, *, keepalive: object = None,
+                 drafter: DrafterFactory | None = None) -> None:
+        self.path = path
+        self.options = options
+        self.llm = llm
+        self._keepalive = keepalive  # C arrays llama.cpp keeps pointers into
+        self._pending: list[int] = []  # tokens queued by `inject`
+        # The main context's KV bookkeeping. `Llama`'s own cache record is reset so that its high-level calls, if
+        # anyone makes them, never trust a cache this loop changes.
+        self.decoder = DecodeContext(llm._ctx.ctx, llm._model.model)
+        llm.n_tokens = 0
+        self.drafter: Drafter | None = None
+        if drafter is not None:
+            try:
+                self.drafter = drafter(self.decoder)
+            except BaseException:
+                self.close()
+                raise
 
     @classmethod
-    def load(cls, path: Path, options: LoadOptions) -> Engine:
+    def load(cls, path: Path, options: LoadOptions, *, drafter: DrafterFactory | None = None) -> Engine:
+        """Load `path` with `options`; `drafter` (given the main context) builds the speculative drafter."""
         global _ECHO_LOG
         _ECHO_LOG = options.verbose
         if options.verbose:
@@ -140,11 +97,11 @@ class Engine:
         import llama_cpp
 
         _install_log_capture()
-        threads = options.n_threads or _default_threads()
+        threads = options.n_threads or default_threads()
         _LOG.clear()
         overrides = _override_array(options.tensor_overrides)
         try:
-            with _tensor_overrides(overrides), _model_params(load_mtp=options.load_mtp):
+            with _model_params(overrides, load_mtp=options.load_mtp):
                 llm = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=options.n_ctx,
@@ -165,7 +122,7 @@ class Engine:
                 f"llama.cpp could not load {path.name}: {reason}. "
                 "Upgrade localseek if the architecture is new, or re-convert the model."
             ) from exc
-        return cls(path=path, options=options, llm=llm, _keepalive=overrides)
+        return cls(path, options, llm, keepalive=overrides, drafter=drafter)
 
     def overridden_tensors(self) -> list[tuple[str, str]]:
         """(tensor, buffer type) for every tensor llama.cpp placed by an override, read from its own load log."""
@@ -174,39 +131,53 @@ class Engine:
     # -- model facts --------------------------------------------------------------------------
     @property
     def metadata(self) -> dict[str, str]:
-        return dict(self.llm.metadata)  # type: ignore[attr-defined]
+        return dict(self.llm.metadata)
 
     @property
     def n_ctx(self) -> int:
-        return int(self.llm.n_ctx())  # type: ignore[attr-defined]
+        return int(self.llm.n_ctx())
+
+    @property
+    def n_threads(self) -> int:
+        import llama_cpp
+
+        return int(llama_cpp.llama_n_threads(self.llm._ctx.ctx))
 
     def token_text(self, token: int) -> str:
-        return self.llm.detokenize([token], special=True).decode("utf-8", "replace")  # type: ignore[attr-defined]
+        return self.llm.detokenize([token], special=True).decode("utf-8", "replace")
 
     @property
     def bos_text(self) -> str:
-        bos = self.llm.token_bos()  # type: ignore[attr-defined]
+        bos = self.llm.token_bos()
         return self.token_text(bos) if bos >= 0 else ""
 
     @property
     def eos_text(self) -> str:
-        eos = self.llm.token_eos()  # type: ignore[attr-defined]
+        eos = self.llm.token_eos()
         return self.token_text(eos) if eos >= 0 else ""
 
     def tokenize(self, text: str) -> list[int]:
         """Tokenize a rendered prompt: special tokens are parsed; BOS added only if the model wants it
         and the template did not already write it."""
         llm = self.llm
-        add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "true") == "true"  # type: ignore[attr-defined]
+        add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "true") == "true"
         bos = self.bos_text
         if bos and text.startswith(bos):
             add_bos = False
-        return list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))  # type: ignore[attr-defined]
+        return list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
 
     def is_eog(self, token: int) -> bool:
         import llama_cpp
 
-        return bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))  # type: ignore[attr-defined]
+        return bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
+
+    def set_threads(self, n: int, n_batch: int | None = None) -> None:
+        """Threads for generation (and prompt processing), on the main context and the drafter's."""
+        import llama_cpp
+
+        llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, n, n_batch or n)
+        if self.drafter is not None:
+            self.drafter.set_threads(n, n_batch or n)
 
     # -- generation ---------------------------------------------------------------------------
     def inject(self, text: str) -> None:
@@ -219,43 +190,28 @@ class Engine:
         server does with --reasoning-budget). If the token just yielded ends inside a UTF-8
         character, the injection waits for the character to complete.
         """
-        self._pending = list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))  # type: ignore[attr-defined]
+        self._pending = list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    def _generate(self, tokens: list[int], sampling: Sampling) -> Iterator[int]:
-        return self.generate_tokens(tokens, sampling)
-
-    # -- low-level token loop (localseek/decode.py) ----------------------------------------------
-    @property
-    def decoder(self):  # -> localseek.decode.DecodeContext
-        """The main context's KV bookkeeping; created on first use. `Llama`'s own cache record is reset so that
-        its high-level calls, if anyone makes them, never trust a cache this loop has changed."""
-        if self._decoder is None:
-            from localseek.decode import DecodeContext
-
-            self._decoder = DecodeContext(self.llm._ctx.ctx, self.llm._model.model)  # type: ignore[attr-defined]
-            self.llm.n_tokens = 0  # type: ignore[attr-defined]
-        return self._decoder
-
-    def generate_tokens(self, prompt_tokens: list[int], sampling: Sampling) -> Iterator[int]:
-        """Token ids after the prompt, reusing the cached prefix; speculative when a drafter is attached.
-        Unbounded: the caller stops it (end of generation, length); it ends when the context is full."""
-        from localseek.decode import Sampler, plain_tokens
-
+    def generate_tokens(self, prompt_tokens: list[int], sampling: Sampling, *, speculate: bool = True,
+                        spec_stats: SpecStats | None = None) -> Generator[int, None, None]:
+        """Token ids after the prompt, reusing the cached prefix; speculative when the engine has a drafter (and
+        `speculate`), counting into `spec_stats`. Unbounded: the caller stops it (end of generation, length); it
+        ends when the context is full."""
         dc = self.decoder
         sampler = Sampler(sampling, dc.n_vocab)
         try:
             if self.drafter is None:
                 yield from plain_tokens(dc, sampler, prompt_tokens)
+            elif not speculate:
+                with self.drafter.suspended(dc):
+                    yield from plain_tokens(dc, sampler, prompt_tokens)
             else:
-                from localseek.speculative import SpecStats, speculative_tokens
-
-                self.spec_stats = SpecStats()
-                yield from speculative_tokens(dc, sampler, self.drafter, prompt_tokens, self.spec_stats)
+                yield from speculative_tokens(dc, sampler, self.drafter, prompt_tokens, spec_stats or SpecStats())
         finally:
             sampler.close()
 
-    def stream(self, prompt_tokens: list[int], sampling: Sampling) -> Iterator[str]:
-        """Yield decoded text pieces; `last_stats` is filled in as it goes (and final when it ends).
+    def stream(self, prompt_tokens: list[int], sampling: Sampling, stats: Stats | None = None) -> Iterator[str]:
+        """Yield decoded text pieces; `stats` (the caller's) is filled in as it goes, and final when it ends.
 
         Stops at end-of-generation, at max_tokens, or when the context is full. KeyboardInterrupt
         propagates to the caller with stats marked "interrupted". Text queued with `inject` while
@@ -268,11 +224,12 @@ class Engine:
                 f"The prompt is {len(prompt_tokens)} tokens but the context holds {n_ctx}; "
                 "shorten it or raise --ctx."
             )
-        stats = Stats(prompt_tokens=len(prompt_tokens), n_ctx=n_ctx)
-        self.last_stats = stats
+        stats = stats if stats is not None else Stats()
+        stats.prompt_tokens, stats.n_ctx = len(prompt_tokens), n_ctx
+        stats.spec = SpecStats() if self.drafter is not None else None
         self._pending = []
         if sampling.seed is not None:
-            llm.set_seed(sampling.seed)  # type: ignore[attr-defined]
+            llm.set_seed(sampling.seed)
         limit = n_ctx - len(prompt_tokens)
         if sampling.max_tokens is not None:
             limit = min(limit, sampling.max_tokens)
@@ -289,14 +246,17 @@ class Engine:
                 stats.generated_tokens >= sampling.max_tokens else "context"
             return True
 
+        def tokens() -> Generator[int, None, None]:
+            return self.generate_tokens(context, sampling, spec_stats=stats.spec)
+
         try:
             if limit <= 0:
                 stats.stop_reason = "length"
                 return
-            tokens = self._generate(context, sampling)
-            while tokens is not None:
-                source, tokens = tokens, None
-                for token in source:
+            source: Generator[int, None, None] | None = tokens()
+            while source is not None:
+                current, source = source, None
+                for token in current:
                     now = time.perf_counter()
                     if not first_at:
                         first_at = now
@@ -307,7 +267,7 @@ class Engine:
                     stats.generated_tokens += 1
                     stats.generation_seconds = now - first_at
                     context.append(token)
-                    piece = decoder.decode(llm.detokenize([token]))  # type: ignore[attr-defined]
+                    piece = decoder.decode(llm.detokenize([token]))
                     if piece:
                         yield piece
                     if at_limit():
@@ -319,16 +279,15 @@ class Engine:
                         for forced_token in forced:
                             stats.generated_tokens += 1
                             context.append(forced_token)
-                            piece = decoder.decode(llm.detokenize([forced_token]))  # type: ignore[attr-defined]
+                            piece = decoder.decode(llm.detokenize([forced_token]))
                             if piece:
                                 yield piece
                         if at_limit():
                             break
-                        # llama-cpp-python's generator treats tokens sent into it as draft tokens to
-                        # verify, not as forced ones: restart it instead. Its prefix matching keeps the
-                        # KV cache, so only the last sampled token and the forced ones are evaluated.
-                        source.close()  # type: ignore[attr-defined]
-                        tokens = self._generate(context, sampling)
+                        # Restart the token loop on the context with the forced tokens: it reuses the cached
+                        # prefix, so only the last sampled token and the forced ones are decoded.
+                        current.close()
+                        source = tokens()
                         break
             tail = decoder.decode(b"", final=True)
             if tail:
@@ -339,17 +298,15 @@ class Engine:
         finally:
             if first_at:
                 stats.generation_seconds = time.perf_counter() - first_at
-            if self.drafter is not None and self.spec_stats is not None:
-                stats.drafted = self.spec_stats.drafted  # type: ignore[attr-defined]
-                stats.draft_accepted = self.spec_stats.accepted  # type: ignore[attr-defined]
 
     def close(self) -> None:
         if self.drafter is not None:
-            self.drafter.close()  # type: ignore[attr-defined]
+            self.drafter.close()
             self.drafter = None
-        if self._decoder is not None:
-            self._decoder.close()  # type: ignore[attr-defined]
-            self._decoder = None
+        decoder = getattr(self, "decoder", None)
+        if decoder is not None:
+            decoder.close()
+            self.decoder = None  # type: ignore[assignment]
         close = getattr(self.llm, "close", None)
         if close:
             close()
@@ -374,8 +331,6 @@ def _override_array(pairs: tuple[tuple[str, str], ...]) -> tuple[ctypes.Array, l
         return None
     import llama_cpp
 
-    from localseek import backends
-
     if len(pairs) >= llama_cpp.llama_max_tensor_buft_overrides():
         raise EngineError(f"{len(pairs)} tensor overrides is more than llama.cpp accepts; use fewer, broader patterns.")
     names = {"CPU": backends.cpu_buffer_type}
@@ -397,33 +352,10 @@ def _override_array(pairs: tuple[tuple[str, str], ...]) -> tuple[ctypes.Array, l
 
 
 @contextmanager
-def _tensor_overrides(overrides: tuple[ctypes.Array, list[bytes]] | None) -> Iterator[None]:
-    """Pass `tensor_buft_overrides` to llama.cpp. llama-cpp-python's `Llama` builds `llama_model_params` itself and
-    leaves this field NULL, so the model constructor it calls is wrapped for the duration of one load."""
-    if overrides is None:
-        yield
-        return
-    import llama_cpp._internals as internals
-
-    original = internals.LlamaModel
-    array = overrides[0]
-
-    class _WithOverrides(original):  # type: ignore[misc, valid-type]
-        def __init__(self, *, path_model: str, params, verbose: bool = True) -> None:
-            params.tensor_buft_overrides = ctypes.cast(array, ctypes.c_void_p)
-            super().__init__(path_model=path_model, params=params, verbose=verbose)
-
-    internals.LlamaModel = _WithOverrides
-    try:
-        yield
-    finally:
-        internals.LlamaModel = original
-
-
-@contextmanager
-def _model_params(*, load_mtp: bool) -> Iterator[None]:
-    """Set `llama_model_params` fields that llama-cpp-python's `Llama` does not expose, for one load."""
-    if not load_mtp:
+def _model_params(overrides: tuple[ctypes.Array, list[bytes]] | None, *, load_mtp: bool) -> Iterator[None]:
+    """Set `llama_model_params` fields that llama-cpp-python's `Llama` builds itself and does not expose
+    (`tensor_buft_overrides`, `load_mtp`): its model constructor is wrapped for the duration of one load."""
+    if overrides is None and not load_mtp:
         yield
         return
     import llama_cpp._internals as internals
@@ -432,7 +364,10 @@ def _model_params(*, load_mtp: bool) -> Iterator[None]:
 
     class _WithParams(original):  # type: ignore[misc, valid-type]
         def __init__(self, *, path_model: str, params, verbose: bool = True) -> None:
-            params.load_mtp = True
+            if overrides is not None:
+                params.tensor_buft_overrides = ctypes.cast(overrides[0], ctypes.c_void_p)
+            if load_mtp:
+                params.load_mtp = True
             super().__init__(path_model=path_model, params=params, verbose=verbose)
 
     internals.LlamaModel = _WithParams
@@ -440,13 +375,6 @@ def _model_params(*, load_mtp: bool) -> Iterator[None]:
         yield
     finally:
         internals.LlamaModel = original
-
-
-def _default_threads() -> int:
-    from localseek.hardware import physical_cores
-
-    env = os.environ.get("LOCALSEEK_THREADS")
-    return int(env) if env else physical_cores()
 
 
 def _last_error_line() -> str:

@@ -19,7 +19,7 @@ import numpy as np
 from localseek.errors import EngineError
 
 if TYPE_CHECKING:
-    from localseek.engine import Sampling
+    from localseek.runtime.options import Sampling
 
 # Called after every llama_decode of a DecodeContext with (tokens, position of the first one).
 DecodeObserver = Callable[[Sequence[int], int], None]

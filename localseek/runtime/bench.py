@@ -16,10 +16,11 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
-from localseek.engine import Engine, LoadOptions, Sampling
 from localseek.errors import UsageError
+from localseek.runtime.engine import Engine
+from localseek.runtime.options import Sampling, SpecStats
 
 GREEDY = Sampling(temperature=0.0)
 
@@ -32,11 +33,7 @@ class BenchSpec:
     threads: tuple[int, ...] = ()  # () → the engine's default
     batches: tuple[int, ...] = (512,)
     warmup: bool = True
-    spec: str = ""  # "", "mtp" or "draft-model": also run tgN with that drafter
-    n_draft: int | None = None
-    draft_fixed: bool = False  # draft exactly n_draft tokens every step instead of tuning the length
-    draft_model: str | None = None
-    gen_prompt: tuple[int, ...] = ()  # tokens to generate after (default: BOS only, as llama-bench)
+    gen_prompt: str = ""  # text to generate after (default: BOS only, as llama-bench)
 
 
 @dataclass
@@ -87,7 +84,7 @@ class Result:
 def _random_prompt(engine: Engine, n: int, rng: random.Random) -> list[int]:
     import llama_cpp
 
-    vocab = llama_cpp.llama_model_get_vocab(engine.llm._model.model)  # type: ignore[attr-defined]
+    vocab = llama_cpp.llama_model_get_vocab(engine.llm._model.model)
     n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
     first = int(llama_cpp.llama_vocab_bos(vocab)) if llama_cpp.llama_vocab_get_add_bos(vocab) else -1
     tokens = [rng.randrange(n_vocab) for _ in range(n)]
@@ -99,7 +96,7 @@ def _random_prompt(engine: Engine, n: int, rng: random.Random) -> list[int]:
 def time_prompt(engine: Engine, prompt: Sequence[int]) -> float:
     """Seconds from an empty cache to the first sampled token after `prompt` (prefill + one sample)."""
     engine.decoder.clear()
-    gen = engine.generate_tokens(list(prompt), GREEDY)
+    gen = engine.generate_tokens(list(prompt), GREEDY, speculate=False)
     t0 = time.perf_counter()
     next(gen)
     seconds = time.perf_counter() - t0
@@ -107,11 +104,11 @@ def time_prompt(engine: Engine, prompt: Sequence[int]) -> float:
     return seconds
 
 
-def time_generation(engine: Engine, start: Sequence[int], n_gen: int) -> float:
-    """Seconds to generate n_gen tokens after `start` (an empty cache first). With no drafter this is n_gen decodes
-    of one token, like llama-bench's tg test; with one, the speculative loop."""
+def time_generation(engine: Engine, start: Sequence[int], n_gen: int, spec: SpecStats | None = None) -> float:
+    """Seconds to generate n_gen tokens after `start` (an empty cache first). Without `spec` this is n_gen decodes
+    of one token, like llama-bench's tg test; with it, the engine's speculative loop (counting into `spec`)."""
     engine.decoder.clear()
-    gen = engine.generate_tokens(list(start), GREEDY)
+    gen = engine.generate_tokens(list(start), GREEDY, speculate=spec is not None, spec_stats=spec)
     t0 = time.perf_counter()
     for i, _ in enumerate(gen, 1):
         if i >= n_gen:
@@ -121,19 +118,10 @@ def time_generation(engine: Engine, start: Sequence[int], n_gen: int) -> float:
     return seconds
 
 
-def set_threads(engine: Engine, n: int) -> None:
-    import llama_cpp
-
-    llama_cpp.llama_set_n_threads(engine.llm._ctx.ctx, n, n)  # type: ignore[attr-defined]
-    drafter = engine.drafter
-    if drafter is not None and getattr(drafter, "ctx", None):
-        llama_cpp.llama_set_n_threads(drafter.ctx, n, n)  # type: ignore[attr-defined]
-
-
 def _llama_seconds(engine: Engine) -> float:
     import llama_cpp
 
-    data = llama_cpp.llama_perf_context(engine.llm._ctx.ctx)  # type: ignore[attr-defined]
+    data = llama_cpp.llama_perf_context(engine.llm._ctx.ctx)
     return (float(data.t_p_eval_ms) + float(data.t_eval_ms)) / 1000.0
 
 
@@ -145,21 +133,21 @@ def _repeat(fn: Callable[[], float], spec: BenchSpec, engine: Engine) -> tuple[l
         fn()
     wall, inside = [], []
     for _ in range(spec.repetitions):
-        llama_cpp.llama_perf_context_reset(engine.llm._ctx.ctx)  # type: ignore[attr-defined]
+        llama_cpp.llama_perf_context_reset(engine.llm._ctx.ctx)
         wall.append(fn())
         inside.append(_llama_seconds(engine))
     return wall, inside
 
 
 def run_benchmarks(
-    load: Callable[[LoadOptions], Engine],
-    base: LoadOptions,
+    load: Callable[[int, int], Engine],
     spec: BenchSpec,
     *,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> list[Result]:
     """Load the model once per batch size (n_batch is fixed when a context is made) and run every test for every
-    thread count. `load` opens the model with given options (the CLI passes the same loader as `run`)."""
+    thread count. `load(n_ctx, n_batch)` opens the model (the CLI passes the same `open_model` as `run`), with the
+    drafter it should speculate with, if any: then generation is also measured with speculation."""
     if spec.n_prompt < 0 or spec.n_gen < 0 or (spec.n_prompt == 0 and spec.n_gen == 0):
         raise UsageError("Nothing to measure: give -p and/or -n a positive number of tokens.")
     if spec.repetitions < 1:
@@ -168,14 +156,13 @@ def run_benchmarks(
     results: list[Result] = []
     n_ctx = max(spec.n_prompt, len(spec.gen_prompt) + spec.n_gen + 32, 256)
     for n_batch in spec.batches:
-        options = replace(base, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, load_mtp=spec.spec == "mtp")
-        engine = load(options)
+        engine = load(n_ctx, n_batch)
         try:
-            threads = spec.threads or (int(engine.llm.n_threads),)  # type: ignore[attr-defined]
+            threads = spec.threads or (engine.n_threads,)
             prompt = _random_prompt(engine, spec.n_prompt, rng) if spec.n_prompt else []
-            start = list(spec.gen_prompt) or _random_prompt(engine, 1, rng)
+            start = engine.tokenize(spec.gen_prompt) if spec.gen_prompt else _random_prompt(engine, 1, rng)
             for n_threads in threads:
-                set_threads(engine, n_threads)
+                engine.set_threads(n_threads)
                 if spec.n_prompt:
                     progress(f"pp{spec.n_prompt} threads={n_threads} batch={n_batch}")
                     secs, inside = _repeat(functools.partial(time_prompt, engine, prompt), spec, engine)
@@ -187,7 +174,7 @@ def run_benchmarks(
                     plain = Result(f"tg{spec.n_gen}", n_threads, n_batch, spec.n_gen,
                                    [spec.n_gen / s for s in secs], secs, llama_seconds=inside)
                     results.append(plain)
-                    if spec.spec:
+                    if engine.drafter is not None:
                         results.append(_speculative_result(engine, spec, start, n_threads, n_batch, plain, progress))
         finally:
             engine.close()
@@ -196,25 +183,14 @@ def run_benchmarks(
 
 def _speculative_result(engine: Engine, spec: BenchSpec, start: list[int], n_threads: int, n_batch: int,
                         plain: Result, progress: Callable[[str], None]) -> Result:
-    from localseek import speculative
-
-    label = f"tg{spec.n_gen}+{'mtp' if spec.spec == 'mtp' else 'draft'}"
+    assert engine.drafter is not None
+    label = f"tg{spec.n_gen}+{'mtp' if engine.drafter.kind == 'mtp' else 'draft'}"
     progress(f"{label} threads={n_threads} batch={n_batch}")
-    speculative.enable(engine, mtp=spec.spec == "mtp", draft=spec.draft_model, n_draft=spec.n_draft,
-                       fixed=spec.draft_fixed)
-    try:
-        set_threads(engine, n_threads)
-        accepted = drafted = 0
-        secs = []
-        if spec.warmup:
-            time_generation(engine, start, spec.n_gen)
-        for _ in range(spec.repetitions):
-            secs.append(time_generation(engine, start, spec.n_gen))
-            accepted += engine.spec_stats.accepted  # type: ignore[attr-defined]
-            drafted += engine.spec_stats.drafted  # type: ignore[attr-defined]
-    finally:
-        engine.drafter.close()  # type: ignore[attr-defined]
-        engine.drafter = None
-    res = Result(label, n_threads, n_batch, spec.n_gen, [spec.n_gen / s for s in secs], secs, accepted, drafted)
+    counted = SpecStats()
+    if spec.warmup:
+        time_generation(engine, start, spec.n_gen, SpecStats())
+    secs = [time_generation(engine, start, spec.n_gen, counted) for _ in range(spec.repetitions)]
+    res = Result(label, n_threads, n_batch, spec.n_gen, [spec.n_gen / s for s in secs], secs, counted.accepted,
+                 counted.drafted)
     res.extra["speedup"] = round(res.median / plain.median, 4) if plain.median else 0.0
     return res

@@ -20,7 +20,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from localseek.ggufinfo import GGUFInfo
+from localseek.models.catalog import ModelSpec
+from localseek.models.gguf_info import GGUFInfo
+from localseek.models.quants import normalize_quant
 
 CLASSES = (
     "attention", "dense_ffn", "shared_experts", "routed_experts", "router", "norms", "embeddings", "output", "mtp",
@@ -71,10 +73,6 @@ class Layer:
     @property
     def experts(self) -> int:
         return self.bytes.get("routed_experts", 0)
-
-    @property
-    def non_expert(self) -> int:
-        return self.total - self.experts
 
 
 @dataclass
@@ -257,6 +255,43 @@ def from_gguf(info: GGUFInfo) -> Footprint:
     )
 
 
+def from_catalog(spec: ModelSpec, quant: str | None = None) -> Footprint | None:
+    """A coarse footprint from the catalog alone (before any header is read): the listed GGUF size spread evenly
+    over the layers, routed experts as the share of parameters that is not active per token, the KV cache from the
+    entry's `kv` shape. Widths the catalog does not give are estimated (d_model from params ≈ 12·layers·d²), which
+    only touches the compute buffer, a small part of the total. None when the catalog lists no size or shape."""
+    size = spec.size_of(quant)
+    if size is None or spec.kv is None:
+        return None
+    kv = spec.kv
+    n_layer = kv.layers
+    n_embd = max(64, int((spec.active / (12 * n_layer)) ** 0.5))
+    embeddings = min(size // 10, int(size * 129280 * n_embd / max(spec.params, 1)))
+    per_layer = (size - embeddings) // n_layer
+    expert_share = 1 - spec.active / spec.params if spec.is_moe else 0.0
+    layers = []
+    for i in range(n_layer):
+        experts = int(per_layer * expert_share)
+        layers.append(Layer(i, {"attention": per_layer - experts, "routed_experts": experts} if experts
+                            else {"attention": per_layer}))
+    totals = dict.fromkeys(CLASSES, 0)
+    totals["embeddings"] = embeddings
+    for layer in layers:
+        for cls, n in layer.bytes.items():
+            totals[cls] += n
+    mla = kv.kv_lora_rank is not None
+    return Footprint(
+        name=spec.id, arch=spec.gguf_arch, file_type=normalize_quant(quant or spec.default_quant or "?"),
+        file_bytes=size, n_params=spec.params, n_layer=n_layer, n_layer_all=n_layer, n_vocab=129280, n_embd=n_embd,
+        n_head=max(1, n_embd // 128), n_head_kv=1 if mla else (kv.kv_heads or 1),
+        key_length=(kv.kv_lora_rank or 0) + (kv.rope_dim or 0) if mla else (kv.head_dim or 128),
+        value_length=kv.kv_lora_rank or 0 if mla else (kv.head_dim or 128),
+        mla=mla, legacy_mla=False, kv_lora=kv.kv_lora_rank or 0, rope_dim=kv.rope_dim or 0,
+        n_expert=256 if spec.is_moe else 0, n_expert_used=8 if spec.is_moe else 0, n_ff=4 * n_embd,
+        n_ff_exp=n_embd // 2, context_train=spec.context, layers=layers, totals=totals,
+    )
+
+
 def _file_type(info: GGUFInfo) -> str:
     import gguf
 
@@ -270,4 +305,4 @@ def _file_type(info: GGUFInfo) -> str:
         return max(counts, key=counts.__getitem__) if counts else "unknown"
 
 
-__all__ = ["CLASSES", "EXPERT_RE", "Footprint", "Layer", "classify", "from_gguf", "padded_ctx"]
+__all__ = ["CLASSES", "EXPERT_RE", "Footprint", "Layer", "classify", "from_catalog", "from_gguf", "padded_ctx"]

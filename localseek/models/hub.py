@@ -33,9 +33,10 @@ from urllib.parse import urlparse
 
 from filelock import FileLock
 
-from localseek import store
 from localseek.errors import DiskSpaceError, DownloadError, HubError, IntegrityError, LocalseekError
-from localseek.listing import RemoteFile, RepoListing
+from localseek.models import store
+from localseek.models.listing import RemoteFile, RepoListing
+from localseek.sizes import format_size
 
 GB = 1000**3
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -215,13 +216,6 @@ def free_space(path: Path) -> int:
     return shutil.disk_usage(p).free
 
 
-def _fmt(n: float) -> str:
-    for unit, scale in (("TB", 1000**4), ("GB", GB), ("MB", 1000**2), ("kB", 1000)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
-
-
 class Hub:
     """A Hugging Face Hub (or HF_ENDPOINT mirror), read through huggingface_hub, writing to the HF cache."""
 
@@ -366,7 +360,7 @@ class Hub:
         if need > free:
             where = free_space_root(target)
             raise DiskSpaceError(
-                f"Not enough disk space in {where}: this pull needs {_fmt(need)} more and {_fmt(free)} is free. "
+                f"Not enough disk space in {where}: this pull needs {format_size(need)} more and {format_size(free)} is free. "
                 "Free some space, or point HF_HOME at a bigger disk."
             )
         return need
@@ -481,7 +475,7 @@ class Hub:
                            "`hf download` and pull again (the file in the HF cache is found and verified).")
         hasher = _new_hasher(kind, rf.size)
         if have:
-            progress.message(f"Resuming {rf.path} at {_fmt(have)} of {_fmt(rf.size)}")
+            progress.message(f"Resuming {rf.path} at {format_size(have)} of {format_size(rf.size)}")
             hasher = _hash_file(part, kind, rf.size, rf.path, Progress(), upto=have)
         mode = "r+b" if part.exists() else "wb"
         writer = None
@@ -500,7 +494,7 @@ class Hub:
             got = part.stat().st_size if part.exists() else 0
             if isinstance(exc, DownloadError) and got:
                 raise DownloadError(
-                    f"The download of {rf.path} from {repo} stopped at {_fmt(got)} of {_fmt(rf.size)}; "
+                    f"The download of {rf.path} from {repo} stopped at {format_size(got)} of {format_size(rf.size)}; "
                     "run the same pull again to resume."
                 ) from exc
             raise

@@ -48,6 +48,11 @@ def quant_of_path(path: str) -> str | None:
     return None
 
 
+def split_name(stem: str, index: int, count: int) -> str:
+    """The file name of part `index` (1-based) of `count`: llama.cpp's `stem-00001-of-00003.gguf`."""
+    return f"{stem}-{index:05d}-of-{count:05d}.gguf"
+
+
 def split_info(name: str) -> tuple[str, int, int] | None:
     """("stem", index, count) for "stem-00002-of-00005.gguf", else None."""
     m = SPLIT_RE.match(name)
@@ -58,6 +63,13 @@ def split_info(name: str) -> tuple[str, int, int] | None:
 
 # When a catalog model's default quant is not published by any of its sources, the closest one is taken in this
 # order (sizes near Q4_K_M first, then larger, then smaller).
+# Bits per weight of llama.cpp's file types (MODELS.md rules of thumb), largest first: sizes of quants no source
+# lists, and "a smaller quant fits" advice.
+QUANT_BPW = (
+    ("Q8_0", 8.5), ("Q6_K", 6.56), ("Q5_K_M", 5.7), ("Q4_K_M", 4.9), ("Q4_0", 4.5), ("Q3_K_M", 3.9),
+    ("Q2_K", 2.96), ("IQ2_XXS", 2.06), ("IQ1_S", 1.56),
+)
+
 FALLBACK_ORDER = (
     "Q4_K_M", "Q4_K_S", "IQ4_XS", "IQ4_NL", "Q4_0", "Q5_K_M", "Q5_K_S", "Q6_K", "Q8_0", "Q3_K_L", "Q3_K_M",
     "IQ3_M", "Q3_K_S", "Q2_K_L", "Q2_K", "UD-Q2_K_XL", "UD-IQ2_XXS", "UD-IQ1_M", "UD-IQ1_S",

@@ -9,7 +9,7 @@ import fnmatch
 from dataclasses import dataclass
 
 from localseek.errors import HubError
-from localseek.quants import normalize_quant, quant_of_path, split_info
+from localseek.models.quants import normalize_quant, quant_of_path, split_info
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,77 @@
+"""Sampling defaults for a model, from the most specific source that has them.
+
+Order: a flag the user passed > the catalog entry (models.toml) > the GGUF's own `general.sampling.*`
+keys > DeepSeek's advice for R1 (temperature 0.6, top-p 0.95) and llama.cpp's defaults for the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from localseek.models.catalog import ModelSpec
+from localseek.models.gguf_info import GGUFInfo
+from localseek.runtime.options import Sampling
+
+KNOBS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens")
+_GGUF_KEYS = {
+    "temperature": "general.sampling.temp",
+    "top_p": "general.sampling.top_p",
+    "top_k": "general.sampling.top_k",
+    "min_p": "general.sampling.min_p",
+    "repeat_penalty": "general.sampling.penalty_repeat",
+}
+BUILTIN = Sampling()  # temperature 0.6, top_p 0.95 (DeepSeek's R1 advice), top_k 40, min_p 0.05
+
+
+def catalog_values(spec: ModelSpec | None) -> dict[str, Any]:
+    sampling = spec.sampling if spec is not None else None
+    if sampling is None:
+        return {}
+    return {k: getattr(sampling, k) for k in KNOBS if getattr(sampling, k, None) is not None}
+
+
+def _gguf_values(info: GGUFInfo) -> dict[str, Any]:
+    out = {}
+    for knob, key in _GGUF_KEYS.items():
+        value = info.metadata.get(key)
+        # A file's values are only taken when they are sane numbers (a hostile header may say NaN or -5).
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+            out[knob] = value
+    return out
+
+
+def _typed(knob: str, value: Any) -> Any:
+    return int(value) if knob in ("top_k", "max_tokens") else float(value)
+
+
+def resolve_sampling(
+    spec: ModelSpec | None,
+    info: GGUFInfo,
+    flags: Mapping[str, Any],
+) -> tuple[Sampling, dict[str, str]]:
+    """The sampling settings for this run, and where each knob came from ("flag", "catalog", "gguf", "default").
+
+    `spec` is the model's catalog entry (None for a file the catalog does not know); `flags` holds what the user
+    passed (None = not passed); `seed` passes straight through.
+    """
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        ("flag", {k: v for k, v in flags.items() if v is not None}),
+        ("catalog", catalog_values(spec)),
+        ("gguf", _gguf_values(info)),
+    ]
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for knob in KNOBS:
+        for source, layer in layers:
+            if layer.get(knob) is not None:
+                values[knob] = _typed(knob, layer[knob])
+                sources[knob] = source
+                break
+        else:
+            sources[knob] = "default"
+    if flags.get("seed") is not None:
+        values["seed"] = int(flags["seed"])
+    return replace(BUILTIN, **values), sources
