@@ -67,15 +67,16 @@ def _status_kib(field: str) -> int:
 
 
 def child(model: Path, n_ctx: int, mmap: bool, threads: int) -> dict:
-    from localseek.engine import Engine, Sampling, captured_log
-    from localseek.ggufinfo import read_gguf
-    from localseek.loader import plan_for
-    from localseek.plan import Request
+    from localseek.runtime.engine import Engine, captured_log
+    from localseek.runtime.options import Sampling
+    from localseek.models.gguf_info import read_gguf
+    from localseek.runtime.open import load_options, plan_for
+    from localseek.planning.plan import Request
 
     baseline = _status_kib("VmRSS") * 1024
     info = read_gguf(model)
     plan = plan_for(info, Request(n_ctx=n_ctx, mmap=mmap, threads=threads))
-    engine = Engine.load(model, plan.load_options())
+    engine = Engine.load(model, load_options(plan))
     log = captured_log()
     prompt = engine.tokenize(" ".join(["hello world"] * (plan.n_ubatch // 2)))[: plan.n_ubatch]
     list(engine.stream(prompt, Sampling(temperature=0, max_tokens=8)))
@@ -103,7 +104,7 @@ def child(model: Path, n_ctx: int, mmap: bool, threads: int) -> dict:
 
 
 def fp_compute(info, plan) -> int:
-    from localseek.footprint import from_gguf
+    from localseek.planning.footprint import from_gguf
 
     return from_gguf(info).compute_bytes(plan.n_ctx, plan.n_ubatch, plan.flash_attn)
 

@@ -22,21 +22,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from localseek import speculative
-from localseek.engine import Engine, LoadOptions, Sampling
-from localseek.nano import ensure_gguf
+from localseek.runtime import speculative
+from localseek.runtime.engine import Engine
+from localseek.runtime.options import LoadOptions, Sampling, SpecStats
+from localseek.nano import install
 from localseek.nano.problems import eval_problems, render_prompt
 
 GREEDY = Sampling(temperature=0.0)
 MAX_NEW = 400
 
 
-def answer(engine: Engine, prompt: list[int]) -> tuple[list[int], float, float]:
+def answer(engine: Engine, prompt: list[int], spec: SpecStats | None = None) -> tuple[list[int], float, float]:
     """Greedy reply tokens, seconds to the first token, seconds for the whole reply."""
     out: list[int] = []
     t0 = time.perf_counter()
     first = 0.0
-    gen = engine.generate_tokens(prompt, GREEDY)
+    gen = engine.generate_tokens(prompt, GREEDY, spec_stats=spec)
     for token in gen:
         if not out:
             first = time.perf_counter() - t0
@@ -51,24 +52,22 @@ def answer(engine: Engine, prompt: list[int]) -> tuple[list[int], float, float]:
 def measure(path: Path, threads: int, n: int, draft_max: int | None = None, fixed: bool = False) -> dict:
     opts = LoadOptions(n_ctx=1024, n_threads=threads, n_threads_batch=threads)
     plain = Engine.load(path, opts)
-    mtp = Engine.load(path, LoadOptions(n_ctx=1024, n_threads=threads, n_threads_batch=threads, load_mtp=True))
-    speculative.enable(mtp, mtp=True, draft=None, n_draft=draft_max, fixed=fixed)
+    mtp = Engine.load(path, LoadOptions(n_ctx=1024, n_threads=threads, n_threads_batch=threads, load_mtp=True),
+                      drafter=speculative.mtp_drafter(draft_max, fixed=fixed))
+    counted = SpecStats()
     try:
         problems = eval_problems(n)
         prompts = [plain.tokenize(render_prompt(p.question)) for p in problems]
         for engine in (plain, mtp):  # warm up both (first decodes build graphs, fault pages in)
             answer(engine, prompts[0])
         rows = []
-        accepted = drafted = 0
         for i, prompt in enumerate(prompts):
             order = (plain, mtp) if i % 2 == 0 else (mtp, plain)
-            got = {id(e): answer(e, prompt) for e in order}
+            got = {id(e): answer(e, prompt, counted if e is mtp else None) for e in order}
             (p_out, p_first, p_total), (m_out, m_first, m_total) = got[id(plain)], got[id(mtp)]
             if p_out != m_out:
                 print(f"problem {i}: replies differ with and without MTP", file=sys.stderr)
                 raise SystemExit(1)
-            accepted += mtp.spec_stats.accepted
-            drafted += mtp.spec_stats.drafted
             rows.append((len(p_out), p_first, p_total, m_first, m_total))
     finally:
         plain.close()
@@ -83,7 +82,7 @@ def measure(path: Path, threads: int, n: int, draft_max: int | None = None, fixe
         "speedup": plain_gen / mtp_gen,
         "answer_speedup": sum(r[2] for r in rows) / sum(r[4] for r in rows),
         "median": statistics.median(per_problem), "min": min(per_problem), "max": max(per_problem),
-        "accepted": accepted, "drafted": drafted,
+        "accepted": counted.accepted, "drafted": counted.drafted,
     }
 
 
@@ -95,21 +94,24 @@ def main() -> int:
     ap.add_argument("--draft-max", type=int, default=None, help="most drafts per round (default: run's, 3)")
     ap.add_argument("--fixed", action="store_true", help="always draft --draft-max tokens (default: tuned)")
     args = ap.parse_args()
-    path = ensure_gguf(args.quant)
+    path = install(args.quant).primary
     drafting = f"fixed {args.draft_max or speculative.DEFAULT_MTP_DRAFT}" if args.fixed else "tuned"
     print(f"localseek-nano {args.quant} ({path.name}), {args.n} held-out problems, greedy, draft length {drafting}, "
-          "replies identical: checked\n")
+          "each reply compared with and without MTP\n")
     print("| threads | reply tokens | plain → MTP (gen. t/s) | speed-up (gen.) | per problem median (min–max) "
           "| whole answer | drafts accepted |")
     print("|---|---|---|---|---|---|---|")
+    compared = 0
     for t in args.threads:
-        r = measure(path, t, args.n, args.draft_max, args.fixed)
+        r = measure(path, t, args.n, args.draft_max, args.fixed)  # exits 1 at the first reply that differs
         if not r["problems"]:
             return 2
+        compared += r["problems"]
         acc = r["accepted"] / r["drafted"] if r["drafted"] else 0.0
         print(f"| {t} | {r['tokens']} | {r['plain_tps']:.0f} → {r['mtp_tps']:.0f} | **×{r['speedup']:.2f}** "
               f"| ×{r['median']:.2f} ({r['min']:.2f}–{r['max']:.2f}) | ×{r['answer_speedup']:.2f} "
               f"| {acc:.0%} ({r['accepted']}/{r['drafted']}) |", flush=True)
+    print(f"\nreplies identical with and without MTP: {compared} of {compared} compared")
     return 0
 
 

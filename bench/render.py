@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console
 from rich.markdown import Markdown
 
-from localseek.engine import Stats
-from localseek.generation import Done, ThinkingDone
-from localseek.reasoning import Answer, Reasoning
+from localseek.runtime.options import Stats
+from localseek.chat.generation import Done, ThinkingDone
+from localseek.chat.reasoning import Answer, Reasoning
 from localseek.tui import THEME, ChatView
 
 _SECTION = """## Step {n}: handling the {what}

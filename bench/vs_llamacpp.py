@@ -100,7 +100,7 @@ def write_test_model(out: Path, *, n_layer: int = 28, d: int = 1536, n_ff: int =
             arr = (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(dt)
         w.write_tensor_data(arr)
     w.close()
-    from localseek.engine import _install_log_capture
+    from localseek.runtime.engine import _install_log_capture
 
     _install_log_capture()  # llama.cpp's quantizer log goes to localseek's capture, not the terminal
     params = llama_cpp.llama_model_quantize_default_params()
@@ -175,7 +175,7 @@ def memory_bandwidth(threads: int, nbytes: int = 1 << 30, reps: int = 7) -> dict
 def bytes_per_token(model: Path) -> int:
     """Weight bytes a decode step reads: every tensor, except the token embedding (one row) and, for MoE, the experts
     a token is not routed to (the used share of each expert tensor)."""
-    from localseek.ggufinfo import read_gguf
+    from localseek.models.gguf_info import read_gguf
 
     info = read_gguf(model)
     names = {t.name for t in info.tensors}
@@ -275,8 +275,8 @@ def compare(exe: Path, model: Path, args: argparse.Namespace) -> dict:
 
 
 def speculative_report(model: Path, args: argparse.Namespace) -> dict | None:
-    from localseek import speculative
-    from localseek.ggufinfo import read_gguf
+    from localseek.runtime import speculative
+    from localseek.models.gguf_info import read_gguf
 
     info = read_gguf(model)
     extra: tuple[str, ...]

@@ -86,3 +86,38 @@ def inventories(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ]:
         made[f"{shape.name}-{ftype.name.removeprefix('MOSTLY_')}"] = header_only_quant(d, shape, ftype)[0]
     return made
+
+
+def require_reference(reason: str) -> None:
+    """Skip a reference check whose tools are missing — or fail, where CI says they must be there."""
+    if os.environ.get("LOCALSEEK_REQUIRE_REFERENCE") == "1":
+        pytest.fail(f"{reason} (LOCALSEEK_REQUIRE_REFERENCE=1: CI must run this check)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def nano_full_precision():
+    """localseek-nano's accuracy in full precision (torch fp32, greedy) on all 500 held-out problems: the number the
+    GGUF floors are measured against, computed here rather than copied."""
+    try:
+        import torch
+        import transformers
+        from tokenizers import Tokenizer
+    except ImportError:
+        require_reference("torch/transformers/tokenizers missing: pip install -e '.[reference]'")
+    if int(transformers.__version__.split(".")[0]) < 5:
+        require_reference("localseek_train needs transformers 5 (the `reference` extra pins it)")
+    from localseek.nano import CHECKPOINT
+    from localseek.nano.evaluate import evaluate_many
+    from localseek.nano.problems import eval_problems
+    from localseek_train.checkpoint import load_checkpoint
+    from localseek_train.generate import torch_generate_many
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = load_checkpoint(CHECKPOINT)
+        tok = Tokenizer.from_file(str(CHECKPOINT / "tokenizer.json"))
+        return evaluate_many(torch_generate_many(model, tok), eval_problems(500))
+    finally:
+        torch.set_num_threads(threads)

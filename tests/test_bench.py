@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 from deepseek_factory import TinyDeepseekConfig, write_deepseek2_gguf
 
-from localseek.bench import time_generation, time_prompt
-from localseek.engine import Engine, LoadOptions
+from localseek.runtime.bench import time_generation, time_prompt
+from localseek.runtime.engine import Engine
+from localseek.runtime.options import LoadOptions
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -56,13 +58,24 @@ def test_json_with_sweeps_and_mtp(mtp_gguf: Path) -> None:
     assert doc["arch"] == "deepseek2" and doc["n_params"] > 0 and doc["spec"]["drafter"] == "mtp"
     rows = [(x["test"], x["n_threads"], x["n_batch"]) for x in doc["results"]]
     assert rows == [(t, th, b) for b in (8, 16) for th in (1, 2) for t in ("pp16", "tg8", "tg8+mtp")]
+    by_row = {(x["test"], x["n_threads"], x["n_batch"]): x for x in doc["results"]}
     for x in doc["results"]:
-        assert len(x["samples_tps"]) == 2 and x["min_tps"] <= x["median_tps"] <= x["max_tps"]
-        assert all(s > 0 for s in x["seconds"])
-        if x["test"] != "tg8+mtp":  # time outside llama.cpp's decode calls: measured, and small next to it
-            assert len(x["llama_seconds"]) == 2 and x["loop_overhead"] > -0.01
-        if x["test"] == "tg8+mtp":
-            assert x["drafted"] > 0 and 0 <= x["acceptance"] <= 1 and x["extra"]["speedup"] > 0
+        n = 16 if x["test"] == "pp16" else 8
+        # every figure follows from the measured seconds: tokens / seconds per run, their median, min and max
+        assert x["samples_tps"] == pytest.approx([n / s for s in x["seconds"]], rel=1e-3)
+        assert x["median_tps"] == pytest.approx(statistics.median(x["samples_tps"]), rel=1e-3)
+        assert (x["min_tps"], x["max_tps"]) == pytest.approx((min(x["samples_tps"]), max(x["samples_tps"])), rel=1e-3)
+        if x["test"] != "tg8+mtp":
+            # llama.cpp's own decode time (its perf counters) is part of each run's wall time, never more
+            assert len(x["llama_seconds"]) == 2
+            assert all(0 < inside <= wall * 1.01 for wall, inside in zip(x["seconds"], x["llama_seconds"]))
+            assert x["loop_overhead"] == pytest.approx(statistics.median(
+                (w - c) / c for w, c in zip(x["seconds"], x["llama_seconds"])), abs=1e-4)
+        else:
+            plain = by_row[("tg8", x["n_threads"], x["n_batch"])]
+            assert x["extra"]["speedup"] == pytest.approx(x["median_tps"] / plain["median_tps"], rel=1e-3)
+            # the scripted MTP head predicts the next token: most drafts are kept, never more than were made
+            assert 0 < x["accepted"] <= x["drafted"] and x["acceptance"] >= 0.8
 
 
 def test_no_mtp_and_table_output(mtp_gguf: Path) -> None:

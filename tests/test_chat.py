@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from factory import BOS, R1_TEMPLATE, R1_TEMPLATE_THINK
 
-from localseek.chat import ChatTemplate, Conversation, strip_reasoning
+from localseek.chat.conversation import ChatTemplate, Conversation, strip_reasoning
 from localseek.errors import UsageError
 
 

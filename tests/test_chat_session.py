@@ -10,12 +10,13 @@ import pytest
 from factory import SCRIPT_ANSWER, SCRIPT_REASONING
 from tuimodels import hybrid_model, loop_model
 
-from localseek.chat import Conversation
-from localseek.engine import Engine, LoadOptions, Sampling
+from localseek.chat.conversation import Conversation
+from localseek.runtime.engine import Engine
+from localseek.runtime.options import LoadOptions, Sampling, Stats
 from localseek.errors import UsageError
-from localseek.generation import BUDGET_CLOSE, Done, ThinkingDone, Turn
-from localseek.reasoning import Answer, Reasoning
-from localseek.session import ChatSession, ChatSettings, ContextTrimmed
+from localseek.chat.generation import BUDGET_CLOSE, Done, ThinkingDone, Turn
+from localseek.chat.reasoning import Answer, Reasoning
+from localseek.chat.session import ChatSession, ChatSettings, ContextTrimmed
 
 GREEDY = Sampling(temperature=0.0, max_tokens=200)
 
@@ -53,14 +54,14 @@ def settings(**kw: object) -> ChatSettings:
 def test_inject_forces_text_then_sampling_resumes(scripted: Engine) -> None:
     prompt = scripted.tokenize("<｜User｜>hi<｜Assistant｜>")
     pieces = []
-    for i, piece in enumerate(scripted.stream(prompt, GREEDY)):
+    stats = Stats()
+    for i, piece in enumerate(scripted.stream(prompt, GREEDY, stats)):
         pieces.append(piece)
         if i == 2:  # "<think>", "\n", "Hmm"
             scripted.inject(BUDGET_CLOSE)
     text = "".join(pieces)
     # The forced close comes right after "Hmm"; the scripted model then answers as after its own </think>.
     assert text == "<think>\nHmm" + BUDGET_CLOSE + SCRIPT_ANSWER
-    stats = scripted.last_stats
     assert stats.stop_reason == "eos"
     forced = scripted.llm.tokenize(BUDGET_CLOSE.encode(), add_bos=False, special=True)  # type: ignore[attr-defined]
     assert len(forced) == 3  # "\n", "</think>", "\n\n"

@@ -9,10 +9,11 @@ import pytest
 from factory import SCRIPT_ANSWER, SCRIPT_REASONING
 from tuimodels import hybrid_model
 
-from localseek.commands import COMMANDS, R1_SYSTEM_ADVICE, completions, is_command, run_command
-from localseek.engine import Engine, LoadOptions, Sampling
-from localseek.generation import Turn
-from localseek.session import ChatSession, ChatSettings
+from localseek.chat.commands import COMMANDS, R1_SYSTEM_ADVICE, completions, is_command, run_command
+from localseek.runtime.engine import Engine
+from localseek.runtime.options import LoadOptions, Sampling
+from localseek.chat.generation import Turn
+from localseek.chat.session import ChatSession, ChatSettings
 
 
 @pytest.fixture(scope="module")

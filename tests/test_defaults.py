@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import sys
+from dataclasses import replace
 from pathlib import Path
 
-from localseek.defaults import resolve_sampling
-from localseek.ggufinfo import GGUFInfo, read_gguf
+from localseek.models.catalog import SamplingDefaults, load_catalog
+from localseek.models.gguf_info import GGUFInfo, read_gguf
+from localseek.models.resolve import resolve
+from localseek.runtime.defaults import resolve_sampling
 
 NONE = {"temperature": None, "top_p": None, "top_k": None, "min_p": None, "repeat_penalty": None,
         "max_tokens": None, "seed": None}
@@ -17,26 +19,23 @@ def info(**metadata: object) -> GGUFInfo:
 
 
 def test_builtin_defaults_follow_deepseek_r1_advice() -> None:
-    sampling, sources = resolve_sampling("m.gguf", info(), NONE, catalog=lambda ref, i: None)
+    sampling, sources = resolve_sampling(None, info(), NONE)
     assert (sampling.temperature, sampling.top_p) == (0.6, 0.95)
     assert set(sources.values()) == {"default"}
 
 
 def test_precedence_flag_over_catalog_over_gguf() -> None:
-    gguf = info(**{"general.sampling.temp": 0.9, "general.sampling.top_p": 0.8, "general.sampling.top_k": 20})
-    seen = []
-
-    def catalog(ref: str, i: GGUFInfo) -> dict[str, float]:
-        seen.append(ref)
-        return {"temperature": 0.5, "max_tokens": 300}
-
+    gguf = info(**{"general.sampling.temp": 0.9, "general.sampling.top_p": 0.8, "general.sampling.top_k": 20,
+                   "general.sampling.min_p": float("nan")})
+    spec = replace(load_catalog().get("deepseek-r1:7b"), sampling=SamplingDefaults(0.5, 0.7))  # type: ignore[arg-type]
     flags = {**NONE, "top_k": 5, "seed": 3}
-    sampling, sources = resolve_sampling("r1:7b", gguf, flags, catalog=catalog)
-    assert seen == ["r1:7b"]
-    assert (sampling.temperature, sampling.top_p, sampling.top_k, sampling.max_tokens, sampling.seed) == (
-        0.5, 0.8, 5, 300, 3)
-    assert sources == {"temperature": "catalog", "top_p": "gguf", "top_k": "flag", "max_tokens": "catalog",
+    sampling, sources = resolve_sampling(spec, gguf, flags)
+    assert (sampling.temperature, sampling.top_p, sampling.top_k, sampling.seed) == (0.5, 0.7, 5, 3)
+    assert sampling.min_p == 0.05  # a NaN in the file is not taken
+    assert sources == {"temperature": "catalog", "top_p": "catalog", "top_k": "flag", "max_tokens": "default",
                        "min_p": "default", "repeat_penalty": "default"}
+    sampling, sources = resolve_sampling(replace(spec, sampling=None), gguf, flags)
+    assert (sampling.temperature, sampling.top_p) == (0.9, 0.8) and sources["top_p"] == "gguf"
 
 
 def test_gguf_sampling_keys_are_read(tiny_gguf: Path, tmp_path: Path) -> None:
@@ -69,49 +68,24 @@ def test_gguf_sampling_keys_are_read(tiny_gguf: Path, tmp_path: Path) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    sampling, sources = resolve_sampling(str(out), read_gguf(out), NONE, catalog=lambda r, i: None)
+    sampling, sources = resolve_sampling(None, read_gguf(out), NONE)
     assert (sampling.temperature, sampling.top_k) == (0.0, 1) and sources["temperature"] == "gguf"
 
 
-def test_catalog_module_is_used_when_present(monkeypatch, tmp_path: Path) -> None:
-    """The adapter for the catalog of the `pull` work: load_catalog().resolve(ref).spec.sampling, and installed
-    models through pull.find_installed(ref).catalog_id. Stand-in modules with that interface."""
-    import types
-    from dataclasses import dataclass
+def test_installed_models_get_their_catalog_entry(tiny_gguf: Path) -> None:
+    """The catalog entry travels with the resolved reference: a catalog name, an installed model pulled from the
+    catalog, and a bare file (no entry: the GGUF and the built-in defaults decide)."""
+    from localseek.models import store
 
-    from localseek import defaults
-
-    @dataclass(frozen=True)
-    class SamplingDefaults:
-        temperature: float
-        top_p: float
-
-    @dataclass(frozen=True)
-    class Spec:
-        id: str
-        sampling: SamplingDefaults | None
-
-    specs = {"deepseek-v3": Spec("deepseek-v3", SamplingDefaults(0.3, 0.9)), "bare": Spec("bare", None)}
-
-    class Catalog:
-        def resolve(self, ref: str):
-            spec = specs.get(ref.split(":")[0])
-            return types.SimpleNamespace(spec=spec, quant=None) if spec else None
-
-        def get(self, name: str):
-            return specs.get(name)
-
-    catalog = types.ModuleType("localseek.catalog")
-    catalog.load_catalog = Catalog  # type: ignore[attr-defined]
-    pull = types.ModuleType("localseek.pull")
-    pull.find_installed = lambda ref: (  # type: ignore[attr-defined]
-        types.SimpleNamespace(catalog_id="deepseek-v3") if ref == "unsloth/DeepSeek-V3-GGUF" else None)
-    monkeypatch.setitem(sys.modules, "localseek.catalog", catalog)
-    monkeypatch.setitem(sys.modules, "localseek.pull", pull)
-    lookup = defaults._catalog_lookup()
-    assert lookup is not None
-    for ref in ("deepseek-v3:q4_k_m", "unsloth/DeepSeek-V3-GGUF"):
-        sampling, sources = resolve_sampling(ref, info(), NONE)
-        assert (sampling.temperature, sampling.top_p) == (0.3, 0.9) and sources["temperature"] == "catalog"
-    assert resolve_sampling("bare", info(), NONE)[1]["temperature"] == "default"
-    assert resolve_sampling(str(tmp_path / "x.gguf"), info(), NONE)[0].temperature == 0.6
+    spec = load_catalog().get("deepseek-r1:7b")
+    assert spec is not None and spec.sampling is not None
+    store.register(store.InstalledModel(
+        name="r1-distill-qwen-7b:Q4_K_M", kind="gguf", source="hub", catalog_id=spec.id, quant="Q4_K_M",
+        files=(store.StoredFile(path=str(tiny_gguf), blob=str(tiny_gguf), size=tiny_gguf.stat().st_size),)))
+    for ref in ("deepseek-r1:7b", "r1-distill-qwen-7b:Q4_K_M", "deepseek-r1:7b-q4_k_m"):
+        model = resolve(ref)
+        sampling, sources = resolve_sampling(model.spec, read_gguf(model.path), NONE)
+        assert model.spec == spec and sources["temperature"] == "catalog", ref
+        assert (sampling.temperature, sampling.top_p) == (spec.sampling.temperature, spec.sampling.top_p)
+    bare = resolve(str(tiny_gguf))
+    assert bare.spec is None and resolve_sampling(bare.spec, read_gguf(bare.path), NONE)[0].temperature == 0.6

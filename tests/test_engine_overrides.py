@@ -7,13 +7,15 @@ from pathlib import Path
 import pytest
 from inventory import TINY_LITE, TINY_MOE, TINY_MTP, write_tiny_moe
 
-from localseek import hardware
-from localseek.engine import Engine, LoadOptions, Sampling, captured_log
+from localseek.planning import hardware
+from localseek.runtime.engine import Engine, captured_log
+from localseek.runtime.options import LoadOptions, Sampling
 from localseek.errors import EngineError
-from localseek.footprint import from_gguf
-from localseek.ggufinfo import read_gguf
-from localseek.hardware import GiB
-from localseek.plan import Request, make_plan
+from localseek.planning.footprint import from_gguf
+from localseek.models.gguf_info import read_gguf
+from localseek.sizes import GiB
+from localseek.planning.plan import Request, make_plan
+from localseek.runtime.open import load_options
 
 EXPERTS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
 
@@ -52,7 +54,7 @@ def test_plan_drives_the_engine(tiny_moe: Path) -> None:
     gpu_box = hardware.simulated(ram=16 * GiB, vram=8 * GiB, cores=2)
     plan = make_plan(fp, gpu_box, Request(n_ctx=256, gpu_layers="all", n_cpu_moe=3, threads=1))
     assert plan.cpu_expert_layers == (1, 2) and plan.n_gpu_layers == 5
-    engine = Engine.load(tiny_moe, plan.load_options())
+    engine = Engine.load(tiny_moe, load_options(plan))
     try:
         assert {name.split(".")[1] for name, _ in engine.overridden_tensors()} == {"1", "2"}
         assert len(engine.overridden_tensors()) == 6
@@ -97,7 +99,7 @@ def test_plan_on_localseeks_own_conversion_with_mtp(tmp_path: Path) -> None:
     box = hardware.simulated(ram=16 * GiB, vram=8 * GiB, cores=2)
     plan = make_plan(fp, box, Request(n_ctx=256, gpu_layers="all", n_cpu_moe=fp.n_layer, threads=1))
     assert plan.cpu_expert_layers == tuple(fp.moe_layers)
-    engine = Engine.load(out, plan.load_options())
+    engine = Engine.load(out, load_options(plan))
     try:
         assert {n.split(".")[1] for n, _ in engine.overridden_tensors()} == {str(i) for i in fp.moe_layers}
         assert greedy(engine, 2)

@@ -17,8 +17,8 @@ from inventory import (
     write_header_only,
 )
 
-from localseek.footprint import classify, from_gguf
-from localseek.ggufinfo import read_gguf
+from localseek.planning.footprint import classify, from_gguf
+from localseek.models.gguf_info import read_gguf
 
 Q = gguf.LlamaFileType
 GB = 1e9

@@ -7,7 +7,7 @@ import pytest
 from factory import R1_TEMPLATE, build_vocab
 
 from localseek.errors import ModelFileError
-from localseek.ggufinfo import read_gguf, split_parts
+from localseek.models.gguf_info import read_gguf, split_parts
 
 
 def test_header_round_trip(tiny_gguf: Path) -> None:

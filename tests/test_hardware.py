@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from localseek import backends, hardware
+from localseek.planning import backends, hardware
 from localseek.errors import UsageError
-from localseek.hardware import GiB
+from localseek.sizes import GiB
 
 
 @pytest.mark.parametrize(

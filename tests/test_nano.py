@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from localseek.chat import ChatTemplate
+from localseek.chat.conversation import ChatTemplate
 from localseek.nano import CHECKPOINT
 from localseek.nano.evaluate import evaluate, evaluate_many, llama_generate, score
 from localseek.nano.problems import (

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from localseek import hardware
+from localseek.planning import hardware
 from localseek.errors import InsufficientMemoryError
-from localseek.footprint import EXPERT_RE, Footprint, from_gguf
-from localseek.ggufinfo import read_gguf
-from localseek.hardware import GiB
-from localseek.loader import plan_for
-from localseek.plan import MIN_CTX, Request, make_plan
+from localseek.planning.footprint import EXPERT_RE, Footprint, from_gguf
+from localseek.models.gguf_info import read_gguf
+from localseek.sizes import GiB
+from localseek.runtime.open import load_options, plan_for
+from localseek.planning.plan import MIN_CTX, Request, make_plan
 
 DESKTOP = hardware.simulated(ram=192 * GiB, vram=24 * GiB, cores=16)
 LAPTOP = hardware.simulated(ram=8 * GiB, cores=4)
@@ -59,7 +59,7 @@ def test_desktop_runs_r1_iq1s_with_experts_in_ram(fp, inventories) -> None:
     assert plan.ram.weights == pytest.approx(
         sum(r1.layers[i].experts for i in plan.cpu_expert_layers) + r1.totals["embeddings"], rel=1e-9
     )
-    opts = plan.load_options()
+    opts = load_options(plan)
     assert opts.tensor_overrides == tuple((p, "CPU") for p in plan.overrides)
     assert opts.n_gpu_layers == plan.n_gpu_layers and opts.n_ctx == 8192
     why = {r.setting: r for r in plan.reasons}
@@ -124,7 +124,7 @@ def test_raspberry_pi_5_profile(fp) -> None:
     assert why["quant"].value == "Q4_0" and "repacked" in why["quant"].why
     rec = why["recommended model"].value
     assert rec.startswith("deepseek-r1:7b-q4_0")
-    from localseek.catalog import load_catalog
+    from localseek.models.catalog import load_catalog
 
     resolved = load_catalog().resolve(rec.split()[0])  # the advice names a model `run` can pull
     assert resolved and resolved.spec.id == "r1-distill-qwen-7b" and resolved.quant == "Q4_0"
@@ -197,7 +197,7 @@ def test_tiny_model_on_this_machine(tiny_gguf: Path) -> None:
 
 
 def _header_bytes(path: Path) -> int:
-    from localseek import ggufheader
+    from localseek.models import gguf_header as ggufheader
 
     return ggufheader.parse(path).data_offset
 
@@ -205,7 +205,7 @@ def _header_bytes(path: Path) -> int:
 def test_draft_model_is_planned_in_what_the_main_model_leaves(inventories) -> None:
     """`--draft`: the 1.5B distill is planned beside the 14B one — on the GPU while VRAM is left, in RAM when the main
     model took the GPU, refused (one line, what to do) when even RAM is short."""
-    from localseek.loader import plan_beside, remaining
+    from localseek.runtime.open import plan_beside, remaining
 
     main_info = read_gguf(inventories["R1-Distill-Qwen-14B-Q4_K_M"])
     draft_info = read_gguf(inventories["R1-Distill-Qwen-1.5B-Q4_K_M"])

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from localseek.reasoning import Answer, Reasoning, ReasoningParser
+from localseek.chat.reasoning import Answer, Reasoning, ReasoningParser
 
 
 def run(pieces: list[str], opened: bool = False) -> tuple[str, str, list]:

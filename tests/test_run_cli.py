@@ -64,8 +64,9 @@ def test_stdin_is_the_prompt(tiny_gguf: Path) -> None:
 
 
 def test_max_tokens_caps_reply(tiny_random_gguf: Path) -> None:
-    from localseek.engine import Engine, LoadOptions, Sampling
-    from localseek.generation import Done, respond
+    from localseek.runtime.engine import Engine
+    from localseek.runtime.options import LoadOptions, Sampling
+    from localseek.chat.generation import Done, respond
 
     engine = Engine.load(tiny_random_gguf, LoadOptions(n_ctx=512, n_threads=1))
     events = list(respond(engine, [{"role": "user", "content": "x"}], Sampling(temperature=0, max_tokens=7)))

@@ -14,10 +14,11 @@ import pytest
 from deepseek_factory import TinyDeepseekConfig, write_deepseek2_gguf
 from factory import SCRIPT_ANSWER, TinyConfig, write_qwen2_gguf
 
-from localseek import speculative
-from localseek.engine import Engine, LoadOptions, Sampling
 from localseek.errors import UsageError
-from localseek.ggufinfo import read_gguf
+from localseek.models.gguf_info import read_gguf
+from localseek.runtime import speculative
+from localseek.runtime.engine import Engine
+from localseek.runtime.options import LoadOptions, Sampling, SpecStats
 
 PROMPT = "<｜User｜>hello<｜Assistant｜>"
 FOLLOW_UP = "<｜User｜>and again<｜Assistant｜>"
@@ -43,10 +44,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _load(path: Path, *, mtp: bool = False, draft: Path | None = None, n_draft: int | None = None,
           n_batch: int = 512) -> Engine:
-    engine = Engine.load(path, LoadOptions(n_ctx=512, n_threads=1, load_mtp=mtp, n_batch=n_batch, n_ubatch=n_batch))
+    options = LoadOptions(n_ctx=512, n_threads=1, load_mtp=mtp, n_batch=n_batch, n_ubatch=n_batch)
     # A fixed draft length keeps acceptance counts deterministic (the tuner's choices depend on timings).
-    speculative.enable(engine, mtp=mtp, draft=str(draft) if draft else None, n_draft=n_draft, fixed=True)
-    return engine
+    drafter = None
+    if mtp:
+        drafter = speculative.mtp_drafter(n_draft, fixed=True)
+    elif draft:
+        drafter = speculative.model_drafter(Engine.load(draft, options), n_draft, fixed=True)
+    return Engine.load(path, options, drafter=drafter)
 
 
 def _two_turns(engine: Engine, sampling: Sampling, n: int = 48) -> tuple[list[int], list[int], list[int]]:
@@ -55,14 +60,14 @@ def _two_turns(engine: Engine, sampling: Sampling, n: int = 48) -> tuple[list[in
     prompt = engine.tokenize(PROMPT)
     for turn in range(2):
         out: list[int] = []
-        for token in engine.generate_tokens(prompt, sampling):
+        counted = SpecStats()
+        for token in engine.generate_tokens(prompt, sampling, spec_stats=counted):
             out.append(token)
             if len(out) >= n or engine.is_eog(token):
                 break
         replies.append(out)
-        if engine.spec_stats is not None:
-            drafts[0] += engine.spec_stats.accepted
-            drafts[1] += engine.spec_stats.drafted
+        drafts[0] += counted.accepted
+        drafts[1] += counted.drafted
         prompt = prompt + out + engine.tokenize(FOLLOW_UP)[1:]  # [1:]: no second BOS
     return replies[0], replies[1], drafts
 
@@ -226,11 +231,33 @@ def test_draft_model_greedy_output_identical(models: dict[str, Path], target: st
 
 
 def test_draft_model_must_share_the_tokenizer(models: dict[str, Path]) -> None:
-    engine = Engine.load(models["qw-scripted"], LoadOptions(n_ctx=256, n_threads=1))
+    options = LoadOptions(n_ctx=256, n_threads=1)
+    draft = Engine.load(models["qw-other-vocab"], options)
+    with pytest.raises(UsageError, match="does not share the main model's tokenizer"):
+        Engine.load(models["qw-scripted"], options, drafter=speculative.model_drafter(draft))
+    assert draft.decoder is None  # the refused draft model was closed, not leaked
+
+
+def test_plain_generation_on_a_speculating_engine(models: dict[str, Path]) -> None:
+    """`speculate=False` (what `bench` times as plain decoding) drafts nothing and leaves the MTP cache consistent:
+    speculating afterwards still gives the plain output."""
+    plain = _load(models["ds-partial"])
     try:
-        with pytest.raises(UsageError, match="does not share the main model's tokenizer"):
-            speculative.enable(engine, mtp=False, draft=str(models["qw-other-vocab"]))
-        assert engine.drafter is None
+        want = _two_turns(plain, GREEDY)
+    finally:
+        plain.close()
+    engine = _load(models["ds-partial"], mtp=True, n_draft=3)
+    try:
+        prompt = engine.tokenize(PROMPT)
+        counted = SpecStats()
+        out = []
+        for token in engine.generate_tokens(prompt, GREEDY, speculate=False, spec_stats=counted):
+            out.append(token)
+            if len(out) >= 48 or engine.is_eog(token):
+                break
+        assert out == want[0] and counted.drafted == 0
+        got = _two_turns(engine, GREEDY)
+        assert got[:2] == want[:2] and got[2][1] > 0
     finally:
         engine.close()
 
@@ -263,7 +290,7 @@ def test_draft_takes_an_installed_model_name(models: dict[str, Path]) -> None:
     """`--draft deepseek-r1:1.5b` finds the installed 1.5B distill like `run` finds models; not installed → how to."""
     import time
 
-    from localseek import store
+    from localseek.models import store
 
     r = _cli("run", str(models["qw-scripted"]), "hello", "--draft", "deepseek-r1:1.5b")
     assert r.returncode == 2 and "not installed" in r.stderr and "localseek pull deepseek-r1:1.5b" in r.stderr
@@ -286,9 +313,9 @@ def test_tuned_draft_length_keeps_output_identical(models: dict[str, Path]) -> N
         want = _two_turns(plain, GREEDY)
     finally:
         plain.close()
-    engine = Engine.load(models["ds-partial"], LoadOptions(n_ctx=512, n_threads=1, load_mtp=True))
+    engine = Engine.load(models["ds-partial"], LoadOptions(n_ctx=512, n_threads=1, load_mtp=True),
+                         drafter=speculative.mtp_drafter(3))  # tuned, as `run` does
     try:
-        speculative.enable(engine, mtp=True, draft=None, n_draft=3)  # tuned, as `run` does
         assert _two_turns(engine, GREEDY)[:2] == want[:2]
         assert engine.drafter.tuner.rounds > 4 and set(engine.drafter.tuner.rate) == {0, 1, 2, 3}
     finally:

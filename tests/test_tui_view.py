@@ -8,11 +8,11 @@ import io
 import pytest
 from rich.console import Console
 
-from localseek.commands import Reply
-from localseek.engine import Stats
-from localseek.generation import Done, ThinkingDone
-from localseek.reasoning import Answer, Reasoning
-from localseek.session import ContextTrimmed
+from localseek.chat.commands import Reply
+from localseek.runtime.options import Stats
+from localseek.chat.generation import Done, ThinkingDone
+from localseek.chat.reasoning import Answer, Reasoning
+from localseek.chat.session import ContextTrimmed
 from localseek.tui import THEME, ChatView, PlainView, stats_line, thought_line
 from localseek.tui.markdown import BlockSplitter, render_block
 

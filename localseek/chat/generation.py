@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from gguf import Keys
+
 from localseek.chat.conversation import FALLBACK_TEMPLATE, ChatTemplate, Conversation
 from localseek.chat.reasoning import Answer, Event, Reasoning, ReasoningParser
 from localseek.errors import UsageError
@@ -68,7 +70,7 @@ class Prompt:
 
 
 def template_for(engine: Engine) -> ChatTemplate:
-    source = engine.metadata.get("tokenizer.chat_template") or FALLBACK_TEMPLATE
+    source = engine.metadata.get(Keys.Tokenizer.CHAT_TEMPLATE) or FALLBACK_TEMPLATE
     return ChatTemplate(source=source, bos_token=engine.bos_text, eos_token=engine.eos_text)
 
 

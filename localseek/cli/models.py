@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from gguf import Keys
 from rich.console import Console
 from rich.table import Table
 
@@ -255,12 +256,12 @@ def show(
     data = {
         "name": model.name if model else str(info.path), "path": str(info.path),
         "parts": [str(p) for p in info.parts], "size": info.total_bytes, "architecture": info.arch,
-        "model_name": info.metadata.get("general.name"), "parameters": parameter_count(info),
-        "size_label": info.metadata.get("general.size_label"), "quant": file_type_name(info),
-        "context_length": info.get("context_length"), "layers": info.get("block_count"),
-        "embedding_length": info.get("embedding_length"), "heads": info.get("attention.head_count"),
-        "kv_heads": info.get("attention.head_count_kv"), "experts": info.get("expert_count"),
-        "experts_used": info.get("expert_used_count"), "chat_template": info.chat_template,
+        "model_name": info.metadata.get(Keys.General.NAME), "parameters": parameter_count(info),
+        "size_label": info.metadata.get(Keys.General.SIZE_LABEL), "quant": file_type_name(info),
+        "context_length": info.get(Keys.LLM.CONTEXT_LENGTH), "layers": info.get(Keys.LLM.BLOCK_COUNT),
+        "embedding_length": info.get(Keys.LLM.EMBEDDING_LENGTH), "heads": info.get(Keys.Attention.HEAD_COUNT),
+        "kv_heads": info.get(Keys.Attention.HEAD_COUNT_KV), "experts": info.get(Keys.LLM.EXPERT_COUNT),
+        "experts_used": info.get(Keys.LLM.EXPERT_USED_COUNT), "chat_template": info.chat_template,
         "tensors": {"count": len(info.tensors), "types": {t: {"count": counts[t], "bytes": sizes.get(t, 0)}
                                                           for t in counts}},
         "installed": model.to_json() if model else None, "catalog": _catalog_info(spec),

@@ -7,6 +7,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from gguf import Keys
 
 from localseek.chat.generation import Done, Turn
 from localseek.chat.session import ChatSession, ChatSettings
@@ -147,7 +148,7 @@ def run(
         if prompt is not None:
             _answer_once(session, prompt, as_json=as_json, show_thinking=show_thinking)
         else:
-            _chat(session, opened.name)
+            _chat(session, opened.ref.key)
 
 
 def _say(message: str) -> None:
@@ -188,7 +189,7 @@ def _read_stdin() -> str | None:
 
 def _facts(info: Any) -> dict[str, str]:
     facts = {"file": str(info.path), "architecture": info.arch}
-    name = info.metadata.get("general.name")
+    name = info.metadata.get(Keys.General.NAME)
     if name:
         facts["name"] = str(name)
     size = info.total_bytes

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, Keys
 
 _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _NP = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
@@ -125,7 +125,7 @@ def _parse(buf: mmap.mmap) -> Header:
         type_id = cur.take("<I")
         offset = cur.take("<Q")
         tensors.append(RawTensor(name, shape, type_id, offset, _n_bytes(type_id, shape)))
-    alignment = int(metadata.get("general.alignment", 32) or 32)
+    alignment = int(metadata.get(Keys.General.ALIGNMENT, 32) or 32)
     data_offset = -(-cur.pos // alignment) * alignment
     return Header(version, metadata, tensors, data_offset)
 

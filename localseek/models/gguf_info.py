@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gguf import Keys
+
 from localseek.errors import ModelFileError
 from localseek.models import gguf_header as ggufheader
 from localseek.models.quants import SPLIT_RE, split_name
@@ -34,7 +36,7 @@ class GGUFInfo:
 
     @property
     def arch(self) -> str:
-        return str(self.metadata.get("general.architecture", "unknown"))
+        return str(self.metadata.get(Keys.General.ARCHITECTURE, "unknown"))
 
     @property
     def total_bytes(self) -> int:
@@ -42,11 +44,14 @@ class GGUFInfo:
 
     @property
     def chat_template(self) -> str | None:
-        value = self.metadata.get("tokenizer.chat_template")
+        value = self.metadata.get(Keys.Tokenizer.CHAT_TEMPLATE)
         return str(value) if value else None
 
     def get(self, key: str, default: Any = None) -> Any:
-        """Architecture-scoped lookup: get("context_length") reads "<arch>.context_length"."""
+        """A key as `gguf.Keys` spells it (`Keys.LLM.CONTEXT_LENGTH` = "{arch}.context_length" reads
+        "deepseek2.context_length"); a bare name is looked up under the architecture first, then as it is."""
+        if "{arch}" in key:
+            return self.metadata.get(key.format(arch=self.arch), default)
         return self.metadata.get(f"{self.arch}.{key}", self.metadata.get(key, default))
 
     def int_value(self, key: str, default: int = 0) -> int:
@@ -155,7 +160,7 @@ def file_type_name(info: GGUFInfo) -> str | None:
     """The quantization the file declares (general.file_type), as "Q4_K_M", "F16", "BF16", "F32"..."""
     from gguf import LlamaFileType
 
-    value = info.metadata.get("general.file_type")
+    value = info.metadata.get(Keys.General.FILE_TYPE)
     if value is None:
         return None
     try:

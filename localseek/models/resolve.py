@@ -28,9 +28,14 @@ class ModelRef:
 
     text: str  # what the user typed
     path: Path  # the GGUF to read (the first part of a split model)
-    name: str  # what localseek calls it: the registry name, else the file's stem (chat history, messages)
+    name: str  # what localseek calls it: the registry name, else the file's name
     spec: ModelSpec | None = None  # its catalog entry, when it has one
     installed: store.InstalledModel | None = None
+
+    @property
+    def key(self) -> str:
+        """A stable short name (the registry name, else the file's stem without split suffix): chat history."""
+        return self.name if self.installed is not None else file_stem(self.path)
 
 
 def file_stem(path: Path) -> str:
@@ -46,7 +51,7 @@ def resolve(ref: str, *, fetch: Fetch | None = None, notify: Notify | None = Non
     """
     path = Path(ref).expanduser()
     if path.exists() or looks_like_path(ref):
-        return ModelRef(ref, path, file_stem(path))
+        return ModelRef(ref, path, path.name)
     catalog = load_catalog()
     model = find_installed(ref, catalog)
     target: Target | None = None

@@ -11,17 +11,19 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from gguf import Keys
+
 from localseek.models.catalog import ModelSpec
 from localseek.models.gguf_info import GGUFInfo
 from localseek.runtime.options import Sampling
 
 KNOBS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens")
 _GGUF_KEYS = {
-    "temperature": "general.sampling.temp",
-    "top_p": "general.sampling.top_p",
-    "top_k": "general.sampling.top_k",
-    "min_p": "general.sampling.min_p",
-    "repeat_penalty": "general.sampling.penalty_repeat",
+    "temperature": Keys.General.SAMPLING_TEMP,
+    "top_p": Keys.General.SAMPLING_TOP_P,
+    "top_k": Keys.General.SAMPLING_TOP_K,
+    "min_p": Keys.General.SAMPLING_MIN_P,
+    "repeat_penalty": Keys.General.SAMPLING_PENALTY_REPEAT,
 }
 BUILTIN = Sampling()  # temperature 0.6, top_p 0.95 (DeepSeek's R1 advice), top_k 40, min_p 0.05
 

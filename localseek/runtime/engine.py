@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gguf import Keys
+
 from localseek.errors import EngineError
 from localseek.planning import backends
 from localseek.planning.hardware import default_threads
@@ -160,7 +162,7 @@ class Engine:
         """Tokenize a rendered prompt: special tokens are parsed; BOS added only if the model wants it
         and the template did not already write it."""
         llm = self.llm
-        add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "true") == "true"
+        add_bos = llm.metadata.get(Keys.Tokenizer.ADD_BOS, "true") == "true"
         bos = self.bos_text
         if bos and text.startswith(bos):
             add_bos = False

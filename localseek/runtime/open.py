@@ -132,10 +132,7 @@ def _drafter(prep: Prepared, spec: Speculation, *, verbose: bool
              ) -> tuple[DrafterFactory | None, str, Engine | None]:
     """The factory that builds the engine's drafter, its kind, and the draft model's engine (loaded here)."""
     if prep.use_mtp:
-        def mtp(target):  # type: ignore[no-untyped-def]
-            return speculative.MTPDrafter(target, n_draft=spec.n_draft or speculative.DEFAULT_MTP_DRAFT,
-                                          p_min=spec.p_min, fixed=spec.fixed)
-        return mtp, speculative.MTPDrafter.kind, None
+        return speculative.mtp_drafter(spec.n_draft, p_min=spec.p_min, fixed=spec.fixed), "mtp", None
     if not spec.draft:
         return None, "", None
     # Planned like the main model, in the RAM and VRAM its plan leaves (on the GPU too when there is room).
@@ -143,11 +140,8 @@ def _drafter(prep: Prepared, spec: Speculation, *, verbose: bool
     info = read_gguf(draft_ref.path)
     plan = plan_beside(prep.plan, info, prep.hardware)
     draft_engine = Engine.load(info.path, load_options(plan, verbose=verbose))
-
-    def model_drafter(target):  # type: ignore[no-untyped-def]
-        return speculative.ModelDrafter(draft_engine, target, n_draft=spec.n_draft or speculative.DEFAULT_MODEL_DRAFT,
-                                        p_min=spec.p_min, fixed=spec.fixed)
-    return model_drafter, speculative.ModelDrafter.kind, draft_engine
+    factory = speculative.model_drafter(draft_engine, spec.n_draft, p_min=spec.p_min, fixed=spec.fixed)
+    return factory, speculative.ModelDrafter.kind, draft_engine
 
 
 def plan_for(info: GGUFInfo, request: Request, hw: hardware.Hardware | None = None) -> Plan:

@@ -17,12 +17,13 @@ the same distribution otherwise).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from gguf import Keys
 
 from localseek.errors import EngineError, UsageError
 from localseek.models.gguf_info import GGUFInfo
@@ -469,11 +470,32 @@ def speculative_tokens(dc: DecodeContext, sampler: Sampler, drafter: Drafter, pr
         last = out[-1]
 
 
+# -- building a drafter (handed to the engine when it is built) ------------------------------------------------
+def mtp_drafter(n_draft: int | None = None, *, p_min: float = DEFAULT_P_MIN, fixed: bool = False
+                ) -> Callable[[DecodeContext], MTPDrafter]:
+    """What `Engine.load(..., drafter=)` takes to draft with the model's MTP block (load it with `load_mtp`)."""
+    return lambda target: MTPDrafter(target, n_draft=n_draft or DEFAULT_MTP_DRAFT, p_min=p_min, fixed=fixed)
+
+
+def model_drafter(draft_engine: DraftEngine, n_draft: int | None = None, *, p_min: float = DEFAULT_P_MIN,
+                  fixed: bool = False) -> Callable[[DecodeContext], ModelDrafter]:
+    """What `Engine.load(..., drafter=)` takes to draft with a loaded smaller model; the drafter owns it (and closes
+    it also when the tokenizers turn out not to match)."""
+    def build(target: DecodeContext) -> ModelDrafter:
+        try:
+            return ModelDrafter(draft_engine, target, n_draft=n_draft or DEFAULT_MODEL_DRAFT, p_min=p_min,
+                                fixed=fixed)
+        except BaseException:
+            draft_engine.close()
+            raise
+    return build
+
+
 # -- choosing a drafter ----------------------------------------------------------------------------------------
 def mtp_layers(info: GGUFInfo) -> int:
     """How many MTP blocks the GGUF carries (0 when its converter dropped them, as llama.cpp's own does)."""
-    n = info.int_value("nextn_predict_layers")
-    blocks = info.int_value("block_count")
+    n = info.int_value(Keys.LLM.NEXTN_PREDICT_LAYERS)
+    blocks = info.int_value(Keys.LLM.BLOCK_COUNT)
     if n <= 0 or blocks <= n:
         return 0
     names = {t.name for t in info.tensors}
