@@ -147,9 +147,9 @@ def test_transformers_loads_the_checkpoint(tmp_path: Path):
 
 @pytest.mark.slow
 def test_shipped_model_full_precision_accuracy(nano_full_precision):
-    """All 500 held-out problems in full precision: the figure docs/NANO.md reports (99.2%)."""
+    """All 500 held-out problems with the shipped FP8 checkpoint in torch: the figure docs/NANO.md reports (99.4%)."""
     assert nano_full_precision.n == 500
-    assert nano_full_precision.accuracy == pytest.approx(0.992, abs=0.004), nano_full_precision.summary()
+    assert nano_full_precision.accuracy == pytest.approx(0.994, abs=0.003), nano_full_precision.summary()
 
 
 def test_shipped_tokenizer_matches_golden_ids():
