@@ -201,9 +201,9 @@ def bytes_per_token(model: Path) -> int:
 # -- 3. the two benchmarks ------------------------------------------------------------------------------------------
 def run_llama_bench(exe: Path, model: Path, *, threads: int, n_prompt: int, n_gen: int, reps: int,
                     batch: int) -> dict[str, list[float]]:
-    """{test: samples in tokens/s} from llama-bench's JSON (its defaults, flash attention off like localseek's)."""
+    """{test: samples in tokens/s} from llama-bench's JSON (flash attention on, as localseek's planner runs it)."""
     cmd = [str(exe), "-m", str(model), "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen), "-r", str(reps),
-           "-b", str(batch), "-ub", str(batch), "-fa", "0", "-o", "json"]
+           "-b", str(batch), "-ub", str(batch), "-fa", "1", "-o", "json"]
     r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise CouldNotMeasure(f"llama-bench failed ({r.returncode}): {r.stderr[-800:]}")

@@ -7,9 +7,10 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from localseek.cli import app
-from localseek.planning import hardware
+from localseek.planning import boards, hardware
 from localseek.sizes import format_size
 from localseek.tui import make_console
 
@@ -30,6 +31,7 @@ def report() -> dict:
         },
         "unused_cpu_features": hardware.unused_cpu_features(hw.cpu),
         "gpu_install_command": hint,
+        "board": boards.summary(hw),
     }
 
 
@@ -71,5 +73,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the repor
     if data["gpu_install_command"]:
         out.print("[notice]This build cannot use the GPU above. Reinstall llama-cpp-python with GPU support:[/]")
         out.print(f"  {data['gpu_install_command']}", soft_wrap=True)
+    for line in data["board"]:
+        out.print(f"[bold]Board[/]   {escape(line)}", highlight=False)
     for note in hw["notes"]:
         out.print(f"[notice]not detected:[/] {note}")

@@ -13,25 +13,15 @@ from dataclasses import asdict, dataclass, field
 
 from localseek.models.catalog import DEFAULT_CTX
 from localseek.models.quants import QUANT_BPW
+from localseek.planning import boards
 from localseek.planning.footprint import Footprint
 from localseek.planning.hardware import Hardware, default_threads, env_threads
 from localseek.sizes import GiB, MiB, format_size
 
-PI_DEFAULT_CTX = 2048
 MIN_CTX = 1024
 GPU_MARGIN = 1 * GiB  # left free on each GPU, as llama.cpp's own --fit does (driver, other programs)
 RUNTIME_RAM = 128 * MiB  # Python, libraries, llama.cpp's context and threads (measured: bench/memory.py)
 CLOSE_TO_SWAP = 0.85  # warn when a plan takes more than this share of available RAM
-
-# What to run on a small board, by RAM (Q4_0: repacked for ARM's NEON/dot-product kernels at load).
-BOARD_MODELS = (
-    # Catalog names (models.toml), so the advice is a command the user can run as printed.
-    (16 * GiB, "deepseek-r1:14b-q4_0 (R1-Distill-Qwen-14B, ≈8.5 GB): `localseek run deepseek-r1:14b-q4_0`"),
-    (8 * GiB, "deepseek-r1:7b-q4_0 (R1-Distill-Qwen-7B, ≈4.4 GB): `localseek run deepseek-r1:7b-q4_0`"),
-    (4 * GiB, "deepseek-r1:1.5b-q4_0 (R1-Distill-Qwen-1.5B, ≈1.1 GB): `localseek run deepseek-r1:1.5b-q4_0`"),
-    (2 * GiB, "deepseek-r1:1.5b-q4_0 (≈1.1 GB) with --ctx 1024: `localseek run deepseek-r1:1.5b-q4_0 --ctx 1024`"),
-)
-
 
 @dataclass(frozen=True)
 class Request:
@@ -273,7 +263,7 @@ def make_plan(fp: Footprint, hw: Hardware, req: Request = Request()) -> Plan:
     """Plan how to run `fp` on `hw`. Never raises for a plan that does not fit: `fits`/`problem` say so."""
     board = hw.is_small_arm_board
     trained = fp.context_train
-    default_ctx = PI_DEFAULT_CTX if board else DEFAULT_CTX
+    default_ctx = boards.BOARD_CTX if board else DEFAULT_CTX
     wanted = req.n_ctx or min(default_ctx, trained)
     small = hw.memory.total <= 8 * GiB or board
     ub = req.n_ubatch or (256 if small else 512)
@@ -302,7 +292,7 @@ def make_plan(fp: Footprint, hw: Hardware, req: Request = Request()) -> Plan:
     batch = min(batch, n_ctx)
     plan = Plan(
         model=fp.name, arch=fp.arch, file_type=fp.file_type, n_params=fp.n_params, n_ctx=n_ctx,
-        n_ctx_requested=wanted, n_batch=batch, n_ubatch=ub, threads=req.threads or default_threads(hw),
+        n_ctx_requested=wanted, n_batch=batch, n_ubatch=ub, threads=req.threads or _threads(hw),
         n_gpu_layers=lay.ngl,
         gpu_layers=tuple(range(_gpu_start(fp, lay.ngl), fp.n_layer_all if req.load_mtp else fp.n_layer)) if lay.ngl else (),
         cpu_expert_layers=tuple(i for i in lay.cpu_experts if lay.ngl and i >= _gpu_start(fp, lay.ngl)),
@@ -377,7 +367,8 @@ def _explain(plan: Plan, fp: Footprint, hw: Hardware, req: Request, wanted: int)
         plan.warnings.append(f"context reduced from {wanted} to {plan.n_ctx} tokens to fit memory")
     else:
         src = "you asked for it" if req.n_ctx else (
-            f"the default ({PI_DEFAULT_CTX} on a small board)" if hw.is_small_arm_board else "the default")
+            f"the default ({boards.BOARD_CTX} on a small board: room for the OS beside the KV cache)"
+            if hw.is_small_arm_board else "the default")
         if not req.n_ctx and fp.context_train < DEFAULT_CTX:
             src = "the model's trained context"
         why(Reason("context", str(plan.n_ctx),
@@ -396,6 +387,9 @@ def _explain(plan: Plan, fp: Footprint, hw: Hardware, req: Request, wanted: int)
         why(Reason("threads", str(plan.threads), "you asked for it"))
     elif not hw.simulated and env_threads():
         why(Reason("threads", str(plan.threads), "set by LOCALSEEK_THREADS"))
+    elif boards.profile(hw) is not None:
+        why(Reason("threads", str(plan.threads), "one per core of the board (llama-cpp-python's own default would "
+                   "use half of them)"))
     elif hw.cpu.performance_cores:
         why(Reason("threads", str(plan.threads), "one per performance core; efficiency cores slow every token down"))
     elif hw.cpu.logical_cpus > hw.cpu.physical_cores:
@@ -460,28 +454,35 @@ def _explain(plan: Plan, fp: Footprint, hw: Hardware, req: Request, wanted: int)
         plan.warnings.append("planned for a simulated machine (what-if), not this one")
 
 
+def _threads(hw: Hardware) -> int:
+    board = boards.profile(hw)
+    if board is not None and not (not hw.simulated and env_threads()):
+        return board.threads
+    return default_threads(hw)
+
+
 def _explain_board(plan: Plan, fp: Footprint, hw: Hardware) -> None:
-    board = hw.board.model if hw.board else "small ARM board"
-    if fp.file_type != "Q4_0":
+    board = boards.profile(hw)
+    assert board is not None
+    name = hw.board.model if hw.board else board.name
+    if fp.file_type in boards.REPACKED:
+        plan.reasons.append(Reason("quant", fp.file_type, "repacked at load for the ARM NEON/dot-product kernels"))
+    else:
         plan.reasons.append(Reason(
             "quant", fp.file_type,
-            f"on {board} Q4_0 is fastest: llama.cpp repacks it at load for the ARM NEON/dot-product kernels; "
-            f"a Q4_0 of this model would run faster than {fp.file_type}"))
-    else:
-        plan.reasons.append(Reason("quant", "Q4_0", "repacked at load for the ARM NEON/dot-product kernels"))
-    rec = recommended_board_model(hw.memory.total)
-    plan.reasons.append(Reason("recommended model", rec or "none",
-                               f"the largest DeepSeek model that runs well in {format_size(hw.memory.total)} RAM"
-                               if rec else "this board has too little RAM for any DeepSeek model"))
+            f"on {name} Q4_0 and Q4_K_M run fastest: llama.cpp repacks them at load for the NEON/dot-product "
+            f"kernels; a Q4_K_M of this model would run faster than {fp.file_type}"))
+    if board.bandwidth:
+        read = fp.weights() * (fp.n_expert_used / fp.n_expert if fp.is_moe and fp.n_expert else 1)
+        plan.reasons.append(Reason("expected speed", f"≈{board.bandwidth / max(read, 1):.1f} tok/s", board.basis))
+    best, largest = boards.recommend(hw)
+    plan.reasons.append(Reason(
+        "recommended model", best.ref if best else "none",
+        best.line() if best else f"no DeepSeek model runs at a usable speed in {format_size(hw.memory.total)} RAM"))
+    if largest is not None:
+        plan.reasons.append(Reason("largest that fits", largest.ref, largest.line()))
     if hw.memory.swap_total and plan.ram.total > hw.memory.available:
         plan.warnings.append("the plan exceeds RAM: the board would swap to its SD card/USB disk")
-
-
-def recommended_board_model(ram_total: int) -> str | None:
-    for need, name in BOARD_MODELS:
-        if ram_total >= need * 0.9:  # "8 GB" boards report ~7.8 GiB
-            return name
-    return None
 
 
 def _ranges(layers: tuple[int, ...]) -> str:
@@ -534,4 +535,4 @@ def _refusal(plan: Plan, fp: Footprint, hw: Hardware) -> str:
             f"Ways out: {'; '.join(ways)}.")
 
 
-__all__ = ["DEFAULT_CTX", "DeviceUse", "Plan", "Reason", "Request", "make_plan", "recommended_board_model"]
+__all__ = ["DEFAULT_CTX", "DeviceUse", "Plan", "Reason", "Request", "make_plan"]
