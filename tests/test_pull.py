@@ -216,9 +216,9 @@ def test_unknown_names_suggest(env: dict) -> None:
 
 
 def test_convert_only_models_and_bad_quants_say_what_to_do() -> None:
-    from localseek.catalog import UnknownModelError
     from localseek.errors import NotInstalledError
-    from localseek.pull import pull
+    from localseek.models.catalog import UnknownModelError
+    from localseek.models.pull import pull
 
     with pytest.raises(NotInstalledError, match="--original --quantize"):
         pull("v3.2")
@@ -296,7 +296,7 @@ def test_dropped_connection_then_next_pull_resumes(hub: FakeHub, env: dict, serv
     hub.faults.drop_after[sha] = (12 * MiB, 100)  # every attempt dies after 12 MiB
     r = cli(env, "pull", "deepseek-r1:7b")
     line = one_error_line(r)
-    assert "stopped at 10.5 MB of 20.5 MB" in line and "run the same pull again to resume" in line
+    assert "stopped at 10.0 MiB of 19.6 MiB" in line and "run the same pull again to resume" in line
     ranges = [q["range"] for q in hub.requests("cdn")]
     assert ranges[0] is None and f"bytes={10 * MiB}-" in ranges[1:]  # huggingface_hub retried within the run
     assert registry(isolated_home) == {}
@@ -364,7 +364,7 @@ def test_too_small_disk_is_refused_with_numbers(hub: FakeHub, env: dict, served:
     r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
                        env=dict(env, HF_HOME=str(hf_home)), capture_output=True, text=True, timeout=120, check=False)
     line = one_error_line(r)
-    assert "Not enough disk space" in line and "needs 20.5 MB more and 4.2 MB is free" in line
+    assert "Not enough disk space" in line and "needs 19.6 MiB more and 4.0 MiB is free" in line
     assert not hub.requests("cdn")  # refused before any byte was fetched
     assert registry(isolated_home) == {}
 
@@ -373,8 +373,8 @@ def test_disk_check_counts_what_is_already_here(hub: FakeHub, env: dict, served:
                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process variant with the free-space probe pinned: a resumed download needs only the missing bytes."""
     from localseek.errors import DiskSpaceError
-    from localseek.hub import Hub
-    from localseek.listing import RemoteFile
+    from localseek.models.hub import Hub
+    from localseek.models.listing import RemoteFile
 
     sha = _big_repo(hub, served)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
@@ -382,9 +382,9 @@ def test_disk_check_counts_what_is_already_here(hub: FakeHub, env: dict, served:
     rf = RemoteFile(path=served["big"].name, size=size, sha256=sha)
     blobs = cache(tmp_path) / "models--unsloth--DeepSeek-R1-Distill-Qwen-7B-GGUF" / "blobs"
     blobs.mkdir(parents=True)
-    monkeypatch.setattr("localseek.hub.free_space", lambda p: 15 * MiB)
+    monkeypatch.setattr("localseek.models.hub.free_space", lambda p: 15 * MiB)
     h = Hub(endpoint=hub.url)
-    with pytest.raises(DiskSpaceError, match=r"needs 20\.5 MB more and 15\.7 MB is free"):
+    with pytest.raises(DiskSpaceError, match=r"needs 19\.6 MiB more and 15\.0 MiB is free"):
         h.check_disk("unsloth/DeepSeek-R1-Distill-Qwen-7B-GGUF", "c" * 40, [rf])
     (blobs / f"{sha}.incomplete").write_bytes(served["big"].read_bytes()[: 10 * MiB])
     assert h.check_disk("unsloth/DeepSeek-R1-Distill-Qwen-7B-GGUF", "c" * 40, [rf]) == size - 10 * MiB
@@ -550,7 +550,7 @@ def test_run_asks_on_a_terminal(hub: FakeHub, env: dict) -> None:
         if proc.poll() is None:
             proc.kill()
     text = plain(asked + rest)
-    assert answered and "about 1.1 GB" in text and SCRIPT_ANSWER in text
+    assert answered and "about 1.0 GiB" in text and SCRIPT_ANSWER in text
 
 
 # ───────────────────────────── original weights ─────────────────────────────

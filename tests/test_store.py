@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from localseek import store
+from localseek.models import store
 
 
 def _blob(tmp_path: Path, repo: str, name: str, data: bytes, commit: str = "a" * 40) -> tuple[Path, Path]:
@@ -112,7 +112,7 @@ def test_verified_copy_is_forgotten_when_the_file_changes(tmp_path: Path) -> Non
 
 HOLDER = """
 import sys, time
-from localseek import store
+from localseek.models import store
 with store.pull_lock(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.readline()
