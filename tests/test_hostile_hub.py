@@ -466,3 +466,18 @@ def test_cli_rm_of_a_crafted_entry_says_what_it_kept(world: World) -> None:
 def test_errors_are_localseek_errors() -> None:
     for cls in (UnsafeNameError, OutsideRootError, UnverifiableError, NotAModelFileError):
         assert issubclass(cls, LocalseekError)
+
+
+def test_registry_names_are_printed_as_text(world: World, served: dict[str, Path]) -> None:
+    """A crafted name with Rich markup or terminal escapes is shown escaped by list, show and rm, never parsed."""
+    gguf = world.top / "localseek-home" / "converted" / "m.gguf"
+    gguf.parent.mkdir(parents=True)
+    gguf.write_bytes(served["gguf"].read_bytes())
+    name = "[/nope][bold]x\x1b[2J\n"
+    _write_registry(world.top, {name: {"source": "converted", "files": [{"path": str(gguf), "blob": str(gguf)}]}})
+    listed = _cli(world, "list")
+    assert listed.returncode == 0 and "[/nope][bold]x\\x1b[2J\\n" in listed.stdout, listed.stderr
+    assert "\x1b[2J" not in listed.stdout
+    removed = _cli(world, "rm", name, "--yes")
+    assert removed.returncode == 0 and "Removed [/nope][bold]x\\x1b[2J\\n: freed" in removed.stderr, removed.stderr
+    assert not gguf.exists() and world.changed_outside() == []

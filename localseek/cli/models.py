@@ -292,7 +292,7 @@ def show(
         _print_json(data)
         return
     out = _out()
-    out.print(f"[bold]{data['name']}[/bold]", highlight=False)
+    out.print(Text(_plain(data["name"]), style="bold"), highlight=False)  # a registry name: no markup
     rows = [
         ("path", data["path"] + (f" (+{len(info.parts) - 1} parts)" if len(info.parts) > 1 else "")),
         ("architecture", data["architecture"]),
