@@ -175,6 +175,7 @@ def test_commit_that_is_not_a_commit_id_is_refused(world: World, commit: str) ->
     {"size": -1},
     {"size": 1 << 60},
     {"size": "12"},
+    {"size": None, "lfs": None},
 ])
 def test_listed_hashes_and_sizes_must_have_their_form(world: World, entry: dict) -> None:
     world.hub.hostile.listed[GGUF] = entry

@@ -343,8 +343,8 @@ class Hub:
             if value is not None and not ok(value):
                 raise UnsafeNameError(f"{self.endpoint} listed {shown(value)} as the {what} of {shown(path)} in "
                                       f"{repo}, which is not one; nothing was downloaded. Check HF_ENDPOINT.")
-        size = sibling.size if sibling.size is not None else (lfs.size if lfs else 0)
-        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE_SIZE:
+        size = sibling.size if sibling.size is not None else (lfs.size if lfs else None)
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE_SIZE:  # None: unlisted
             raise HubError(f"{self.endpoint} listed a size of {shown(size)} bytes for {shown(path)} in {repo}; "
                            "nothing was downloaded. Check HF_ENDPOINT.")
         return RemoteFile(path=path, size=size, sha256=sha, blob_id=oid)
