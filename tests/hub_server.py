@@ -13,6 +13,10 @@ No Xet headers are ever sent, so clients take the plain HTTP path.
 
 Faults, set per test: drop the connection after N bytes (K times), stall after N bytes until released, flip one
 byte, ignore Range, answer a status (429, 500...) on a path prefix. Every request is logged for assertions.
+
+Hostile mode (`FakeHub.hostile`, issue 20): a malicious HF_ENDPOINT mirror that sends a commit id, ETags or hashes
+shaped like paths (`../../victim.txt`), lists no hashes at all, or sends more bytes than it listed. File names
+such as `../x.gguf` or absolute paths need no mode: `make_repo` lists whatever names it is given.
 Only loopback; every socket has a timeout; `stop()` shuts both servers down.
 """
 
@@ -59,6 +63,17 @@ class Faults:
     bytes_per_second: int = 0  # throttle CDN bodies (0: as fast as possible)
 
 
+@dataclass
+class Hostile:
+    """What a malicious mirror sends instead of the truth. The defaults are an honest Hub."""
+
+    commit: str | None = None  # the `sha` of every model info (e.g. "../x"); resolve/ accepts it too
+    etag: dict[str, str] = field(default_factory=dict)  # repo path → the ETag (and X-Linked-Etag) resolve/ sends
+    hide_hashes: bool = False  # model info without `lfs` and `blobId`: nothing to verify against
+    listed: dict[str, dict] = field(default_factory=dict)  # repo path → keys that replace its model-info entry
+    extra_bytes: dict[str, int] = field(default_factory=dict)  # sha256 → bytes the CDN sends past the real file
+
+
 def _git_oid(data_path: Path, size: int) -> str:
     h = hashlib.sha1()
     h.update(f"blob {size}\0".encode())
@@ -99,6 +114,7 @@ class FakeHub:
         self.repos: dict[str, HubRepo] = {}
         self.tokens = set(tokens or ())
         self.faults = Faults()
+        self.hostile = Hostile()
         self.log: list[dict] = []
         self.release = threading.Event()
         self.stalled = threading.Event()
@@ -269,17 +285,21 @@ class _HubHandler(_Base):
         return out
 
     def _model_info(self, repo: HubRepo, blobs: bool) -> None:
+        hostile = self.fake.hostile
         siblings = []
         for f in repo.files.values():
             s: dict = {"rfilename": f.path}
             if blobs:
-                s.update(size=f.size, blobId=f.git_oid)
-                if f.lfs:
-                    s["lfs"] = {"sha256": f.sha256, "size": f.size, "pointerSize": 134}
+                s["size"] = f.size
+                if not hostile.hide_hashes:
+                    s["blobId"] = f.git_oid
+                    if f.lfs:
+                        s["lfs"] = {"sha256": f.sha256, "size": f.size, "pointerSize": 134}
+            s.update(hostile.listed.get(f.path, {}))
             siblings.append(s)
         self._json(200, {
             "_id": repo.commit[:24], "id": repo.repo, "modelId": repo.repo, "author": repo.repo.split("/")[0],
-            "sha": repo.commit, "lastModified": "2025-01-20T00:00:00.000Z", "createdAt": "2025-01-20T00:00:00.000Z",
+            "sha": hostile.commit or repo.commit, "lastModified": "2025-01-20T00:00:00.000Z", "createdAt": "2025-01-20T00:00:00.000Z",
             "private": repo.private, "gated": "manual" if repo.gated else False, "disabled": False, "downloads": 0,
             "likes": 0, "tags": ["gguf"], "library_name": "gguf", "siblings": siblings,
         })
@@ -306,7 +326,7 @@ class _HubHandler(_Base):
         if repo is None or (repo.private and not self._authorized(repo)):
             status = 404 if self.headers.get("Authorization") else 401
             return self._error(status, "RepoNotFound", "Repository not found")
-        if rev not in ("main", repo.commit):
+        if rev not in ("main", repo.commit, self.fake.hostile.commit):
             return self._error(404, "RevisionNotFound", "Invalid rev id", {"X-Repo-Commit": repo.commit})
         if repo.gated and not self._authorized(repo):
             status = 403 if self.headers.get("Authorization") else 401
@@ -316,14 +336,15 @@ class _HubHandler(_Base):
         f = repo.files.get(path)
         if f is None:
             return self._error(404, "EntryNotFound", f"{path} does not exist", {"X-Repo-Commit": repo.commit})
-        common = {"X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes"}
+        common = {"X-Repo-Commit": self.fake.hostile.commit or repo.commit, "Accept-Ranges": "bytes"}
+        etag = self.fake.hostile.etag.get(path)
         if f.lfs:
             location = f"{self.fake.cdn_url}/cdn/{f.sha256}?name={quote(f.path.rsplit('/', 1)[-1])}&sig=x"
-            headers = dict(common, **{"Location": location, "X-Linked-Etag": f'"{f.sha256}"',
-                                      "X-Linked-Size": str(f.size), "ETag": f'"{f.git_oid}"'})
+            headers = dict(common, **{"Location": location, "X-Linked-Etag": f'"{etag or f.sha256}"',
+                                      "X-Linked-Size": str(f.size), "ETag": f'"{etag or f.git_oid}"'})
             return self._send(302, b"", headers, content_type="text/plain")
         body = f.source.read_bytes()
-        self._send(200, body, dict(common, ETag=f'"{f.git_oid}"'), content_type="application/octet-stream")
+        self._send(200, body, dict(common, ETag=f'"{etag or f.git_oid}"'), content_type="application/octet-stream")
 
 
 class _CdnHandler(_Base):
@@ -344,7 +365,7 @@ class _CdnHandler(_Base):
             start = int(rng.removeprefix("bytes=").split("-")[0] or 0)
         if start > f.size:
             return self._error(416, None, "Range Not Satisfiable")
-        length = f.size - start
+        length = f.size - start + self.fake.hostile.extra_bytes.get(f.sha256, 0)
         self.send_response(206 if start else 200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(length))
@@ -393,3 +414,11 @@ class _CdnHandler(_Base):
                     ahead = (pos - start) / faults.bytes_per_second - (time.monotonic() - t0)
                     if ahead > 0:
                         time.sleep(min(ahead, 1.0))
+        extra = self.fake.hostile.extra_bytes.get(f.sha256, 0)
+        try:
+            while extra > 0:  # what the listing does not account for: a client must stop reading
+                n = min(extra, 256 * 1024)
+                self.wfile.write(b"\0" * n)
+                extra -= n
+        except (BrokenPipeError, ConnectionResetError):
+            return

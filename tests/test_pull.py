@@ -104,6 +104,7 @@ def test_pull_by_catalog_name_then_run_offline(hub: FakeHub, env: dict, tmp_path
     data = json.loads(r.stdout)
     assert data["name"] == "r1-distill-qwen-1.5b:Q4_K_M" and data["quant"] == "Q4_K_M"
     assert data["verified"] and data["downloaded"] == served["single"].stat().st_size
+    assert data["checked"] == "sha256" and data["files"][0]["checked"] == "sha256"
     # the standard HF cache layout: blob named by sha256, snapshot symlink, refs/main → commit
     repo_dir = cache(tmp_path) / "models--bartowski--DeepSeek-R1-Distill-Qwen-1.5B-GGUF"
     commit = (repo_dir / "refs" / "main").read_text()
@@ -196,7 +197,7 @@ def test_missing_first_source_falls_back_and_quants_are_listed(served: dict[str,
         # bartowski's repo (the first source) does not exist here; unsloth's has Q8_0 and Q6_K but no Q4_K_M
         hub.add(make_repo("unsloth/DeepSeek-R1-Distill-Qwen-1.5B-GGUF", {
             "DeepSeek-R1-Distill-Qwen-1.5B-Q8_0.gguf": served["single"],
-            "DeepSeek-R1-Distill-Qwen-1.5B-Q6_K.gguf": served["config"],
+            "DeepSeek-R1-Distill-Qwen-1.5B-Q6_K.gguf": served["single"],
         }))
         explicit = one_error_line(cli(env, "pull", "deepseek-r1:1.5b:Q4_K_M"))
         assert "has no Q4_K_M" in explicit and "Q8_0" in explicit and "Q6_K" in explicit
@@ -216,8 +217,8 @@ def test_unknown_names_suggest(env: dict) -> None:
 
 
 def test_convert_only_models_and_bad_quants_say_what_to_do() -> None:
-    from localseek.models.catalog import UnknownModelError
     from localseek.errors import NotInstalledError
+    from localseek.models.catalog import UnknownModelError
     from localseek.models.pull import pull
 
     with pytest.raises(NotInstalledError, match="--original --quantize"):
@@ -518,11 +519,16 @@ def test_files_another_tool_fetched_are_reused_verified_and_kept(hub: FakeHub, e
 def test_offline_pull_registers_what_the_cache_already_has(hub: FakeHub, env: dict) -> None:
     other = _download_with_huggingface_hub(env, R15_REPO, R15_FILE)
     hub.stop()
-    r = cli(env, "pull", "deepseek-r1:1.5b", "--json", HF_HUB_OFFLINE="1")
+    refused = one_error_line(cli(env, "pull", "deepseek-r1:1.5b", HF_HUB_OFFLINE="1"))
+    assert "cannot be checked against the Hub: pass --no-verify" in refused
+    r = cli(env, "pull", "deepseek-r1:1.5b", "--json", "--no-verify", HF_HUB_OFFLINE="1")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["path"] == other and data["source"] == "hf-cache" and data["verified"] is False
+    assert data["checked"] == "none" and data["files"][0]["checked"] == "none"
     assert any("not verified" in n for n in data["notes"])
+    listed = cli(env, "list")
+    assert "nothing (HF cache, offline)" in listed.stdout, listed.stdout
 
 
 # ───────────────────────────── run pulls on first use ─────────────────────────────
@@ -567,6 +573,8 @@ def test_pull_original_verifies_small_files_by_git_hash(hub: FakeHub, env: dict,
     by_path = {f["repo_path"]: f for f in data["files"]}
     assert set(by_path) == {"config.json", "model.safetensors"}  # top-level weights and configs only
     assert by_path["config.json"]["git_oid"] and by_path["model.safetensors"]["sha256"]
+    assert by_path["config.json"]["checked"] == "git-sha1" and by_path["model.safetensors"]["checked"] == "sha256"
+    assert data["verified"] and data["checked"] == "sha256+git-sha1"
     assert Path(data["path"]).is_dir() and (Path(data["path"]) / "config.json").exists()
     line = one_error_line(cli(env, "run", "r1-distill-qwen-1.5b:original", "hi"))
     assert "original safetensors weights" in line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -15,9 +16,9 @@ from localseek.models import store
 
 
 def _blob(tmp_path: Path, repo: str, name: str, data: bytes, commit: str = "a" * 40) -> tuple[Path, Path]:
-    """A file in the HF cache layout: blobs/<hash> and snapshots/<commit>/<name> → ../../blobs/<hash>."""
+    """A file in the HF cache layout: blobs/<sha256> and snapshots/<commit>/<name> → ../../blobs/<sha256>."""
     folder = store.repo_folder(repo)
-    blob = folder / "blobs" / (name.replace("/", "_") + "-blob")
+    blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
     blob.parent.mkdir(parents=True, exist_ok=True)
     blob.write_bytes(data)
     pointer = folder / "snapshots" / commit / name
@@ -26,11 +27,11 @@ def _blob(tmp_path: Path, repo: str, name: str, data: bytes, commit: str = "a" *
     return pointer, blob
 
 
-def _model(name: str, *files: tuple[Path, Path], preexisting: bool = False) -> store.InstalledModel:
+def _model(name: str, *files: tuple[Path, Path], preexisting: bool = False, repo: str = "o/r") -> store.InstalledModel:
     return store.InstalledModel(
-        name=name, kind="gguf", source="hub", repo="o/r", quant="Q4_K_M", pulled_at=time.time(),
+        name=name, kind="gguf", source="hub", repo=repo, quant="Q4_K_M", pulled_at=time.time(),
         files=tuple(store.StoredFile(path=str(p), blob=str(b), size=b.stat().st_size, repo_path=p.name,
-                                     sha256="0" * 64, preexisting=preexisting) for p, b in files),
+                                     sha256="0" * 64, preexisting=preexisting, checked="sha256") for p, b in files),
     )
 
 
@@ -71,7 +72,7 @@ def test_rm_keeps_what_others_use_and_deletes_the_rest(tmp_path: Path) -> None:
     theirs = _blob(tmp_path, "o/other", "theirs.gguf", b"t" * 30)  # was in the cache before localseek
     store.register(_model("a", shared, own))
     store.register(_model("b", shared))
-    store.register(_model("c", theirs, preexisting=True))
+    store.register(_model("c", theirs, preexisting=True, repo="o/other"))
     # another tool's snapshot (an older commit) links the same blob as `own`
     foreign = store.repo_folder("o/r") / "snapshots" / ("b" * 40) / "own-Q8_0.gguf"
     foreign.parent.mkdir(parents=True)

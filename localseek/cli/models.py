@@ -12,6 +12,7 @@ import typer
 from gguf import Keys
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from localseek.cli import app
 from localseek.cli.progress import RichProgress, err_console, make_progress
@@ -115,7 +116,7 @@ def models(as_json: JsonOpt = False) -> None:
 
 # ───────────────────────────── pull ─────────────────────────────
 
-def do_pull(name: str, *, original: bool = False, quantize: str | None = None) -> Any:
+def do_pull(name: str, *, original: bool = False, quantize: str | None = None, verify: bool = True) -> Any:
     """Pull with live progress; Ctrl-C keeps what arrived. Returns the PullResult."""
     from localseek.models.pull import pull as core_pull
 
@@ -127,9 +128,9 @@ def do_pull(name: str, *, original: bool = False, quantize: str | None = None) -
     try:
         if isinstance(progress, RichProgress):
             with progress:
-                result = core_pull(name, original=original, quantize=quantize, progress=progress)
+                result = core_pull(name, original=original, quantize=quantize, progress=progress, verify=verify)
         else:
-            result = core_pull(name, original=original, quantize=quantize, progress=progress)
+            result = core_pull(name, original=original, quantize=quantize, progress=progress, verify=verify)
     except KeyboardInterrupt:
         raise Interrupted("Pull interrupted; what arrived is kept — run the same command again to resume.") from None
     console = err_console()
@@ -153,14 +154,18 @@ def pull(
     quantize: Annotated[str | None, typer.Option(
         "--quantize", metavar="TYPE", help="Convert the original weights to this GGUF type (implies --original).",
     )] = None,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Install files the Hub gives no hash for (or, offline, the HF cache's files) with only "
+                            "their size checked; `list` and `show` say so.",
+    )] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Download a model: NAME[:QUANT] from the catalog, or OWNER/REPO[:QUANT|FILE] from the Hub.
 
-    Files go to the Hugging Face cache (HF_HOME) and are verified against the Hub's sha256; an interrupted pull
-    resumes where it stopped.
+    Files go to the Hugging Face cache (HF_HOME) and are verified against the Hub's sha256 (git hash for small
+    files); a file with no hash to check is refused unless --no-verify. An interrupted pull resumes where it stopped.
     """
-    result = do_pull(name, original=original, quantize=quantize)
+    result = do_pull(name, original=original, quantize=quantize, verify=not no_verify)
     if as_json:
         data = result.model.to_json()
         data.update(already_installed=result.already_installed, downloaded=result.downloaded,
@@ -181,9 +186,25 @@ def _ago(ts: float | None) -> str:
     return "just now"
 
 
+def checked_label(model: store.InstalledModel) -> str:
+    """What `list` and `show` say was verified: the check per file, against what."""
+    if model.source in ("converted", "bundled"):
+        return "made here"
+    label = {"sha256": "sha256", "git-sha1": "git sha1", "size": "size only", "none": "nothing"}
+    parts = [label[c] for c in model.checked.split("+")]
+    where = " (HF cache, offline)" if model.source == "hf-cache" else ""
+    return " + ".join(parts) + where
+
+
+def _plain(text: object) -> str:
+    """A value from the registry or a file, safe to print: control characters shown as escapes, no markup."""
+    s = str(text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
 @app.command("list")
 def list_models(as_json: JsonOpt = False) -> None:
-    """Installed models: name, quant, size, path, last used."""
+    """Installed models: name, quant, size, what was verified, path, last used."""
     models = sorted(store.installed().values(), key=lambda m: m.name)
     if as_json:
         _print_json([m.to_json() | {"missing": m.missing()} for m in models])
@@ -193,11 +214,13 @@ def list_models(as_json: JsonOpt = False) -> None:
                             "`localseek pull deepseek-r1:1.5b` fetches a small one.", markup=False)
         return
     table = Table(box=None, header_style="bold")
-    for col in ("name", "quant", "size", "path", "last used"):
+    for col in ("name", "quant", "size", "verified", "path", "last used"):
         table.add_column(col, overflow="fold")
     for m in models:
         broken = " (files missing: pull again)" if m.missing() else ""
-        table.add_row(m.name, m.quant or m.kind, format_size(m.size), f"{m.primary}{broken}", _ago(m.last_used))
+        cells = (m.name, m.quant or m.kind, format_size(m.size), checked_label(m), f"{m.primary}{broken}",
+                 _ago(m.last_used))
+        table.add_row(*(Text(_plain(c)) for c in cells))
     _out().print(table)
 
 
@@ -270,7 +293,7 @@ def show(
         _print_json(data)
         return
     out = _out()
-    out.print(f"[bold]{data['name']}[/bold]", highlight=False)
+    out.print(Text(_plain(data["name"]), style="bold"), highlight=False)  # a registry name: no markup
     rows = [
         ("path", data["path"] + (f" (+{len(info.parts) - 1} parts)" if len(info.parts) > 1 else "")),
         ("architecture", data["architecture"]),
@@ -282,6 +305,8 @@ def show(
     ]
     if data["experts"]:
         rows.append(("experts", f"{data['experts']} ({data['experts_used']} used per token)"))
+    if model:
+        rows.append(("verified", checked_label(model)))
     if spec:
         rows.append(("reasoning", "yes (<think>…</think>)" if spec.reasoning else "no"))
         if spec.sampling:
@@ -335,9 +360,9 @@ def rm(name: NameArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
                      "kept": [{"path": p, "why": why} for p, why in result.kept]})
         return
     console = err_console()
-    console.print(f"Removed {model.name}: freed {format_size(result.freed)}.", markup=False)
+    console.print(f"Removed {_plain(model.name)}: freed {format_size(result.freed)}.", markup=False)
     for p, why in result.kept:
-        console.print(f"  kept {p}: {why}", style="stats", markup=False)
+        console.print(f"  kept {_plain(p)}: {_plain(why)}", style="stats", markup=False)
 
 
-__all__ = ["confirm", "do_pull"]
+__all__ = ["checked_label", "confirm", "do_pull"]

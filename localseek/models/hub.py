@@ -9,7 +9,13 @@ What huggingface_hub (2.x) does and does not do, and so what this module adds:
 - huggingface_hub keeps its partial file private to one process and deletes it on failure: here the partial file is
   `blobs/<etag>.incomplete` in the cache (the name its cache tools know) and the next pull resumes from it;
 - huggingface_hub does not check what it downloaded: here every file is hashed while it streams (sha256 for LFS
-  files, git's blob sha1 for small files) and compared with the listing; a mismatch deletes the file;
+  files, git's blob sha1 for small files) and compared with the listing; a mismatch deletes the file. A file that
+  has no hash to compare with is refused before its first byte unless the caller allows it (`pull --no-verify`);
+  what was checked is recorded per file ("sha256", "git-sha1", "size");
+- huggingface_hub names cache paths after what the server sends (ETag, commit, file name): here nothing the server
+  sends becomes a path unless it has the form the Hub gives it (`paths.py`), blobs are named by the hash they were
+  verified against (or, unverified, by the sha256 computed here), and every write, link and delete is proven to lie
+  inside the repo's cache folder first; a transfer longer than the listed size is cut off;
 - free disk space is checked against the listed sizes before anything is written.
 The token is sent only to the Hub's own origin (never to the CDN the Hub redirects to) and never printed.
 
@@ -22,11 +28,10 @@ import errno
 import hashlib
 import os
 import queue
-import re
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -36,16 +41,28 @@ from filelock import FileLock
 from localseek.errors import DiskSpaceError, DownloadError, HubError, IntegrityError, LocalseekError
 from localseek.models import store
 from localseek.models.listing import RemoteFile, RepoListing
+from localseek.models.paths import (
+    MAX_FILE_SIZE,
+    UnsafeNameError,
+    inside,
+    is_blob_name,
+    is_inside,
+    is_sha1,
+    is_sha256,
+    repo_path_problem,
+    shown,
+)
 from localseek.sizes import format_size
 
-GB = 1000**3
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
 T = TypeVar("T")
 
 
 class RepoUnavailableError(HubError):
     """The repo does not exist, is private, or is gated for this user (another source may still have the model)."""
+
+
+class UnverifiableError(IntegrityError):
+    """A file has no hash to be checked against; installing it needs the user's explicit --no-verify."""
 
 
 # ───────────────────────────── data ─────────────────────────────
@@ -60,6 +77,7 @@ class LocalFile:
     mtime_ns: int
     preexisting: bool  # was in the cache before this pull (fetched by another tool)
     downloaded: int  # bytes transferred by this pull
+    checked: str = "none"  # what the content was compared with: "sha256", "git-sha1", "size", "none"
 
 
 class Progress:
@@ -142,8 +160,9 @@ class _HashingWriter:
     """The file huggingface_hub's `http_get` writes into: reports bytes as they arrive and hashes them on a helper
     thread (hashlib releases the GIL), so verification overlaps the network and the disk instead of adding to them."""
 
-    def __init__(self, fh: Any, hasher: Any, name: str, progress: Progress) -> None:
+    def __init__(self, fh: Any, hasher: Any, name: str, progress: Progress, limit: int, too_long: str) -> None:
         self.fh, self.hasher, self.name, self.progress = fh, hasher, name, progress
+        self.limit, self.too_long = limit, too_long  # a server sending more than the listed size is cut off
         self.rehash = False  # set if the file was rewound (server ignored the Range request)
         self.written = 0
         self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)  # at most ~40 MiB in flight
@@ -156,6 +175,8 @@ class _HashingWriter:
                 self.hasher.update(chunk)
 
     def write(self, data: bytes) -> int:
+        if self.fh.tell() + len(data) > self.limit:
+            raise IntegrityError(self.too_long)
         n = self.fh.write(data)
         if not self.rehash:
             self._chunks.put(bytes(data))
@@ -299,23 +320,50 @@ class Hub:
 
         api = HfApi(endpoint=self.endpoint)
         info = self._call(lambda: api.model_info(repo, revision=revision, files_metadata=True, timeout=30), repo)
-        files = []
-        for s in info.siblings or []:
-            lfs = s.lfs
-            size = s.size if s.size is not None else (lfs.size if lfs else 0)
-            files.append(RemoteFile(path=s.rfilename, size=int(size or 0), sha256=lfs.sha256 if lfs else None,
-                                    blob_id=s.blob_id))
         if not info.sha:
             raise HubError(f"{self.endpoint} listed {repo} without a commit id; is HF_ENDPOINT a Hugging Face Hub?")
-        return RepoListing(repo=repo, commit=info.sha, files=tuple(files), gated=bool(info.gated))
+        commit = info.sha.lower() if isinstance(info.sha, str) else info.sha
+        if not is_sha1(commit):
+            raise UnsafeNameError(f"{self.endpoint} sent {shown(info.sha)} as the commit of {repo}, not a 40-digit "
+                                  "hex commit id; nothing was downloaded. Is HF_ENDPOINT a Hugging Face Hub?")
+        files = tuple(self._remote_file(repo, s) for s in info.siblings or [])
+        return RepoListing(repo=repo, commit=commit, files=files, gated=bool(info.gated))
+
+    def _remote_file(self, repo: str, sibling: Any) -> RemoteFile:
+        """One listed file, with every value the server sent checked against what the Hub can send."""
+        path, lfs = sibling.rfilename, sibling.lfs
+        why = repo_path_problem(path)
+        if why:
+            raise UnsafeNameError(f"{self.endpoint} listed a file {shown(path)} in {repo}, which no Hugging Face "
+                                  f"repo can hold ({why}); nothing was downloaded. Check HF_ENDPOINT.")
+        sha, oid = (lfs.sha256 if lfs else None), sibling.blob_id
+        sha = sha.lower() if isinstance(sha, str) else sha
+        oid = oid.lower() if isinstance(oid, str) else oid
+        for value, ok, what in ((sha, is_sha256, "sha256"), (oid, is_sha1, "git blob id")):
+            if value is not None and not ok(value):
+                raise UnsafeNameError(f"{self.endpoint} listed {shown(value)} as the {what} of {shown(path)} in "
+                                      f"{repo}, which is not one; nothing was downloaded. Check HF_ENDPOINT.")
+        size = sibling.size if sibling.size is not None else (lfs.size if lfs else None)
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE_SIZE:  # None: unlisted
+            raise HubError(f"{self.endpoint} listed a size of {shown(size)} bytes for {shown(path)} in {repo}; "
+                           "nothing was downloaded. Check HF_ENDPOINT.")
+        return RemoteFile(path=path, size=size, sha256=sha, blob_id=oid)
 
     def cached_listing(self, repo: str, revision: str = "main") -> RepoListing | None:
         """The files of `repo` that are already in the local HF cache (offline): sizes from disk, no hashes."""
         folder = store.repo_folder(repo)
         ref = folder / "refs" / revision
-        commit = revision if _SHA1_RE.match(revision) else (ref.read_text().strip() if ref.is_file() else None)
+        commit: str | None = revision
+        if not is_sha1(revision):
+            commit = None
+            if ref.is_file() and is_inside(ref, folder, sub="refs"):
+                with ref.open("rb") as fh:
+                    commit = fh.read(128).decode("ascii", "replace").strip()
         if not commit:
             return None
+        if not is_sha1(commit):
+            raise UnsafeNameError(f"The Hugging Face cache's {ref} holds {shown(commit)}, not a commit id; delete "
+                                  f"{folder} and pull again online.")
         snap = folder / "snapshots" / commit
         if not snap.is_dir():
             return None
@@ -323,19 +371,49 @@ class Hub:
         for root, _dirs, names in os.walk(snap):
             for n in names:
                 p = Path(root) / n
+                rel = p.relative_to(snap).as_posix()
+                if repo_path_problem(rel):
+                    raise UnsafeNameError(f"The Hugging Face cache folder of {repo} holds {shown(rel)}, which no Hub "
+                                          f"repo can hold; delete {snap} and pull again online.")
                 if p.exists():
-                    files.append(RemoteFile(path=p.relative_to(snap).as_posix(), size=p.stat().st_size))
+                    files.append(RemoteFile(path=rel, size=p.stat().st_size))
         return RepoListing(repo=repo, commit=commit, files=tuple(sorted(files, key=lambda f: f.path)),
                            from_cache=True)
 
     # ── planning ──
     def snapshot_path(self, repo: str, commit: str, path: str) -> Path:
-        return store.repo_folder(repo) / "snapshots" / commit / path
+        """Where file `path` of `commit` sits in the HF cache, proven to lie inside the repo's snapshot folder."""
+        if not is_sha1(commit):
+            raise UnsafeNameError(f"{shown(commit)} is not a commit id; refusing to use it as a folder for {repo}.")
+        why = repo_path_problem(path)
+        if why:
+            raise UnsafeNameError(f"{shown(path)} cannot be a file of {repo} ({why}); refusing to write it.")
+        folder = store.repo_folder(repo)
+        inside(folder / "snapshots" / commit / path, folder, sub=f"snapshots/{commit}", action="link", follow=False)
+        return folder / "snapshots" / commit / path
+
+    def cached_file(self, repo: str, commit: str, rf: RemoteFile) -> Path | None:
+        """The bytes behind this file's snapshot entry when they are complete and inside the repo's cache folder:
+        a blob named by its hash, or (where there are no symlinks) the entry itself. None otherwise: an entry that
+        points anywhere else is never trusted (it is replaced by a fresh download)."""
+        pointer = self.snapshot_path(repo, commit, rf.path)
+        folder = store.repo_folder(repo)
+        try:
+            if pointer.stat().st_size != rf.size:
+                return None
+        except OSError:
+            return None
+        blob = is_inside(pointer, folder, sub="blobs")
+        if blob is not None and is_blob_name(blob.name):
+            return blob
+        if not pointer.is_symlink():
+            return is_inside(pointer, folder, sub="snapshots")
+        return None
 
     def partial_bytes(self, repo: str, rf: RemoteFile) -> int:
         """Bytes of an interrupted earlier download of this file that the next pull will keep."""
         etag = rf.sha256 or rf.blob_id
-        if not etag:
+        if not is_blob_name(etag):
             return 0
         part = store.repo_folder(repo) / "blobs" / f"{etag}.incomplete"
         try:
@@ -349,7 +427,7 @@ class Hub:
         if pointer.exists() and pointer.stat().st_size == rf.size:
             return True
         etag = rf.sha256 or rf.blob_id
-        blob = store.repo_folder(repo) / "blobs" / etag if etag else None
+        blob = store.repo_folder(repo) / "blobs" / etag if is_blob_name(etag) else None
         return bool(blob and blob.exists() and blob.stat().st_size == rf.size)
 
     def check_disk(self, repo: str, commit: str, files: list[RemoteFile]) -> int:
@@ -367,43 +445,61 @@ class Hub:
 
     # ── downloading ──
     def fetch(self, repo: str, commit: str, files: list[RemoteFile], progress: Progress | None = None,
-              revision: str = "main") -> list[LocalFile]:
-        """Make every file present and verified in the HF cache under `commit`. Raises with one clear line."""
+              revision: str = "main", verify: bool = True) -> list[LocalFile]:
+        """Make every file present and verified in the HF cache under `commit`. Raises with one clear line.
+
+        verify=False (`pull --no-verify`) accepts files the Hub gives no hash for, checked by size only.
+        """
         progress = progress or Progress()
         progress.start([(f.path, f.size, self.partial_bytes(repo, f)) for f in files])
-        out = [self._fetch_one(repo, commit, f, progress) for f in files]
-        if not _SHA1_RE.match(revision):
-            ref = store.repo_folder(repo) / "refs" / revision
+        out = [self._fetch_one(repo, commit, f, progress, verify) for f in files]
+        if not is_sha1(revision):
+            folder = store.repo_folder(repo)
+            ref = inside(folder / "refs" / revision, folder, sub="refs")
             ref.parent.mkdir(parents=True, exist_ok=True)
             if not ref.exists() or ref.read_text().strip() != commit:
                 ref.write_text(commit)
         return out
 
-    def _fetch_one(self, repo: str, commit: str, rf: RemoteFile, progress: Progress) -> LocalFile:
+    def _fetch_one(self, repo: str, commit: str, rf: RemoteFile, progress: Progress, verify: bool) -> LocalFile:
         folder = store.repo_folder(repo)
-        pointer = folder / "snapshots" / commit / rf.path
-        if pointer.exists() and pointer.stat().st_size == rf.size:
-            blob = Path(os.path.realpath(pointer))
-            found = self._verify_existing(rf, pointer, blob, progress)
+        blobs = folder / "blobs"
+        pointer = self.snapshot_path(repo, commit, rf.path)
+        listed = rf.sha256 or rf.blob_id
+        if listed and (cached := self.cached_file(repo, commit, rf)) is not None:
+            found = self._verify_existing(repo, rf, pointer, cached, progress, etag=None)
             if found is not None:
                 return found
         meta = self._call(lambda: self._metadata(repo, commit, rf.path), repo, rf.path)
         if meta.size is not None and rf.size and meta.size != rf.size:
             raise HubError(f"{rf.path} in {repo}: the listing says {rf.size:,} bytes but the file is "
                            f"{meta.size:,}; the repo changed during the pull — pull again.")
-        blob = folder / "blobs" / meta.etag
-        lock = store.hf_cache_dir() / ".locks" / folder.name / f"{meta.etag}.lock"
+        kind, expected = self._expected(rf, meta.etag)
+        if expected is None and verify:
+            raise UnverifiableError(
+                f"{rf.path} in {repo} cannot be verified: {self.endpoint} lists no sha256 or git hash for it and "
+                f"its ETag {shown(meta.etag, 40)} is not one. Nothing was downloaded; use a Hub that serves hashes, "
+                "or pass --no-verify to install it with only its size checked."
+            )
+        if not listed and (cached := self.cached_file(repo, commit, rf)) is not None:
+            found = self._verify_existing(repo, rf, pointer, cached, progress, etag=meta.etag)
+            if found is not None:
+                return found
+        # Named by the hash it is verified against; unverified, by a name of our own until its sha256 is known.
+        name = expected or hashlib.sha256(f"localseek-unverified\0{repo}\0{commit}\0{rf.path}".encode()).hexdigest()
+        cache = store.hf_cache_dir()
+        lock = inside(cache / ".locks" / folder.name / f"{name}.lock", cache, sub=".locks")
         lock.parent.mkdir(parents=True, exist_ok=True)
-        blob.parent.mkdir(parents=True, exist_ok=True)
+        inside(blobs, folder, sub="blobs", allow_root=True).mkdir(parents=True, exist_ok=True)
         with FileLock(str(lock)):  # the lock huggingface_hub itself takes for this blob
             result = None
-            if blob.exists() and blob.stat().st_size == rf.size:
-                result = self._verify_existing(rf, pointer, blob, progress)
+            blob = inside(blobs / name, folder, sub="blobs")
+            if expected and blob.exists() and blob.stat().st_size == rf.size:
+                result = self._verify_existing(repo, rf, pointer, blob, progress, etag=meta.etag)
             if result is None:
-                result = self._download(repo, rf, meta, blob, progress)
-            self._link(blob, pointer)
-            return LocalFile(rf, pointer, blob, result.sha256, result.git_oid, result.mtime_ns, result.preexisting,
-                             result.downloaded)
+                result = self._download(repo, rf, meta, blobs, name, expected, kind, progress)
+            self._link(result.blob, pointer, folder)
+            return replace(result, path=pointer)
 
     def _metadata(self, repo: str, commit: str, path: str) -> Any:
         from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
@@ -417,51 +513,59 @@ class Hub:
         return _Meta(url=url, location=meta.location, etag=meta.etag, size=meta.size)
 
     def _expected(self, rf: RemoteFile, etag: str | None) -> tuple[str, str | None]:
-        """("sha256" | "git", expected hex) for this file, from the listing, else the ETag's form."""
+        """("sha256" | "git", expected hex) for this file: the listing's hash, else the ETag when it has a hash's
+        form (the ETag is never used otherwise). ("sha256", None) when there is nothing to compare with."""
+        etag = etag.lower() if isinstance(etag, str) else None
         if rf.sha256:
             return "sha256", rf.sha256
-        if etag and _SHA256_RE.match(etag):
+        if is_sha256(etag):
             return "sha256", etag
         if rf.blob_id:
             return "git", rf.blob_id
-        if etag and _SHA1_RE.match(etag):
+        if is_sha1(etag):
             return "git", etag
         return "sha256", None
 
-    def _verify_existing(self, rf: RemoteFile, pointer: Path, blob: Path, progress: Progress) -> LocalFile | None:
-        """A file already in the cache: verify it (once; the registry remembers). A corrupt one is deleted and
-        None returned, so it is downloaded again."""
-        kind, expected = self._expected(rf, blob.name if blob.parent.name == "blobs" else None)
+    def _verify_existing(self, repo: str, rf: RemoteFile, pointer: Path, blob: Path, progress: Progress,
+                         etag: str | None) -> LocalFile | None:
+        """A file already in the cache: verify it (once; the registry remembers). None when there is nothing to
+        verify it against, or when it is corrupt (then it is deleted, and downloaded again)."""
+        kind, expected = self._expected(rf, etag)
+        if expected is None:
+            return None
+        checked = "sha256" if kind == "sha256" else "git-sha1"
         preexisting = not store.owners(blob)
         st = blob.stat()
         known = store.verified_copy(blob)
-        if known and expected and expected in (known.sha256, known.git_oid):
+        if known and expected in (known.sha256, known.git_oid):
             progress.file_done(rf.path, "verified")
-            return LocalFile(rf, pointer, blob, known.sha256, known.git_oid, st.st_mtime_ns, preexisting, 0)
-        if expected is None:
-            progress.file_done(rf.path, "cached")
-            return LocalFile(rf, pointer, blob, None, None, st.st_mtime_ns, preexisting, 0)
+            return LocalFile(rf, pointer, blob, known.sha256, known.git_oid, st.st_mtime_ns, preexisting, 0, checked)
         progress.verifying(rf.path, rf.size)
         got = _hash_file(blob, kind, rf.size, rf.path, progress).hexdigest()
         if got != expected:
-            for p in (pointer, blob):
-                if p.is_symlink() or p.exists():
-                    p.unlink()
+            self.discard(repo, pointer, blob)
             progress.rewind(rf.path, 0)
             progress.message(f"{rf.path} in the Hugging Face cache was corrupt ({kind} {got[:12]}… instead of "
                              f"{expected[:12]}…): deleted it, downloading it again")
             return None
         progress.file_done(rf.path, "cached")
         sha, oid = (got, None) if kind == "sha256" else (None, got)
-        return LocalFile(rf, pointer, blob, sha, oid, st.st_mtime_ns, preexisting, 0)
+        return LocalFile(rf, pointer, blob, sha, oid, st.st_mtime_ns, preexisting, 0, checked)
 
-    def _download(self, repo: str, rf: RemoteFile, meta: _Meta, blob: Path, progress: Progress) -> LocalFile:
+    def discard(self, repo: str, pointer: Path, blob: Path) -> None:
+        """Delete a snapshot entry and its blob, each proven to lie inside the repo's cache folder first."""
+        folder = store.repo_folder(repo)
+        for p, sub, follow in ((pointer, "snapshots", False), (blob, "", True)):
+            if p.is_symlink() or p.exists():
+                inside(p, folder, sub=sub, action="delete", follow=follow).unlink()
+
+    def _download(self, repo: str, rf: RemoteFile, meta: _Meta, blobs: Path, name: str, expected: str | None,
+                  kind: str, progress: Progress) -> LocalFile:
         from huggingface_hub import constants
         from huggingface_hub.file_download import http_get
         from huggingface_hub.utils import build_hf_headers
 
-        kind, expected = self._expected(rf, meta.etag)
-        part = blob.with_name(f"{blob.name}.incomplete")
+        part = inside(blobs / f"{name}.incomplete", blobs.parent, sub="blobs")
         if part.exists() and part.stat().st_size > rf.size:
             part.unlink()
         have = part.stat().st_size if part.exists() else 0
@@ -478,11 +582,13 @@ class Hub:
             progress.message(f"Resuming {rf.path} at {format_size(have)} of {format_size(rf.size)}")
             hasher = _hash_file(part, kind, rf.size, rf.path, Progress(), upto=have)
         mode = "r+b" if part.exists() else "wb"
+        too_long = (f"{self.endpoint} sent more than the {rf.size:,} bytes listed for {rf.path} in {repo}; the "
+                    "partial download was deleted. Pull again; if it repeats, the mirror is serving something else.")
         writer = None
         try:
             with part.open(mode) as fh:
                 fh.seek(have)
-                writer = _HashingWriter(fh, hasher, rf.path, progress)
+                writer = _HashingWriter(fh, hasher, rf.path, progress, rf.size, too_long)
                 try:
                     self._call(lambda: http_get(url, writer, resume_size=have, headers=headers,
                                                 expected_size=rf.size, displayed_filename=rf.name,
@@ -492,7 +598,9 @@ class Hub:
                     hasher = writer.finish()
         except BaseException as exc:
             got = part.stat().st_size if part.exists() else 0
-            if isinstance(exc, DownloadError) and got:
+            if isinstance(exc, IntegrityError):
+                part.unlink(missing_ok=True)
+            elif isinstance(exc, DownloadError) and got:
                 raise DownloadError(
                     f"The download of {rf.path} from {repo} stopped at {format_size(got)} of {format_size(rf.size)}; "
                     "run the same pull again to resume."
@@ -506,23 +614,28 @@ class Hub:
                 f"{expected[:12]}…): the corrupt download was deleted. Pull again; if it repeats, the mirror or a "
                 "proxy is altering files."
             )
+        blob = inside(blobs / (expected or digest), blobs.parent, sub="blobs")
         os.chmod(part, 0o644 & ~_umask())
         os.replace(part, blob)
         progress.file_done(rf.path, "downloaded")
         sha, oid = (digest, None) if kind == "sha256" else (None, digest)
-        return LocalFile(rf, blob, blob, sha, oid, blob.stat().st_mtime_ns, False, rf.size - have)
+        checked = ("sha256" if kind == "sha256" else "git-sha1") if expected else "size"
+        return LocalFile(rf, blob, blob, sha, oid, blob.stat().st_mtime_ns, False, rf.size - have, checked)
 
     @staticmethod
-    def _link(blob: Path, pointer: Path) -> None:
-        if pointer.is_symlink() and os.path.realpath(pointer) == os.path.realpath(blob):
+    def _link(blob: Path, pointer: Path, folder: Path) -> None:
+        """Point the snapshot entry at the blob, both proven to lie inside the repo's cache folder."""
+        entry = inside(pointer, folder, sub="snapshots", action="link", follow=False)
+        target = inside(blob, folder, action="link")
+        if entry == target or (entry.is_symlink() and os.path.realpath(entry) == str(target)):
             return
-        pointer.parent.mkdir(parents=True, exist_ok=True)
-        if pointer.is_symlink() or pointer.exists():
-            pointer.unlink()
+        inside(entry.parent, folder, sub="snapshots").mkdir(parents=True, exist_ok=True)
+        if entry.is_symlink() or entry.exists():
+            entry.unlink()
         try:
-            os.symlink(os.path.relpath(blob, pointer.parent), pointer)
+            os.symlink(os.path.relpath(target, entry.parent), entry)
         except OSError:  # no symlinks (Windows without developer mode): a copy, like huggingface_hub does
-            shutil.copyfile(blob, pointer)
+            shutil.copyfile(target, entry)
 
 
 @dataclass(frozen=True)
@@ -546,4 +659,7 @@ def _umask() -> int:
     return mask
 
 
-__all__ = ["Hub", "LocalFile", "Progress", "RepoUnavailableError", "free_space", "hub_endpoint", "offline_mode"]
+__all__ = [
+    "Hub", "LocalFile", "Progress", "RepoUnavailableError", "UnverifiableError", "free_space", "hub_endpoint",
+    "offline_mode",
+]

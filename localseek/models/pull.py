@@ -15,10 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localseek.errors import HubError, ModelFileError, NotInstalledError, UsageError
+from localseek.errors import HubError, IntegrityError, ModelFileError, NotInstalledError, UsageError
 from localseek.models import store
 from localseek.models.catalog import Catalog, ModelSpec, UnknownModelError, load_catalog
-from localseek.models.hub import Hub, LocalFile, Progress, RepoUnavailableError, offline_mode
+from localseek.models.hub import (
+    Hub,
+    LocalFile,
+    Progress,
+    RepoUnavailableError,
+    UnverifiableError,
+    offline_mode,
+)
 from localseek.models.listing import (
     FileSet,
     RemoteFile,
@@ -29,10 +36,15 @@ from localseek.models.listing import (
     select_files,
     select_quant,
 )
+from localseek.models.paths import OutsideRootError, inside
 from localseek.models.quants import FALLBACK_ORDER, is_quant, normalize_quant
 from localseek.sizes import format_size
 
 HUB_REF_RE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?::(?P<sel>.+))?$")
+
+
+class NotAModelFileError(IntegrityError):
+    """A downloaded file named like a GGUF (or safetensors) file does not start like one: it is not installed."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +137,12 @@ def expected_size(target: Target) -> int | None:
 # ───────────────────────────── pulling ─────────────────────────────
 
 def pull(ref: str, *, original: bool = False, quantize: str | None = None, progress: Progress | None = None,
-         hub: Hub | None = None) -> PullResult:
+         hub: Hub | None = None, verify: bool = True) -> PullResult:
     """Download (or find in the HF cache) what `ref` names, verify it, and register it. Returns the installed model.
 
+    verify=False (`--no-verify`) installs files that cannot be checked against a hash from the Hub (a mirror that
+    lists none, or the HF cache offline); each file's record says what was checked. Files that claim to be GGUF or
+    safetensors are checked for their magic either way.
     Raises LocalseekError subclasses with one line that says what to do.
     """
     progress = progress or Progress()
@@ -140,13 +155,13 @@ def pull(ref: str, *, original: bool = False, quantize: str | None = None, progr
     if quantize:
         original = True
     if original:
-        result = _pull_original(target, hub, progress)
+        result = _pull_original(target, hub, progress, verify)
         if quantize:
             result = _convert(result, normalize_quant(quantize), progress)
         return result
     if target.spec:
-        return _pull_catalog_gguf(target, hub, progress)
-    return _pull_repo(target, hub, progress, catalog)
+        return _pull_catalog_gguf(target, hub, progress, verify)
+    return _pull_repo(target, hub, progress, catalog, verify)
 
 
 def _installed_ok(key: str) -> store.InstalledModel | None:
@@ -158,31 +173,88 @@ def _register(key: str, kind: str, repo: str, listing: RepoListing, local: list[
               catalog_id: str | None, quant: str | None) -> store.InstalledModel:
     files = tuple(
         store.StoredFile(path=str(f.path), blob=str(f.blob), size=f.remote.size, repo_path=f.remote.path,
-                         sha256=f.sha256, git_oid=f.git_oid, mtime_ns=f.mtime_ns, preexisting=f.preexisting)
+                         sha256=f.sha256, git_oid=f.git_oid, mtime_ns=f.mtime_ns, preexisting=f.preexisting,
+                         checked=f.checked)
         for f in local
     )
     model = store.InstalledModel(
         name=key, kind=kind, files=files, source="hf-cache" if listing.from_cache else "hub", catalog_id=catalog_id,
         repo=repo, revision=listing.commit, quant=quant, pulled_at=time.time(),
-        verified=not listing.from_cache and all(f.sha256 or f.git_oid for f in files),
     )
     store.register(model)
     return model
 
 
+def _content_problem(path: Path, repo_path: str) -> str | None:
+    """Why a file named like a GGUF or safetensors file is not one (its first bytes), or None."""
+    name = repo_path.lower()
+    if not name.endswith((".gguf", ".safetensors")):
+        return None
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if name.endswith(".gguf"):
+        return None if head[:4] == b"GGUF" else f"is not a GGUF file (it starts with {head[:8]!r}, not b'GGUF')"
+    n = int.from_bytes(head[:8], "little") if len(head) >= 9 else -1
+    if 2 <= n <= size - 8 and head[8:9] == b"{":
+        return None
+    return f"is not a safetensors file (it starts with {head[:8]!r}, not a header length and JSON)"
+
+
+def _check_contents(hub: Hub, repo: str, local: list[LocalFile]) -> None:
+    """Refuse files whose first bytes contradict their name (an HTML page served as a .gguf); delete the ones this
+    pull put in the cache, keep files that were there before."""
+    for f in local:
+        problem = _content_problem(f.path, f.remote.path)
+        if problem is None:
+            continue
+        fate = "kept, as it was in the Hugging Face cache before"
+        if not f.preexisting:
+            hub.discard(repo, f.path, f.blob)
+            fate = "the download was deleted"
+        raise NotAModelFileError(
+            f"{f.remote.path} from {repo} {problem}: not installed ({fate}). The source serves something else under "
+            "that name (a web page from a proxy, or HF_ENDPOINT not a Hugging Face Hub?); check HF_ENDPOINT or pick "
+            "another source."
+        )
+
+
+def _from_cache(hub: Hub, repo: str, listing: RepoListing, files: list[RemoteFile], verify: bool) -> list[LocalFile]:
+    """Offline: the files the HF cache holds, inside the repo's cache folder, checked against nothing."""
+    if verify:
+        raise UnverifiableError(
+            f"{repo} is in the Hugging Face cache, but offline (HF_HUB_OFFLINE=1) its files cannot be checked "
+            "against the Hub: pass --no-verify to install them as they are, or unset HF_HUB_OFFLINE to verify them."
+        )
+    local = []
+    for f in files:
+        pointer = hub.snapshot_path(repo, listing.commit, f.path)
+        blob = hub.cached_file(repo, listing.commit, f)
+        if blob is None:
+            raise OutsideRootError(f"{pointer} in the Hugging Face cache points outside the cache folder of {repo} "
+                                   "(or changed size); not installed. Delete it and pull again online.")
+        local.append(LocalFile(f, pointer, blob, None, None, blob.stat().st_mtime_ns, not store.owners(blob), 0,
+                               "none"))
+    return local
+
+
 def _fetch_and_register(key: str, kind: str, repo: str, listing: RepoListing, files: list[RemoteFile],
                         hub: Hub, progress: Progress, *, catalog_id: str | None, quant: str | None,
-                        notes: list[str]) -> PullResult:
+                        notes: list[str], verify: bool) -> PullResult:
     if listing.from_cache:
-        local = []
-        for f in files:
-            pointer = hub.snapshot_path(repo, listing.commit, f.path)
-            blob = Path(os.path.realpath(pointer))
-            local.append(LocalFile(f, pointer, blob, None, None, blob.stat().st_mtime_ns, not store.owners(blob), 0))
-        notes.append("offline: found in the Hugging Face cache; not verified against the Hub")
+        local = _from_cache(hub, repo, listing, files, verify)
+        notes.append("offline: found in the Hugging Face cache; not verified against the Hub (--no-verify)")
     else:
         hub.check_disk(repo, listing.commit, files)
-        local = hub.fetch(repo, listing.commit, files, progress)
+        local = hub.fetch(repo, listing.commit, files, progress, verify=verify)
+        unchecked = [f.remote.path for f in local if f.checked not in store.HASH_CHECKS]
+        if unchecked:
+            notes.append(f"--no-verify: {len(unchecked)} file(s) checked by size only ({', '.join(unchecked[:3])}"
+                         f"{', …' if len(unchecked) > 3 else ''})")
+    _check_contents(hub, repo, local)
     model = _register(key, kind, repo, listing, local, catalog_id=catalog_id, quant=quant)
     downloaded = sum(f.downloaded for f in local)
     return PullResult(model=model, downloaded=downloaded, reused=model.size - downloaded, notes=notes)
@@ -203,7 +275,7 @@ def _try_listing(hub: Hub, repo: str) -> RepoListing:
     return listing
 
 
-def _pull_catalog_gguf(target: Target, hub: Hub, progress: Progress) -> PullResult:
+def _pull_catalog_gguf(target: Target, hub: Hub, progress: Progress, verify: bool) -> PullResult:
     spec = target.spec
     assert spec is not None
     if not spec.gguf:
@@ -225,7 +297,7 @@ def _pull_catalog_gguf(target: Target, hub: Hub, progress: Progress) -> PullResu
         if chosen != quant and (done := _installed_ok(key)) is not None:
             return PullResult(model=done, already_installed=True, reused=done.size, notes=notes)
         return _fetch_and_register(key, "gguf", listing.repo, listing, list(fileset.files), hub, progress,
-                                   catalog_id=spec.id, quant=chosen, notes=notes)
+                                   catalog_id=spec.id, quant=chosen, notes=notes, verify=verify)
 
 
 def _choose(spec: ModelSpec, quant: str, *, explicit: bool, hub: Hub,
@@ -267,7 +339,7 @@ def _choose(spec: ModelSpec, quant: str, *, explicit: bool, hub: Hub,
     raise HubError(f"{spec.id} has no {quant} in {where}; available: {menu}. Pull one as {spec.id}:QUANT.")
 
 
-def _pull_repo(target: Target, hub: Hub, progress: Progress, catalog: Catalog) -> PullResult:
+def _pull_repo(target: Target, hub: Hub, progress: Progress, catalog: Catalog, verify: bool) -> PullResult:
     repo = target.repo
     assert repo is not None
     sel = target.selector
@@ -312,14 +384,14 @@ def _pull_repo(target: Target, hub: Hub, progress: Progress, catalog: Catalog) -
         if (done := _installed_ok(key)) is not None and done.revision == listing.commit:
             return PullResult(model=done, already_installed=True, reused=done.size, notes=notes)
         return _fetch_and_register(key, "gguf", repo, listing, list(fs.files), hub, progress,
-                                   catalog_id=spec.id if spec else None, quant=fs.quant, notes=notes)
+                                   catalog_id=spec.id if spec else None, quant=fs.quant, notes=notes, verify=verify)
 
 
 def _complete_sets(listing: RepoListing) -> list[FileSet]:
     return [s for s in gguf_sets(listing) if s.complete]
 
 
-def _pull_original(target: Target, hub: Hub, progress: Progress) -> PullResult:
+def _pull_original(target: Target, hub: Hub, progress: Progress, verify: bool) -> PullResult:
     repo = target.spec.repo if target.spec else target.repo
     assert repo is not None
     key = f"{target.spec.id if target.spec else repo}:original"
@@ -336,7 +408,8 @@ def _pull_original(target: Target, hub: Hub, progress: Progress) -> PullResult:
         if not any(f.path.endswith(".safetensors") for f in files):
             raise HubError(f"{repo} has no safetensors weights to download.")
         return _fetch_and_register(key, "original", repo, listing, files, hub, progress,
-                                   catalog_id=target.spec.id if target.spec else None, quant=None, notes=[])
+                                   catalog_id=target.spec.id if target.spec else None, quant=None, notes=[],
+                                   verify=verify)
 
 
 def _convert(result: PullResult, qtype: str, progress: Progress) -> PullResult:
@@ -349,8 +422,8 @@ def _convert(result: PullResult, qtype: str, progress: Progress) -> PullResult:
     from quantize import BadWeights, QuantizeError, SourceError, convert
 
     out_dir = store.home() / "models"
+    out = inside(out_dir / f"{base.replace(':', '-').replace('/', '-')}-{qtype}.gguf", store.home(), sub="models")
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"{base.replace(':', '-')}-{qtype}.gguf"
     with store.pull_lock(key, on_wait=progress.message):
         progress.message(f"Converting {original.name} to {qtype} → {out}")
         try:
@@ -360,12 +433,15 @@ def _convert(result: PullResult, qtype: str, progress: Progress) -> PullResult:
             raise ModelFileError(f"{exc} (the original weights stay installed as {original.name})") from exc
         except QuantizeError as exc:
             raise UsageError(f"{exc} (the original weights stay installed as {original.name})") from exc
-        paths = [Path(p) for p in conv.paths]
+        paths = [inside(p, store.home(), sub="models") for p in conv.paths]
+        for p in paths:
+            if (problem := _content_problem(p, p.name)) is not None:
+                raise ModelFileError(f"The conversion wrote {p}, which {problem}; not installed. Please report this.")
         files = tuple(store.StoredFile(path=str(p), blob=str(p), size=p.stat().st_size,
                                        mtime_ns=p.stat().st_mtime_ns) for p in paths)
         model = store.InstalledModel(name=key, kind="gguf", files=files, source="converted",
                                      catalog_id=original.catalog_id, repo=original.repo, revision=original.revision,
-                                     quant=qtype, pulled_at=time.time(), verified=True)
+                                     quant=qtype, pulled_at=time.time())
         store.register(model)
         return PullResult(model=model, downloaded=result.downloaded, reused=result.reused, notes=result.notes)
 
