@@ -62,7 +62,8 @@ def test_json_with_sweeps_and_mtp(mtp_gguf: Path) -> None:
     for x in doc["results"]:
         n = 16 if x["test"] == "pp16" else 8
         # every figure follows from the measured seconds: tokens / seconds per run, their median, min and max
-        assert x["samples_tps"] == pytest.approx([n / s for s in x["seconds"]], rel=1e-3)
+        # (seconds are printed to the microsecond: a tiny model's 0.2 ms runs round by up to 0.5 %)
+        assert x["samples_tps"] == pytest.approx([n / s for s in x["seconds"]], rel=1e-2)
         assert x["median_tps"] == pytest.approx(statistics.median(x["samples_tps"]), rel=1e-3)
         assert (x["min_tps"], x["max_tps"]) == pytest.approx((min(x["samples_tps"]), max(x["samples_tps"])), rel=1e-3)
         if x["test"] != "tg8+mtp":

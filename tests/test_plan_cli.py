@@ -44,7 +44,8 @@ def test_board_profile(inventories) -> None:
     r = run_cli("plan", str(inventories["R1-Distill-Qwen-7B-Q4_K_M"]), "--board", "Raspberry Pi 5 Model B Rev 1.0",
                 "--ram", "8GiB")
     assert r.returncode == 0, r.stderr
-    assert "recommended model" in r.stdout and "Q4_0" in r.stdout and "Raspberry Pi 5" in r.stdout
+    assert "recommended model" in r.stdout and "repacked" in r.stdout and "Raspberry Pi 5" in r.stdout
+    assert "expected speed" in r.stdout and "geerlingguy/ollama-benchmark" in r.stdout
 
 
 def test_bad_flags_are_one_line_errors(tiny_gguf: Path) -> None:

@@ -67,9 +67,10 @@ class Recommendation:
     tps: float | None
     basis: str
 
-    def line(self) -> str:
-        speed = f"≈{self.tps:.1f} tok/s ({self.basis})" if self.tps is not None else f"speed unknown ({self.basis})"
-        return f"{self.ref} ({self.spec.title} {self.quant}, {format_size(self.size)}): {speed}"
+    def line(self, *, basis: bool = True) -> str:
+        speed = f"≈{self.tps:.2f} tok/s" if self.tps is not None else "speed unknown"
+        why = f" ({self.basis})" if basis else ""
+        return f"{self.ref} ({self.spec.title} {self.quant}, {format_size(self.size)}): {speed}{why}"
 
 
 def candidates(hw: Hardware, board: BoardProfile, catalog: Catalog | None = None) -> list[Recommendation]:

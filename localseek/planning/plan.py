@@ -478,9 +478,10 @@ def _explain_board(plan: Plan, fp: Footprint, hw: Hardware) -> None:
     best, largest = boards.recommend(hw)
     plan.reasons.append(Reason(
         "recommended model", best.ref if best else "none",
-        best.line() if best else f"no DeepSeek model runs at a usable speed in {format_size(hw.memory.total)} RAM"))
+        (best.line(basis=False) + " (same estimate)") if best
+        else f"no DeepSeek model runs at a usable speed in {format_size(hw.memory.total)} RAM"))
     if largest is not None:
-        plan.reasons.append(Reason("largest that fits", largest.ref, largest.line()))
+        plan.reasons.append(Reason("largest that fits", largest.ref, largest.line(basis=False) + ", too slow to chat"))
     if hw.memory.swap_total and plan.ram.total > hw.memory.available:
         plan.warnings.append("the plan exceeds RAM: the board would swap to its SD card/USB disk")
 
