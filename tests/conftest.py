@@ -114,7 +114,7 @@ def nano_full_precision():
     from localseek_train.generate import torch_generate_many
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the longest of 500 batched replies sets the time: use both cores
+    torch.set_num_threads(1)  # one thread: OpenMP's spinning collapses when other jobs share the cores
     try:
         model = load_checkpoint(CHECKPOINT)
         tok = Tokenizer.from_file(str(CHECKPOINT / "tokenizer.json"))

@@ -37,6 +37,7 @@ def gguf_of(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the 500-reply torch reference may be computed in its setup
 @pytest.mark.parametrize(("qtype", "max_drop"), [("Q8_0", 0.01), ("Q4_K_M", 0.05)])
 def test_gguf_accuracy_floor(gguf_of, nano_full_precision, qtype: str, max_drop: float) -> None:
     import llama_cpp

@@ -146,6 +146,7 @@ def test_transformers_loads_the_checkpoint(tmp_path: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the fixture's 500 torch replies count against the first test that uses it
 def test_shipped_model_full_precision_accuracy(nano_full_precision):
     """All 500 held-out problems with the shipped FP8 checkpoint in torch: the figure docs/NANO.md reports (99.4%)."""
     assert nano_full_precision.n == 500
