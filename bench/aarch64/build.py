@@ -1,6 +1,6 @@
 """Build the aarch64 runtime that `run.py` emulates: llama.cpp for Cortex-A76, a Debian arm64 Python, its wheels.
 
-Three cached steps, each a directory under the cache (LOCALSEEK_BENCH_CACHE/aarch64, default
+Four cached steps, each a directory under the cache (LOCALSEEK_BENCH_CACHE/aarch64, default
 ~/.cache/localseek-bench/aarch64), created under a `.part` name and renamed when complete so an interrupted run
 redoes only the step it broke:
 
@@ -34,7 +34,7 @@ import _llamacpp_build
 
 REPO = Path(__file__).resolve().parents[2]
 # Cortex-A76 (Raspberry Pi 5): ARMv8.2-A with dotprod and FP16 arithmetic; no i8mm, no SVE. This is what
-# GGML_NATIVE=ON picks on a Pi 5 (gcc -mcpu=native → cortex-a76), so the emulated build takes the Pi's code paths.
+# GGML_NATIVE=ON gives on a Pi 5 (gcc -mcpu=native resolves to cortex-a76), so the emulated build takes the Pi's paths.
 DEFAULT_ARCH = "armv8.2-a+dotprod+fp16"
 PYTHON = "3.11"  # Debian bookworm's python3 on arm64
 DEBIAN_PACKAGES = ("python3-minimal", "python3", "python3.11", "libgomp1", "libstdc++6")
@@ -62,7 +62,7 @@ class Runtime:
             LLAMA_CPP_LIB_PATH=str(self.package / "llama_cpp" / "lib"),
             PYTHONPATH=os.pathsep.join([str(REPO), str(self.package), str(self.site)]),
             PYTHONNOUSERSITE="1",
-            PYTHONDONTWRITEBYTECODE="1",  # the checkout is shared with the x86 venv; keep its __pycache__ x86-only
+            PYTHONDONTWRITEBYTECODE="1",  # the emulated side writes nothing into the checkout
         )
         return env
 
