@@ -82,6 +82,18 @@ def test_raspberry_pi_and_other_boards(tmp_path: Path, monkeypatch: pytest.Monke
     assert pi.is_small_arm_board
 
 
+def test_arm_cpu_named_from_its_part_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Pi's /proc/cpuinfo has no model name, only implementer and part: 0x41 / 0xd0b is a Cortex-A76."""
+    cores = "".join(f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 "
+                    f"atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\n"
+                    f"CPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\nCPU revision\t: 1\n\n" for i in range(4))
+    fake_tree(tmp_path, {"/proc/cpuinfo": cores})
+    monkeypatch.setattr(hardware, "ROOT", tmp_path)
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "aarch64")
+    cpu = hardware._cpu([], {})
+    assert cpu.model == "Cortex-A76" and "asimddp" in cpu.features
+
+
 def test_gpus_the_build_cannot_use_get_a_reinstall_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_tree(tmp_path, {
         "/proc/driver/nvidia/gpus/0000:01:00.0/information": "Model: \t NVIDIA GeForce RTX 4090\nIRQ: 1\n",

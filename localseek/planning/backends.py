@@ -7,6 +7,7 @@ by its Python bindings, so the few functions we need are declared here. Nothing 
 from __future__ import annotations
 
 import ctypes
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -57,7 +58,8 @@ def _ggml() -> ctypes.CDLL:
     import llama_cpp
 
     llama_cpp.llama_backend_init()  # loads dynamic backends (GGML_BACKEND_DL builds) when none are registered
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    # llama-cpp-python loads its libraries from LLAMA_CPP_LIB_PATH when set (a cross-built or custom llama.cpp)
+    lib_dir = Path(os.environ.get("LLAMA_CPP_LIB_PATH") or Path(llama_cpp.__file__).parent / "lib")
     candidates = sorted(lib_dir.glob("libggml.*")) + sorted(lib_dir.glob("ggml.dll"))
     if not candidates:
         raise OSError(f"libggml not found next to llama-cpp-python in {lib_dir}")

@@ -30,6 +30,14 @@ _X86_FEATURES = (
     "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
 )
 _ARM_FEATURES = ("asimd", "asimddp", "asimdhp", "fphp", "i8mm", "bf16", "sve", "sve2", "sme")
+# Arm Ltd. (implementer 0x41) core part numbers, as the Linux kernel's cputype.h lists them.
+_ARM_CORES = {
+    ("0x41", "0xd03"): "Cortex-A53", ("0x41", "0xd04"): "Cortex-A35", ("0x41", "0xd05"): "Cortex-A55",
+    ("0x41", "0xd07"): "Cortex-A57", ("0x41", "0xd08"): "Cortex-A72", ("0x41", "0xd09"): "Cortex-A73",
+    ("0x41", "0xd0a"): "Cortex-A75", ("0x41", "0xd0b"): "Cortex-A76", ("0x41", "0xd0d"): "Cortex-A77",
+    ("0x41", "0xd41"): "Cortex-A78", ("0x41", "0xd0c"): "Neoverse-N1", ("0x41", "0xd40"): "Neoverse-V1",
+    ("0x41", "0xd49"): "Neoverse-N2", ("0x41", "0xd4f"): "Neoverse-V2",
+}
 # The same capabilities under the names ggml's CPU backend reports (`ggml_backend_get_features`).
 _BUILD_NAME = {
     "avx": "AVX", "avx2": "AVX2", "fma": "FMA", "f16c": "F16C", "avx512f": "AVX512", "avx512_vnni": "AVX512_VNNI",
@@ -276,6 +284,7 @@ def physical_cores() -> int:
 def _cpu(notes: list[str], build: dict[str, dict[str, str]]) -> CPU:
     arch = platform.machine().lower()
     model, flags = "", set()
+    implementer = part = ""
     try:
         text = _p("/proc/cpuinfo").read_text()
     except OSError:
@@ -287,6 +296,12 @@ def _cpu(notes: list[str], build: dict[str, dict[str, str]]) -> CPU:
             model = value.strip()
         elif key in ("flags", "features") and not flags:
             flags = set(value.split())
+        elif key == "cpu implementer" and not implementer:
+            implementer = value.strip().lower()
+        elif key == "cpu part" and not part:
+            part = value.strip().lower()
+    # ARM kernels print no model name, only the core's implementer and part numbers (a Pi 5: 0x41 0xd0b)
+    model = model or _ARM_CORES.get((implementer, part), "")
     perf = None
     if platform.system() == "Darwin":
         model = model or _sysctl_str("machdep.cpu.brand_string")
