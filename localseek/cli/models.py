@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from localseek.cli import app
@@ -19,6 +20,7 @@ from localseek.models import store
 from localseek.models.catalog import DEFAULT_CTX, ModelSpec, load_catalog
 from localseek.planning import hardware
 from localseek.sizes import format_count, format_size
+from localseek.text import printable
 from localseek.tui import make_console
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
@@ -252,15 +254,16 @@ def show(
     spec = catalog.get(model.catalog_id) if model and model.catalog_id else None
     counts = summarize_types(info.tensors)
     sizes = bytes_by_type(info.tensors)
+    value = _file_value
     data = {
         "name": model.name if model else str(info.path), "path": str(info.path),
         "parts": [str(p) for p in info.parts], "size": info.total_bytes, "architecture": info.arch,
-        "model_name": info.metadata.get("general.name"), "parameters": parameter_count(info),
-        "size_label": info.metadata.get("general.size_label"), "quant": file_type_name(info),
-        "context_length": info.get("context_length"), "layers": info.get("block_count"),
-        "embedding_length": info.get("embedding_length"), "heads": info.get("attention.head_count"),
-        "kv_heads": info.get("attention.head_count_kv"), "experts": info.get("expert_count"),
-        "experts_used": info.get("expert_used_count"), "chat_template": info.chat_template,
+        "model_name": value(info.metadata.get("general.name")), "parameters": parameter_count(info),
+        "size_label": value(info.metadata.get("general.size_label")), "quant": file_type_name(info),
+        "context_length": value(info.get("context_length")), "layers": value(info.get("block_count")),
+        "embedding_length": value(info.get("embedding_length")), "heads": value(info.get("attention.head_count")),
+        "kv_heads": value(info.get("attention.head_count_kv")), "experts": value(info.get("expert_count")),
+        "experts_used": value(info.get("expert_used_count")), "chat_template": info.chat_template,
         "tensors": {"count": len(info.tensors), "types": {t: {"count": counts[t], "bytes": sizes.get(t, 0)}
                                                           for t in counts}},
         "installed": model.to_json() if model else None, "catalog": _catalog_info(spec),
@@ -268,26 +271,27 @@ def show(
     if as_json:
         _print_json(data)
         return
+    # Everything below comes from the file (or its name): shown with control characters escaped, never as markup.
     out = _out()
-    out.print(f"[bold]{data['name']}[/bold]", highlight=False)
+    out.print(f"[bold]{escape(printable(data['name']))}[/bold]", highlight=False)
     rows = [
         ("path", data["path"] + (f" (+{len(info.parts) - 1} parts)" if len(info.parts) > 1 else "")),
         ("architecture", data["architecture"]),
         ("parameters", format_count(data["parameters"]) + (f" ({data['size_label']})" if data["size_label"] else "")),
         ("quant", data["quant"] or "?"),
         ("size", format_size(data["size"])),
-        ("context", f"{data['context_length']:,}" if data["context_length"] else "?"),
-        ("layers", str(data["layers"] or "?")),
+        ("context", _count(data["context_length"])),
+        ("layers", _count(data["layers"])),
     ]
     if data["experts"]:
-        rows.append(("experts", f"{data['experts']} ({data['experts_used']} used per token)"))
+        rows.append(("experts", f"{_count(data['experts'])} ({_count(data['experts_used'])} used per token)"))
     if spec:
         rows.append(("reasoning", "yes (<think>…</think>)" if spec.reasoning else "no"))
         if spec.sampling:
             rows.append(("sampling", f"temperature {spec.sampling.temperature}, top-p {spec.sampling.top_p}"))
         rows.append(("license", spec.license))
     for k, v in rows:
-        out.print(f"  {k:<13}{v}", markup=False, highlight=False)
+        out.print(f"  {k:<13}{printable(v)}", markup=False, highlight=False)
     out.print(f"  {'tensors':<13}{len(info.tensors)}: " + ", ".join(
         f"{t} ×{counts[t]} ({format_size(sizes.get(t, 0))})" for t in counts), markup=False, highlight=False)
     tpl = info.chat_template
@@ -295,11 +299,23 @@ def show(
         out.print(f"  {'template':<13}none (the GGUF has no chat template)", markup=False)
     elif template:
         out.print("  template:", markup=False)
-        out.print(tpl, markup=False, highlight=False)
+        out.print(printable(tpl, multiline=True), markup=False, highlight=False)
     else:
         first = tpl.strip().splitlines()[0] if tpl.strip() else ""
-        out.print(f"  {'template':<13}{len(tpl):,} characters: {first[:60]}{'…' if len(first) > 60 else ''} "
+        out.print(f"  {'template':<13}{len(tpl):,} characters: {printable(first, limit=60)} "
                   "(--template prints it)", markup=False, highlight=False)
+
+
+def _file_value(value: Any) -> Any:
+    """A header value as `show` reports it: whole numbers and text as they are, anything else (NaN, lists, a
+    fraction where a count belongs) as its printable repr, so JSON stays valid and text stays one line."""
+    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return printable(repr(value), limit=80)
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and value else (str(value) if value else "?")
 
 
 def _print_catalog(info: dict) -> None:
