@@ -109,7 +109,7 @@ def test_read_template_file(tmp_path: Path) -> None:
 # -- the command ----------------------------------------------------------------------------------------------
 def _run(*args: str):
     return subprocess.run([sys.executable, "-m", "localseek", "run", *args], capture_output=True, text=True,
-                          timeout=180, env=dict(os.environ))
+                          timeout=180, env=dict(os.environ), check=False)
 
 
 def test_run_template_file_replaces_the_model_s_template(tiny_gguf: Path, tmp_path: Path) -> None:
