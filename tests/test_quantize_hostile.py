@@ -167,7 +167,7 @@ def test_sigterm_cleans_up_and_says_so(qwen: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.gguf"
     proc = _start_stalled(qwen, out, tmp_path / "mark")
     proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr
     assert stderr.strip().splitlines() == [
         "error: Stopped by SIGTERM: the unfinished output was removed; nothing was written."]
