@@ -12,7 +12,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from fuzzing import ARR, F32, STR, U32, U64, KV, TI, Doc, GGUF_SEEDS, serialize
+from fuzzing import ARR, F32, GGUF_SEEDS, KV, STR, TI, U32, U64, Doc, serialize
 
 from localseek.errors import ModelFileError
 from localseek.models.gguf_info import read_gguf
