@@ -1,6 +1,6 @@
 """Fuzz worker: runs inputs through the real code path under `resource` limits (see tests/fuzzing.py).
 
-    python fuzz_worker.py gguf|safetensors CPU_SECONDS MEMORY_MB < paths.json
+    python fuzz_worker.py gguf|safetensors|config CPU_SECONDS MEMORY_MB < paths.json
 
 Writes "S <i>" before input i and "R [i, outcome, detail]" after it on its original stdout (the protocol; fd 1
 itself is pointed at /dev/null so nothing else can interleave). Outcomes: "ok" (detail: the last stage reached),
@@ -83,6 +83,17 @@ def _safetensors_runner() -> Callable[[int, Path], str]:
     return run
 
 
+def _config_runner() -> Callable[[int, Path], str]:
+    from quantize import plan_conversion
+
+    def run(i: int, path: Path) -> str:
+        ckpt = plan_conversion(path, qtype="Q8_0")[4]
+        ckpt.close()
+        return "plan"
+
+    return run
+
+
 def _selftest(runner: Callable[[int, Path], str]) -> Callable[[int, Path], str]:
     """Inputs that misbehave on purpose, to test the harness: SPIN loops, BOOM raises, EAT! allocates."""
 
@@ -111,7 +122,7 @@ def main() -> None:
     from quantize.errors import QuantizeError
 
     typed: tuple[type[BaseException], ...] = (LocalseekError, QuantizeError)
-    runner = _gguf_runner() if kind == "gguf" else _safetensors_runner()
+    runner = {"gguf": _gguf_runner, "safetensors": _safetensors_runner, "config": _config_runner}[kind]()
     if os.environ.get("LOCALSEEK_FUZZ_SELFTEST"):
         runner = _selftest(runner)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

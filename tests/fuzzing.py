@@ -425,6 +425,45 @@ def safetensors_cases(seed: int, n_mutants: int, *, truncate_every: int = 1) -> 
                                                 "model.safetensors": (good, 0)}, "")
 
 
+# -- config.json ----------------------------------------------------------------------------------------------------
+
+def config_cases(seed: int, n_mutants: int, model_dirs: list[Path]) -> Iterator[Case]:
+    """config.json mutations over real (tiny) model folders: every other file is linked from `model_dirs`."""
+    rng = random.Random(seed)
+    for i in range(n_mutants):
+        src = rng.choice(model_dirs)
+        config: Any = json.loads((src / "config.json").read_text())
+        labels = []
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            if not isinstance(config, dict):
+                break
+            op = rng.randrange(10)
+            key = rng.choice(sorted(config))
+            if op <= 5:
+                config[key] = rng.choice([
+                    "four", "", None, True, -1, 0, 1e8, 100_000_000, 2**64, 1.5, float("nan"), float("inf"), [],
+                    [4], {"a": 1}, "\x1b[31m", rng.choice(BOUNDARY)])
+                labels.append(f"{key}=")
+            elif op == 6:
+                del config[key]
+                labels.append(f"-{key}")
+            elif op == 7:
+                config[rng.choice(["rope_scaling", "quantization_config", "architectures"])] = rng.choice(
+                    [[1], "x", 4, {"weight_block_size": [0, 128]}, {"weight_block_size": "128"}, {"type": "yarn",
+                     "factor": "big"}, ["NoSuchForCausalLM"], [4], {"rope_type": None, "factor": float("nan")}])
+                labels.append("nested")
+            elif op == 8:
+                config = rng.choice([[], "x", 4, None, [config]])
+                labels.append("not a dict")
+            else:
+                config["num_hidden_layers"] = rng.choice([0, 1, 512, 513, 10**8, -3])
+                labels.append("layers")
+        files = {"config.json": (json.dumps(config).encode(), 0)}
+        links = {p.name: str(p) for p in src.iterdir() if p.name != "config.json"}
+        yield Case(f"{src.name}: {', '.join(labels)}", {**files, **{f"@{k}": (v.encode(), 0) for k, v in
+                                                                       links.items()}}, "")
+
+
 # -- running ------------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -456,6 +495,9 @@ class Report:
 def _write(case: Case, folder: Path) -> Path:
     folder.mkdir(parents=True)
     for name, (content, extra) in case.files.items():
+        if name.startswith("@"):  # a link to a shared file (name → target path)
+            (folder / name[1:]).symlink_to(content.decode())
+            continue
         path = folder / name
         path.write_bytes(content)
         if extra:
@@ -550,4 +592,4 @@ def _alone(kind: str, path: str, cpu_seconds: int, memory_mb: int, wall_seconds:
     return f"alone: {outcome}: {detail} ({path})"
 
 
-__all__ = ["Case", "Report", "gguf_cases", "run_cases", "safetensors_cases"]
+__all__ = ["Case", "Report", "config_cases", "gguf_cases", "run_cases", "safetensors_cases"]
