@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-import fuzzing  # noqa: E402
-import hf_factory  # noqa: E402
+import fuzzing
+import hf_factory
 
 
 def main() -> int:
