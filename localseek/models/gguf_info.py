@@ -88,6 +88,7 @@ class GGUFInfo:
         value = self.get(key)
         if value is None:
             return default
+        key = key.removeprefix("{arch}.")  # gguf.Keys spelling: LIMITS and messages use the bare name
         if per_layer and isinstance(value, list) and value:
             return max(self._count(key, v) for v in value)
         return self._count(key, value)
