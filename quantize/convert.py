@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -146,6 +147,9 @@ CONFIG_COUNTS: dict[str, tuple[int, int]] = {
     "topk_group": (0, 1 << 16),
 }
 CONFIG_NUMBERS = ("rms_norm_eps", "rope_theta", "routed_scaling_factor")  # finite numbers
+ROPE_NUMBERS = ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "extrapolation_factor",
+                "attention_factor", "attn_factor", "mscale", "mscale_all_dim", "rope_theta", "low_freq_factor",
+                "high_freq_factor")
 CONFIG_DICTS = ("rope_scaling", "rope_parameters", "quantization_config")
 _MAX_CONFIG = 16 * 1024 * 1024
 
@@ -157,6 +161,12 @@ class Config(dict):
 
     def __missing__(self, key: str) -> None:
         raise SourceError(f"{self.path} has no {shown(key)}, which this architecture needs; download it again.")
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if value is None:  # `config[key]` is how the architectures read what they cannot do without
+            raise SourceError(f"{self.path}: {shown(key)} is null, which this architecture needs; download it again.")
+        return value
 
 
 def _read_config(source: Path) -> Config:
@@ -193,6 +203,24 @@ def _check_config(c: Config) -> None:
     for key in CONFIG_DICTS:
         if c.get(key) is not None and not isinstance(c[key], dict):
             raise bad(key, "not a JSON object")
+    for key in ("rope_scaling", "rope_parameters"):  # every value in them is a number or a name
+        for name, value in (c.get(key) or {}).items():
+            if value is not None and not isinstance(value, str) and (
+                    type(value) not in (int, float) or not math.isfinite(value)):
+                raise SourceError(f"{c.path}: {key}.{shown(name, 40)} is {shown(repr(value), 40)}, not a number; "
+                                  "download it again.")
+            if name in ROPE_NUMBERS and isinstance(value, str):
+                raise SourceError(f"{c.path}: {key}.{name} is {shown(repr(value), 40)}, not a number; download it "
+                                  "again.")
+        rope = c.get(key) or {}
+        if (rope.get("rope_type") or rope.get("type")) == "yarn" and rope.get("factor") is not None \
+                and rope.get("original_max_position_embeddings") is None:
+            raise SourceError(f"{c.path}: {key} is YaRN without original_max_position_embeddings; download it again.")
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):  # a token id, or (eos) a list of them
+        value = c.get(key)
+        ids = value if isinstance(value, list) else [value]
+        if value is not None and not all(type(v) is int and 0 <= v < 1 << 31 for v in ids):
+            raise bad(key, "not a token id")
     archs = c.get("architectures")
     if archs is not None and not (isinstance(archs, list) and all(isinstance(a, str) for a in archs)):
         raise bad("architectures", "not a list of names")
