@@ -1,7 +1,7 @@
 """The long fuzzing campaign behind docs/SECURITY.md: many more inputs than the suite's tests/test_fuzz.py, the
 same generators and limits (tests/fuzzing.py), plus config.json mutations through the converter's planning.
 
-    python bench/fuzz.py                       # defaults below; ~2-4 minutes on 2 cores
+    python bench/fuzz.py                       # defaults below; ~8 minutes on 2 busy cores
     python bench/fuzz.py --gguf 50000 --seed 7 --json out.json
 
 Every input must end in success or a typed error within 5 CPU seconds and 256 MB of address space above the
