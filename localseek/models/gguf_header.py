@@ -119,6 +119,22 @@ class _Cursor:
             raise HeaderError(f"{what} is a string of {n:,} bytes (at most {MAX_STRING:,} are plausible)")
         return self.raw(n, what).decode("utf-8", "replace")
 
+    def strings(self, count: int, what: str) -> list[str]:
+        """`count` strings (a vocabulary: 129k of them for DeepSeek), straight from the buffer while it holds them."""
+        out: list[str] = []
+        append, unpack = out.append, struct.unpack_from
+        for _ in range(count):
+            buf, off = self.buf, self.pos - self.base
+            if 0 <= off and off + 8 <= len(buf):
+                n = unpack("<Q", buf, off)[0]
+                end = off + 8 + n
+                if n <= MAX_STRING and end <= len(buf):
+                    append(buf[off + 8:end].decode("utf-8", "replace"))
+                    self.pos += 8 + n
+                    continue
+            append(self.string(what))  # at the buffer's end, or a string that is refused
+        return out
+
     def value(self, vtype: int, what: str) -> Any:
         if vtype == STRING:
             return self.string(what)
@@ -130,7 +146,7 @@ class _Cursor:
             if itype == STRING:
                 if count * 8 > self.left:  # every string has an 8-byte length
                     raise HeaderError(f"{what} claims {count:,} strings, more than the file's size can hold")
-                return [self.string(what) for _ in range(count)]
+                return self.strings(count, what)
             if itype not in _NP:
                 raise HeaderError(f"{what} is an array of unsupported item type {itype}")
             size = np.dtype(_NP[itype]).itemsize * count
