@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -20,18 +21,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
 
 from quantize import native
 from quantize.archs import Context, OutTensor, for_config
-from quantize.errors import BadWeights, OutputExists, SourceError, UnsupportedType
+from quantize.errors import BadWeights, OutputExists, SourceError, UnsupportedType, shown
 from quantize.fp8 import f32_to_bf16
 from quantize.safetensors import Checkpoint
 from quantize.tokenizer import add_to_gguf, read_vocab
 from quantize.types import NEEDS_IMATRIX, TypePlanner, nbytes, parse_ftype, parse_tensor_type
-from quantize.writer import GGUFStreamWriter, PlannedTensor, split_paths
+from quantize.writer import (
+    GGUFStreamWriter,
+    PlannedTensor,
+    clean_stale_partials,
+    open_locked,
+    partial_path,
+    split_paths,
+)
 
 log = logging.getLogger(__name__)
 T = gguf.GGMLQuantizationType
@@ -42,7 +51,7 @@ F16_MAX = 65504.0
 class Progress:
     """One step of a conversion, for a progress bar."""
 
-    stage: str  # "plan", "tensor", "done"
+    stage: str  # "cleanup" (a stale partial output removed: `name`, `bytes_done`), "plan", "tensor", "done"
     index: int = 0  # tensors finished so far
     total: int = 0
     name: str = ""
@@ -98,6 +107,10 @@ def convert(
     out = Path(out) if out is not None else default_output(source, name)
     threads = threads or min(2, os.cpu_count() or 1)
     im = native.load_imatrix(imatrix) if imatrix else None
+    for path, size in clean_stale_partials(out):  # left by a run that was killed (kill -9, power loss)
+        log.info("removed %s (%d bytes), left by an earlier run that was stopped", path, size)
+        if progress:
+            progress(Progress("cleanup", name=str(path), bytes_done=size))
     if source.is_file() and source.suffix == ".gguf":
         return _requantize(source, out, name, ftype, experts, im, force, threads, pure, progress)
     if not source.is_dir():
@@ -119,14 +132,105 @@ def convert(
     )
 
 
-def _read_config(source: Path) -> dict:
+# config.json values the architecture modules size things by, as (least, most): whole numbers, checked before any
+# of them is used, so "four", 1e8 or a list is one line instead of a crash or gigabytes of plan. The upper bounds
+# leave a wide margin over any real model (DeepSeek-V3: 61 layers, 256 experts, 7168 wide). New architectures:
+# add the counts they read. null is allowed (optional keys such as q_lora_rank).
+CONFIG_COUNTS: dict[str, tuple[int, int]] = {
+    "num_hidden_layers": (1, 512), "hidden_size": (1, 1 << 20), "intermediate_size": (0, 1 << 22),
+    "moe_intermediate_size": (0, 1 << 22), "num_attention_heads": (1, 1 << 14), "num_key_value_heads": (0, 1 << 14),
+    "n_routed_experts": (0, 1 << 16), "num_experts": (0, 1 << 16), "num_experts_per_tok": (0, 1 << 16),
+    "n_shared_experts": (0, 1 << 16), "first_k_dense_replace": (0, 512), "num_nextn_predict_layers": (0, 16),
+    "kv_lora_rank": (0, 1 << 16), "q_lora_rank": (0, 1 << 16), "qk_rope_head_dim": (0, 1 << 16),
+    "qk_nope_head_dim": (0, 1 << 16), "v_head_dim": (0, 1 << 16), "head_dim": (0, 1 << 16),
+    "vocab_size": (1, 1 << 24), "max_position_embeddings": (1, 1 << 24), "n_group": (0, 1 << 16),
+    "topk_group": (0, 1 << 16),
+}
+CONFIG_NUMBERS = ("rms_norm_eps", "rope_theta", "routed_scaling_factor")  # finite numbers
+ROPE_NUMBERS = ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "extrapolation_factor",
+                "attention_factor", "attn_factor", "mscale", "mscale_all_dim", "rope_theta", "low_freq_factor",
+                "high_freq_factor")
+CONFIG_DICTS = ("rope_scaling", "rope_parameters", "quantization_config")
+_MAX_CONFIG = 16 * 1024 * 1024
+
+
+class Config(dict):
+    """config.json as the architecture modules read it: a key they need that is absent is a SourceError."""
+
+    path: Path = Path("config.json")
+
+    def __missing__(self, key: str) -> None:
+        raise SourceError(f"{self.path} has no {shown(key)}, which this architecture needs; download it again.")
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if value is None:  # `config[key]` is how the architectures read what they cannot do without
+            raise SourceError(f"{self.path}: {shown(key)} is null, which this architecture needs; download it again.")
+        return value
+
+
+def _read_config(source: Path) -> Config:
     path = source / "config.json"
     if not path.is_file():
         raise SourceError(f"{path} is missing; is {source} a Hugging Face model folder?")
+    if path.stat().st_size > _MAX_CONFIG:
+        raise SourceError(f"{path} is over 16 MiB, not a model configuration; download it again.")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError):
         raise SourceError(f"{path} is not valid JSON; download it again.") from None
+    if not isinstance(data, dict):
+        raise SourceError(f"{path} is not a JSON object of settings; download it again.")
+    config = Config(data)
+    config.path = path
+    _check_config(config)
+    return config
+
+
+def _check_config(c: Config) -> None:
+    def bad(key: str, what: str) -> SourceError:
+        return SourceError(f"{c.path}: {key} is {shown(repr(c[key]), 40)}, {what}; the file is damaged or not a "
+                           "model configuration — download it again.")
+
+    for key, (least, most) in CONFIG_COUNTS.items():
+        value = c.get(key)
+        if value is not None and (type(value) is not int or not least <= value <= most):
+            raise bad(key, f"not a whole number from {least:,} to {most:,}")
+    for key in CONFIG_NUMBERS:
+        value = c.get(key)
+        if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+            raise bad(key, "not a finite number")
+    for key in CONFIG_DICTS:
+        if c.get(key) is not None and not isinstance(c[key], dict):
+            raise bad(key, "not a JSON object")
+    for key in ("rope_scaling", "rope_parameters"):  # every value in them is a number or a name
+        for name, value in (c.get(key) or {}).items():
+            if value is not None and not isinstance(value, str) and (
+                    type(value) not in (int, float) or not math.isfinite(value)):
+                raise SourceError(f"{c.path}: {key}.{shown(name, 40)} is {shown(repr(value), 40)}, not a number; "
+                                  "download it again.")
+            if name in ROPE_NUMBERS and isinstance(value, str):
+                raise SourceError(f"{c.path}: {key}.{name} is {shown(repr(value), 40)}, not a number; download it "
+                                  "again.")
+        rope = c.get(key) or {}
+        if (rope.get("rope_type") or rope.get("type")) == "yarn" and rope.get("factor") is not None \
+                and rope.get("original_max_position_embeddings") is None:
+            raise SourceError(f"{c.path}: {key} is YaRN without original_max_position_embeddings; download it again.")
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):  # a token id, or (eos) a list of them
+        value = c.get(key)
+        ids = value if isinstance(value, list) else [value]
+        if value is not None and not all(type(v) is int and 0 <= v < 1 << 31 for v in ids):
+            raise bad(key, "not a token id")
+    archs = c.get("architectures")
+    if archs is not None and not (isinstance(archs, list) and all(isinstance(a, str) for a in archs)):
+        raise bad("architectures", "not a list of names")
+    if c.get("model_type") is not None and not isinstance(c["model_type"], str):
+        raise bad("model_type", "not a name")
+    block = (c.get("quantization_config") or {}).get("weight_block_size")
+    if block is not None and not (isinstance(block, list) and len(block) == 2
+                                  and all(type(b) is int and 1 <= b <= 4096 for b in block)):
+        raise SourceError(f"{c.path}: quantization_config.weight_block_size is {shown(repr(block), 40)}, not two "
+                          "block sizes; download it again.")
 
 
 def plan_conversion(
@@ -196,7 +300,9 @@ def _sampling_defaults(w: gguf.GGUFWriter, source: Path) -> None:
     path = source / "generation_config.json"
     try:
         gen = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
+        return
+    if not isinstance(gen, dict):
         return
     if isinstance(gen.get("top_k"), int):
         w.add_sampling_top_k(gen["top_k"])
@@ -300,6 +406,26 @@ def _imatrix_check(
         f"The importance matrix has no entry for {p.name}, which {p.ggml_type.name} needs; "
         "was it computed on this model?"
     )
+
+
+def _in_thread(work: Callable[[], None]) -> None:
+    """Run a long native call (llama.cpp's quantizer) in a thread and wait for it in short steps, so Ctrl-C and
+    SIGTERM reach this thread's handlers at once instead of after the call. On an interrupt the call is abandoned
+    (a daemon thread, ended with the process) and the caller's cleanup runs."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 — handed to the waiting thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name="quantize-native", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(timeout=0.2)
+    if failure:
+        raise failure[0]
 
 
 def _prefetch(chunks, depth: int = 2):
@@ -406,16 +532,18 @@ def _requantize(
     if progress:
         progress(Progress("plan", 0, n_tensors))
     overrides = [(r"ffn_(gate|up|down|gate_up)_exps\.weight", int(experts))] if experts else None
-    tmp = out.with_name(f".{out.name}.partial")
+    tmp = partial_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    lock = open_locked(tmp)  # held while llama.cpp writes the same file: a live run is never taken for stale
     try:
-        native.requantize_gguf(
+        _in_thread(lambda: native.requantize_gguf(
             source, tmp, int(ftype), overrides=overrides, imatrix=im, threads=threads, pure=pure
-        )
+        ))
         os.replace(tmp, out)
     finally:
         if tmp.exists():
             tmp.unlink()
+        os.close(lock)
     result = ConvertResult(
         [out], "", name, n_tensors, out.stat().st_size, time.perf_counter() - start, requantized=True
     )

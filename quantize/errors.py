@@ -6,6 +6,15 @@ The library never prints or exits; callers (the `localseek quantize` command) tu
 from __future__ import annotations
 
 
+def shown(text: object, limit: int = 80) -> str:
+    """A name or value from a (possibly hostile) file as it goes into a message: as it is when it is plain
+    printable text, else quoted with control and invisible characters escaped (repr's rules); cut to `limit`."""
+    s = text if isinstance(text, str) else str(text)
+    if not s.isprintable() or not s:
+        s = repr(s)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
 class QuantizeError(Exception):
     """Base class of every error `quantize` raises on bad input or a failed conversion."""
 

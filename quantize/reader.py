@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from quantize.errors import BadWeights, SourceError
+from quantize.errors import BadWeights, SourceError, shown
 from quantize.fp8 import bf16_to_f32, dequantize_fp8_rows
 from quantize.safetensors import DTYPES, Checkpoint
 
@@ -35,16 +35,18 @@ class RowSource:
                 else name + "_scale_inv"
             )
             if scale_name not in ckpt:
-                raise SourceError(f"{name} is FP8 but {scale_name} is missing; the checkpoint is incomplete.")
+                raise SourceError(
+                    f"{shown(name)} is FP8 but {shown(scale_name)} is missing; the checkpoint is incomplete."
+                )
             if len(shape) != 2:
                 raise SourceError(
-                    f"{name} is FP8 with shape {list(shape)}; only 2-D FP8 weights are supported."
+                    f"{shown(name)} is FP8 with shape {list(shape)}; only 2-D FP8 weights are supported."
                 )
             sinfo = ckpt.info(scale_name)
             want = (math.ceil(shape[0] / block[0]), math.ceil(shape[1] / block[1]))
             if tuple(sinfo.shape) != want:
                 raise SourceError(
-                    f"{scale_name} has shape {list(sinfo.shape)}, expected {list(want)} for "
+                    f"{shown(scale_name)} has shape {list(sinfo.shape)}, expected {list(want)} for "
                     f"{block[0]}×{block[1]} blocks of {list(shape)}; the checkpoint is inconsistent."
                 )
             self.scale = _to_f32(ckpt.raw(scale_name), sinfo.dtype)
@@ -68,7 +70,7 @@ class RowSource:
         if not np.isfinite(out).all():
             bad = int(np.count_nonzero(~np.isfinite(out)))
             raise BadWeights(
-                f"{self.name} contains {bad} NaN/Inf value(s) in rows {r0}–{r1 - 1}; "
+                f"{shown(self.name)} contains {bad} NaN/Inf value(s) in rows {r0}–{r1 - 1}; "
                 "the checkpoint is damaged: download it again."
             )
         return out

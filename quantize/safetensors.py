@@ -8,16 +8,19 @@ the converter is working on, not by the checkpoint's size.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import mmap
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
-from quantize.errors import SourceError
+from quantize.errors import SourceError, shown
 
 # safetensors dtype → (numpy storage dtype, bytes per element). BF16 is kept as raw uint16 bits.
 DTYPES: dict[str, tuple[np.dtype, int]] = {
@@ -27,7 +30,9 @@ DTYPES: dict[str, tuple[np.dtype, int]] = {
     "F32": (np.dtype(np.float32), 4),
 }
 
-_MAX_HEADER = 256 * 1024 * 1024
+_MAX_HEADER = 100_000_000  # the safetensors format's own limit (its reference reader refuses larger headers)
+_MAX_INDEX = 64 * 1024 * 1024  # DeepSeek-V3's index is ~9 MB
+MAX_DIMS = 8
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,14 @@ class _Shard:
             raise SourceError(
                 f"Shard {path.name} is missing from {path.parent}; download the model again."
             ) from None
+        try:
+            self._parse(path)
+        except BaseException:
+            self._fh.close()
+            raise
+        self._mm: mmap.mmap | None = None
+
+    def _parse(self, path: Path) -> None:
         size = path.stat().st_size
         head = self._fh.read(8)
         if len(head) < 8:
@@ -63,45 +76,33 @@ class _Shard:
                 f"{path.name} is truncated or not a safetensors file (header of {n} bytes in a "
                 f"{size}-byte file); download it again."
             )
-        try:
-            header = json.loads(self._fh.read(n))
-        except (ValueError, UnicodeDecodeError):
-            raise SourceError(f"{path.name} has a damaged safetensors header; download it again.") from None
+        header = _load_json(self._fh.read(n), f"{shown(path.name)} has a damaged safetensors header")
         if not isinstance(header, dict):
-            raise SourceError(f"{path.name} has a damaged safetensors header; download it again.")
+            raise SourceError(f"{shown(path.name)} has a damaged safetensors header; download it again.")
         base = 8 + n
         self.tensors: dict[str, TensorInfo] = {}
         for name, meta in header.items():
             if name == "__metadata__":
                 continue
-            try:
-                dtype, shape, (begin, end) = (
-                    meta["dtype"],
-                    tuple(int(s) for s in meta["shape"]),
-                    meta["data_offsets"],
-                )
-            except (KeyError, TypeError, ValueError):
-                raise SourceError(
-                    f"{path.name}: tensor {name} has a malformed header entry; download the file again."
-                ) from None
+            dtype, shape, (begin, end) = _entry(path, name, meta)
             if dtype not in DTYPES:
                 raise SourceError(
-                    f"{path.name}: tensor {name} has dtype {dtype}, which localseek cannot convert "
-                    f"(supported: {', '.join(DTYPES)})."
+                    f"{shown(path.name)}: tensor {shown(name)} has dtype {shown(dtype)}, which localseek cannot "
+                    f"convert (supported: {', '.join(DTYPES)})."
                 )
             expected = math.prod(shape) * DTYPES[dtype][1]
             if end - begin != expected:
                 raise SourceError(
-                    f"{path.name}: tensor {name} declares shape {list(shape)} ({dtype}, "
+                    f"{shown(path.name)}: tensor {shown(name)} declares shape {list(shape)} ({dtype}, "
                     f"{expected} bytes) but spans {end - begin} bytes; the file is damaged."
                 )
             if base + end > size:
                 raise SourceError(
-                    f"{path.name} is truncated: tensor {name} ends at byte {base + end} but the "
+                    f"{shown(path.name)} is truncated: tensor {shown(name)} ends at byte {base + end} but the "
                     f"file has {size} bytes; download it again."
                 )
             self.tensors[name] = TensorInfo(name, dtype, shape, path, base + begin, end - begin)
-        self._mm: mmap.mmap | None = None
+        _check_overlaps(path, self.tensors.values())
 
     def map(self) -> mmap.mmap:
         if self._mm is None:
@@ -125,11 +126,10 @@ class Checkpoint:
         self.dir = Path(model_dir)
         index = self.dir / "model.safetensors.index.json"
         if index.exists():
-            try:
-                weight_map: dict[str, str] = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            except (ValueError, KeyError, TypeError):
-                raise SourceError(f"{index} is not a valid safetensors index; download it again.") from None
+            weight_map = _read_index(index)
             files = sorted(set(weight_map.values()))
+            for f in files:
+                _check_shard_name(index, f)
         else:
             files = sorted(p.name for p in self.dir.glob("*.safetensors"))
             weight_map = {}
@@ -141,7 +141,7 @@ class Checkpoint:
         if missing:
             n = sum(1 for v in weight_map.values() if v in missing)
             raise SourceError(
-                f"{len(missing)} shard(s) missing from {self.dir} ({', '.join(missing[:3])}"
+                f"{len(missing)} shard(s) missing from {self.dir} ({', '.join(shown(m) for m in missing[:3])}"
                 f"{'…' if len(missing) > 3 else ''}; {n} tensors): finish the download first."
             )
         self._shards: list[_Shard] = []
@@ -164,7 +164,7 @@ class Checkpoint:
             self.close()
             raise SourceError(
                 f"{len(absent)} tensor(s) listed in the index are not in their shard "
-                f"(first: {absent[0]} in {weight_map[absent[0]]}); download the model again."
+                f"(first: {shown(absent[0])} in {shown(weight_map[absent[0]])}); download the model again."
             )
 
     def __contains__(self, name: str) -> bool:
@@ -174,7 +174,7 @@ class Checkpoint:
         try:
             return self.tensors[name]
         except KeyError:
-            raise SourceError(f"Tensor {name} is not in the checkpoint at {self.dir}.") from None
+            raise SourceError(f"Tensor {shown(name)} is not in the checkpoint at {self.dir}.") from None
 
     def raw(self, name: str) -> np.ndarray:
         """The tensor's stored elements as a read-only, memory-mapped array (BF16 as uint16 bits)."""
@@ -214,3 +214,61 @@ class Checkpoint:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _load_json(raw: bytes, damaged: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: hostile nesting depth
+        raise SourceError(f"{damaged}; download it again.") from None
+
+
+def _counts(value: Any) -> bool:
+    """A JSON list of whole numbers ≥ 0 (not booleans, fractions or text)."""
+    return isinstance(value, list) and all(type(v) is int and v >= 0 for v in value)
+
+
+def _entry(path: Path, name: str, meta: Any) -> tuple[str, tuple[int, ...], tuple[int, int]]:
+    """(dtype, shape, (begin, end)) of one header entry, each of the type the format prescribes."""
+    ok = isinstance(meta, dict)
+    dtype, shape, offsets = (meta.get("dtype"), meta.get("shape"), meta.get("data_offsets")) if ok else (0, 0, 0)
+    if not (ok and isinstance(dtype, str) and _counts(shape) and len(shape) <= MAX_DIMS and _counts(offsets)
+            and len(offsets) == 2 and offsets[0] <= offsets[1]):
+        raise SourceError(
+            f"{shown(path.name)}: tensor {shown(name)} has a malformed header entry ({shown(str(meta), 60)}); "
+            "download the file again."
+        )
+    return dtype, tuple(shape), (offsets[0], offsets[1])
+
+
+def _check_overlaps(path: Path, tensors: Iterable[TensorInfo]) -> None:
+    spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in tensors if t.nbytes)
+    for (_, end, a), (begin, _, b) in itertools.pairwise(spans):
+        if begin < end:
+            raise SourceError(
+                f"{shown(path.name)}: tensors {shown(a)} and {shown(b)} share bytes; the file is damaged or "
+                "crafted — download it again."
+            )
+
+
+def _read_index(index: Path) -> dict[str, str]:
+    bad = f"{index} is not a valid safetensors index"
+    if index.stat().st_size > _MAX_INDEX:
+        raise SourceError(f"{bad} (over {_MAX_INDEX // (1024 * 1024)} MiB); download it again.")
+    data = _load_json(index.read_bytes(), bad)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise SourceError(f"{bad} (no weight_map of tensor → file names); download it again.")
+    return weight_map
+
+
+def _check_shard_name(index: Path, name: str) -> None:
+    """A shard the index names must be a plain relative path inside the model folder: no `..`, not absolute, no
+    control characters (the index is data from the download, and may be hostile)."""
+    parts = PurePosixPath(name).parts
+    if (not name or name.startswith(("/", "\\")) or ".." in parts or "\\" in name or ":" in name
+            or any(ord(c) < 32 for c in name) or not parts or name.endswith("/")):
+        raise SourceError(
+            f"{index} names the shard {shown(name)}, which is not a file inside the model folder; the index is "
+            "damaged or crafted — download the model again."
+        )

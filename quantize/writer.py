@@ -5,11 +5,15 @@ tensor's bytes arrive in chunks, so no more than one chunk of one tensor is ever
 - Atomic: every part is written to a hidden temp file in the output folder and renamed only when all parts
   are complete; on any error or Ctrl-C the temp files are removed.
 - Refuses to overwrite unless `force`; checks free disk space before starting.
+- A run that is killed (kill -9, power loss) cannot clean up: its hidden `.NAME.partial` files stay. Each temp
+  file is held under an exclusive `flock` while it is written, so the next run of the same output can tell a
+  stale one (no lock: removed, and reported) from one a live run is writing (locked: refused).
 """
 
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import shutil
 import struct
@@ -20,6 +24,11 @@ import gguf
 from gguf import GGUFValueType as V
 
 from quantize.errors import OutputError, OutputExists
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; stale partials are still removed, live ones not detected
+    fcntl = None  # type: ignore[assignment]
 
 ALIGNMENT = gguf.GGUF_DEFAULT_ALIGNMENT
 _SIMPLE = {
@@ -81,6 +90,52 @@ def pack_kv(kv: dict[str, gguf.GGUFValue]) -> bytes:
 
 def _pad(n: int) -> int:
     return (-n) % ALIGNMENT
+
+
+def partial_path(path: Path) -> Path:
+    """The hidden temp file `path` is written to before it is renamed into place."""
+    return path.with_name(f".{path.name}.partial")
+
+
+def _lock(fd: int, path: Path) -> int:
+    """Take `path`'s exclusive lock on `fd` without waiting; OutputError (fd closed) when a live run holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError(
+                f"Another conversion is writing {path.name.removeprefix('.').removesuffix('.partial')} right now; "
+                "wait for it to finish or choose another -o."
+            ) from None
+    return fd
+
+
+def open_locked(path: Path) -> int:
+    """Create (or reuse) `path`, lock it, then empty it: a writable fd. Never truncates a file another run holds."""
+    fd = _lock(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), path)
+    os.ftruncate(fd, 0)
+    return fd
+
+
+def clean_stale_partials(out: Path) -> list[tuple[Path, int]]:
+    """Remove the `.partial` files an earlier, killed run of this same output left (its single file or its split
+    parts); returns what was removed, with sizes. Raises OutputError when a live run is writing them."""
+    stem = glob.escape(out.name.removesuffix(".gguf"))
+    part = "[0-9]" * 5
+    patterns = [f".{glob.escape(out.name)}.partial", f".{stem}-{part}-of-{part}.gguf.partial"]
+    removed = []
+    for found in sorted({p for pattern in patterns for p in out.parent.glob(pattern)}):
+        if found.is_symlink() or not found.is_file():
+            continue
+        fd = _lock(os.open(found, os.O_RDONLY), found)
+        try:
+            size = os.fstat(fd).st_size
+            found.unlink()
+        finally:
+            os.close(fd)
+        removed.append((found, size))
+    return removed
 
 
 def split_paths(out: Path, n: int) -> list[Path]:
@@ -171,14 +226,18 @@ class GGUFStreamWriter:
             )
         try:
             for path, head in zip(self.paths, heads):
-                tmp = path.with_name(f".{path.name}.partial")
+                tmp = partial_path(path)
+                fd = open_locked(tmp)
                 self._temps.append(tmp)
-                f = open(tmp, "wb")
+                f = os.fdopen(fd, "wb")
                 self._files.append(f)
                 f.write(head)
         except OSError as exc:
             self._cleanup()
             raise _os_error(exc, folder) from None
+        except BaseException:
+            self._cleanup()
+            raise
         return self
 
     def begin(self, t: PlannedTensor) -> None:
@@ -202,15 +261,15 @@ class GGUFStreamWriter:
         self._current = None
 
     def _cleanup(self) -> None:
+        for tmp in self._temps:  # unlinked while still locked: no other run can mistake them for stale
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
         for f in self._files:
             try:
                 f.close()
             except OSError:
-                pass
-        for tmp in self._temps:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
                 pass
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -221,7 +280,6 @@ class GGUFStreamWriter:
             for f in self._files:
                 f.flush()
                 os.fsync(f.fileno())
-                f.close()
         except OSError as e:
             self._cleanup()
             raise _os_error(e, self.out.parent) from None
@@ -230,6 +288,8 @@ class GGUFStreamWriter:
             self.out.unlink()
         for tmp, path in zip(self._temps, self.paths):
             os.replace(tmp, path)
+        for f in self._files:  # the locks go with the last close, after the rename
+            f.close()
 
 
 def _os_error(exc: OSError, folder: Path) -> OutputError:

@@ -1,18 +1,19 @@
-"""Conversation state and chat-template rendering (the GGUF's own Jinja template, sandboxed)."""
+"""Conversation state and chat-template rendering (the GGUF's own Jinja template, or a --template-file, rendered
+in a sandboxed helper process with time, memory and output limits: `template_sandbox`)."""
 
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from localseek.chat import template_sandbox
 from localseek.errors import UsageError
+from localseek.text import printable
 
 # Used only when a GGUF carries no template: DeepSeek-R1's format, reasoning stripped from past turns.
 FALLBACK_TEMPLATE = (
@@ -30,35 +31,23 @@ FALLBACK_TEMPLATE = (
 
 # A Jinja expression that reads `thinking` / `enable_thinking` (V3.1: "{%- if not thinking is defined -%}").
 _THINKING_FLAG = re.compile(r"{[{%][^}]*\b(?:enable_)?thinking\b")
+MAX_TEMPLATE_FILE = 1024 * 1024  # a --template-file (DeepSeek's own templates are a few KB)
+MODEL_TEMPLATE = "The model's chat template"
 
 
-class _TemplateError(Exception):
-    pass
-
-
-def _raise_exception(message: str) -> None:
-    raise _TemplateError(message)
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    env.filters["tojson"] = lambda v, indent=None, ensure_ascii=False: json.dumps(
-        v, indent=indent, ensure_ascii=ensure_ascii
-    )
-    return env
+class PromptTooLong(UsageError):
+    """The conversation (or its rendered prompt) is larger than a prompt may be; dropping older turns may help."""
 
 
 @dataclass
 class ChatTemplate:
+    """A Jinja chat template, rendered in a sandboxed helper process with time, memory and output limits
+    (`template_sandbox`). `origin` names it in errors: the model's own, or a --template-file."""
+
     source: str
     bos_token: str = ""
     eos_token: str = ""
+    origin: str = MODEL_TEMPLATE
 
     @property
     def has_thinking_flag(self) -> bool:
@@ -67,22 +56,60 @@ class ChatTemplate:
         return bool(_THINKING_FLAG.search(self.source))
 
     def render(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True, **extra: Any) -> str:
-        try:
-            template = _environment().from_string(self.source)
-            return template.render(
-                messages=messages,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-                add_generation_prompt=add_generation_prompt,
-                **extra,
+        """The prompt for `messages`. Raises PromptTooLong when the messages alone exceed the output limit, and
+        UsageError (one line naming the limit or the template's own error) when the template fails."""
+        limit = template_sandbox.MAX_OUTPUT
+        size = sum(len(str(m.get("content", ""))) for m in messages)
+        if size > limit:
+            raise PromptTooLong(
+                f"The conversation is {size:,} characters, more than a prompt may be ({limit:,}); shorten it."
             )
-        except _TemplateError as exc:
-            raise UsageError(f"The model's chat template rejected the conversation: {exc}") from exc
-        except jinja2.TemplateError as exc:
-            raise UsageError(
-                f"The model's chat template could not be rendered ({exc}); "
-                "re-convert the model or pass --template-file."
-            ) from exc
+        variables = {"messages": messages, "bos_token": self.bos_token, "eos_token": self.eos_token,
+                     "add_generation_prompt": add_generation_prompt, **extra}
+        try:
+            return template_sandbox.render(self.source, variables)
+        except template_sandbox.TemplateFailure as exc:
+            raise UsageError(self._explain(exc)) from exc
+
+    def _explain(self, exc: template_sandbox.TemplateFailure) -> str:
+        fix = ("pass --template-file FILE with a template that works" if self.origin == MODEL_TEMPLATE
+               else "fix the file, or drop --template-file to use the model's own")
+        detail = printable(exc, limit=200)
+        if exc.kind == "rejected":
+            return f"{self.origin} rejected the conversation: {detail}"
+        if exc.kind == "time":
+            return (f"{self.origin} took more than {template_sandbox.SECONDS:g} s to render and was stopped (a "
+                    f"runaway loop?); {fix}.")
+        if exc.kind == "memory":
+            return (f"{self.origin} needed more than {template_sandbox.MEMORY // (1024 * 1024)} MB of memory to "
+                    f"render and was stopped; {fix}.")
+        if exc.kind == "output":
+            return (f"{self.origin} rendered more than {template_sandbox.MAX_OUTPUT:,} characters and was "
+                    f"stopped; {fix}.")
+        if exc.kind == "helper":
+            return f"Cannot render the chat template: {detail}."
+        return f"{self.origin} could not be rendered ({detail}); {fix}."
+
+
+def read_template_file(path: Path) -> str:
+    """A --template-file: UTF-8 Jinja source of at most 1 MiB that parses. Raises UsageError."""
+    try:
+        if path.stat().st_size > MAX_TEMPLATE_FILE:
+            raise UsageError(f"{path} is over 1 MiB; a chat template is a few KB of Jinja.")
+        source = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"No template file at {path}.") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text; a chat template is Jinja source.") from None
+    except OSError as exc:
+        raise UsageError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    try:
+        template_sandbox.environment().parse(source)  # syntax only: nothing of it runs here
+    except jinja2.TemplateSyntaxError as exc:
+        raise UsageError(f"{path} line {exc.lineno}: {printable(exc.message, limit=200)}; fix the template.") from None
+    except RecursionError:
+        raise UsageError(f"{path} is nested too deeply to be a chat template.") from None
+    return source
 
 
 def strip_reasoning(text: str) -> str:

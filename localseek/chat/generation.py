@@ -14,7 +14,13 @@ from typing import Any
 
 from gguf import Keys
 
-from localseek.chat.conversation import FALLBACK_TEMPLATE, ChatTemplate, Conversation
+from localseek.chat.conversation import (
+    FALLBACK_TEMPLATE,
+    MODEL_TEMPLATE,
+    ChatTemplate,
+    Conversation,
+    PromptTooLong,
+)
 from localseek.chat.reasoning import Answer, Event, Reasoning, ReasoningParser
 from localseek.errors import UsageError
 from localseek.runtime.engine import Engine
@@ -23,6 +29,9 @@ from localseek.runtime.options import Sampling, Stats
 # What is forced into the stream when the reasoning budget runs out (llama.cpp's server forces its
 # end tag the same way; the newlines are how DeepSeek's models close the block themselves).
 BUDGET_CLOSE = "\n</think>\n\n"
+# A prompt longer than this many UTF-8 bytes per context token cannot fit (real vocabularies' tokens average ~4
+# bytes and their longest are a few dozen); refused before tokenizing.
+MAX_BYTES_PER_TOKEN = 64
 
 
 @dataclass(frozen=True)
@@ -69,9 +78,27 @@ class Prompt:
     dropped_turns: int = 0  # turns left out (oldest first) by this call to make it fit
 
 
-def template_for(engine: Engine) -> ChatTemplate:
-    source = engine.metadata.get(Keys.Tokenizer.CHAT_TEMPLATE) or FALLBACK_TEMPLATE
-    return ChatTemplate(source=source, bos_token=engine.bos_text, eos_token=engine.eos_text)
+def template_for(engine: Engine, source: str | None = None, origin: str | None = None) -> ChatTemplate:
+    """The model's own chat template (R1's format when it has none), or `source` (a --template-file) instead."""
+    if source is None:
+        source = engine.metadata.get(Keys.Tokenizer.CHAT_TEMPLATE) or FALLBACK_TEMPLATE
+        origin = None
+    return ChatTemplate(source=source, bos_token=engine.bos_text, eos_token=engine.eos_text,
+                        origin=origin or MODEL_TEMPLATE)
+
+
+def tokenize_prompt(engine: Engine, text: str) -> list[int]:
+    """Tokens of a rendered prompt, refusing (PromptTooLong) text that cannot fit the context before it reaches
+    llama.cpp's tokenizer (which allocates in proportion to the text and aborts the process when that fails)."""
+    n_ctx = engine.n_ctx
+    limit = n_ctx * MAX_BYTES_PER_TOKEN
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise PromptTooLong(
+            f"The prompt is {size:,} bytes, more than a {n_ctx:,}-token context can hold (at most {limit:,} bytes, "
+            f"{MAX_BYTES_PER_TOKEN} per token); shorten it, or raise --ctx."
+        )
+    return engine.tokenize(text)
 
 
 def build_prompt(
@@ -90,8 +117,14 @@ def build_prompt(
     n_ctx = engine.n_ctx
     dropped = 0
     while True:
-        text = template.render(conversation.for_model(), add_generation_prompt=True, **(template_vars or {}))
-        tokens = engine.tokenize(text)
+        try:
+            text = template.render(conversation.for_model(), add_generation_prompt=True, **(template_vars or {}))
+            tokens = tokenize_prompt(engine, text)
+        except PromptTooLong:
+            if not conversation.can_drop():
+                raise
+            dropped += conversation.drop_oldest()
+            continue
         if len(tokens) + reserve <= n_ctx or len(tokens) < n_ctx and not conversation.can_drop():
             return Prompt(text, tokens, ReasoningParser.prompt_ends_in_think(text), dropped)
         if not conversation.can_drop():
@@ -121,7 +154,7 @@ def respond(
     if prompt is None:
         template = template or template_for(engine)
         text = template.render(messages or [], add_generation_prompt=True, **(template_vars or {}))
-        prompt = Prompt(text, engine.tokenize(text), ReasoningParser.prompt_ends_in_think(text))
+        prompt = Prompt(text, tokenize_prompt(engine, text), ReasoningParser.prompt_ends_in_think(text))
     tokens, opened = prompt.tokens, prompt.opened_think
     turn = turn if turn is not None else Turn()
     budget_hit = False

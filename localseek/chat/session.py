@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localseek.chat.conversation import Conversation
+from localseek.chat.conversation import ChatTemplate, Conversation
 from localseek.chat.generation import Done, Prompt, ThinkingDone, Turn, build_prompt, respond, template_for
 from localseek.chat.reasoning import Event
 from localseek.errors import UsageError
@@ -55,10 +55,11 @@ class ChatSession:
         system: str | None = None,
         model_name: str = "",
         model_facts: dict[str, Any] | None = None,
+        template: ChatTemplate | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings or ChatSettings()
-        self.template = template_for(engine)
+        self.template = template or template_for(engine)  # `template`: e.g. from run --template-file
         self.hybrid = self.template.has_thinking_flag
         self.conversation = Conversation(system=system)
         self.model_name = model_name or engine.path.name

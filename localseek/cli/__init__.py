@@ -13,6 +13,7 @@ import typer
 
 from localseek import __version__
 from localseek.errors import LocalseekError
+from localseek.text import printable
 
 app = typer.Typer(
     name="localseek",
@@ -49,6 +50,7 @@ def _register() -> None:
 
 
 def error_line(message: str) -> None:
+    message = printable(message)  # messages quote names from files and servers: no escapes reach the terminal
     if os.environ.get("NO_COLOR") or not sys.stderr.isatty():
         sys.stderr.write(f"error: {message}\n")
     else:

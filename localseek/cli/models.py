@@ -21,6 +21,7 @@ from localseek.models import store
 from localseek.models.catalog import DEFAULT_CTX, ModelSpec, load_catalog
 from localseek.planning import hardware
 from localseek.sizes import format_count, format_size
+from localseek.text import printable
 from localseek.tui import make_console
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
@@ -196,12 +197,6 @@ def checked_label(model: store.InstalledModel) -> str:
     return " + ".join(parts) + where
 
 
-def _plain(text: object) -> str:
-    """A value from the registry or a file, safe to print: control characters shown as escapes, no markup."""
-    s = str(text)
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
-
-
 @app.command("list")
 def list_models(as_json: JsonOpt = False) -> None:
     """Installed models: name, quant, size, what was verified, path, last used."""
@@ -220,7 +215,7 @@ def list_models(as_json: JsonOpt = False) -> None:
         broken = " (files missing: pull again)" if m.missing() else ""
         cells = (m.name, m.quant or m.kind, format_size(m.size), checked_label(m), f"{m.primary}{broken}",
                  _ago(m.last_used))
-        table.add_row(*(Text(_plain(c)) for c in cells))
+        table.add_row(*(Text(printable(c)) for c in cells))
     _out().print(table)
 
 
@@ -276,15 +271,17 @@ def show(
     spec = catalog.get(model.catalog_id) if model and model.catalog_id else None
     counts = summarize_types(info.tensors)
     sizes = bytes_by_type(info.tensors)
+    value = _file_value
     data = {
         "name": model.name if model else str(info.path), "path": str(info.path),
         "parts": [str(p) for p in info.parts], "size": info.total_bytes, "architecture": info.arch,
-        "model_name": info.metadata.get(Keys.General.NAME), "parameters": parameter_count(info),
-        "size_label": info.metadata.get(Keys.General.SIZE_LABEL), "quant": file_type_name(info),
-        "context_length": info.get(Keys.LLM.CONTEXT_LENGTH), "layers": info.get(Keys.LLM.BLOCK_COUNT),
-        "embedding_length": info.get(Keys.LLM.EMBEDDING_LENGTH), "heads": info.get(Keys.Attention.HEAD_COUNT),
-        "kv_heads": info.get(Keys.Attention.HEAD_COUNT_KV), "experts": info.get(Keys.LLM.EXPERT_COUNT),
-        "experts_used": info.get(Keys.LLM.EXPERT_USED_COUNT), "chat_template": info.chat_template,
+        "model_name": value(info.metadata.get(Keys.General.NAME)), "parameters": parameter_count(info),
+        "size_label": value(info.metadata.get(Keys.General.SIZE_LABEL)), "quant": file_type_name(info),
+        "context_length": value(info.get(Keys.LLM.CONTEXT_LENGTH)), "layers": value(info.get(Keys.LLM.BLOCK_COUNT)),
+        "embedding_length": value(info.get(Keys.LLM.EMBEDDING_LENGTH)),
+        "heads": value(info.get(Keys.Attention.HEAD_COUNT)), "kv_heads": value(info.get(Keys.Attention.HEAD_COUNT_KV)),
+        "experts": value(info.get(Keys.LLM.EXPERT_COUNT)), "experts_used": value(info.get(Keys.LLM.EXPERT_USED_COUNT)),
+        "chat_template": info.chat_template,
         "tensors": {"count": len(info.tensors), "types": {t: {"count": counts[t], "bytes": sizes.get(t, 0)}
                                                           for t in counts}},
         "installed": model.to_json() if model else None, "catalog": _catalog_info(spec),
@@ -292,19 +289,20 @@ def show(
     if as_json:
         _print_json(data)
         return
+    # Everything below comes from the file (or its name): shown with control characters escaped, never as markup.
     out = _out()
-    out.print(Text(_plain(data["name"]), style="bold"), highlight=False)  # a registry name: no markup
+    out.print(Text(printable(data["name"]), style="bold"), highlight=False)  # a registry name: no markup
     rows = [
         ("path", data["path"] + (f" (+{len(info.parts) - 1} parts)" if len(info.parts) > 1 else "")),
         ("architecture", data["architecture"]),
         ("parameters", format_count(data["parameters"]) + (f" ({data['size_label']})" if data["size_label"] else "")),
         ("quant", data["quant"] or "?"),
         ("size", format_size(data["size"])),
-        ("context", f"{data['context_length']:,}" if data["context_length"] else "?"),
-        ("layers", str(data["layers"] or "?")),
+        ("context", _count(data["context_length"])),
+        ("layers", _count(data["layers"])),
     ]
     if data["experts"]:
-        rows.append(("experts", f"{data['experts']} ({data['experts_used']} used per token)"))
+        rows.append(("experts", f"{_count(data['experts'])} ({_count(data['experts_used'])} used per token)"))
     if model:
         rows.append(("verified", checked_label(model)))
     if spec:
@@ -313,7 +311,7 @@ def show(
             rows.append(("sampling", f"temperature {spec.sampling.temperature}, top-p {spec.sampling.top_p}"))
         rows.append(("license", spec.license))
     for k, v in rows:
-        out.print(f"  {k:<13}{v}", markup=False, highlight=False)
+        out.print(f"  {k:<13}{printable(v)}", markup=False, highlight=False)
     out.print(f"  {'tensors':<13}{len(info.tensors)}: " + ", ".join(
         f"{t} ×{counts[t]} ({format_size(sizes.get(t, 0))})" for t in counts), markup=False, highlight=False)
     tpl = info.chat_template
@@ -321,11 +319,23 @@ def show(
         out.print(f"  {'template':<13}none (the GGUF has no chat template)", markup=False)
     elif template:
         out.print("  template:", markup=False)
-        out.print(tpl, markup=False, highlight=False)
+        out.print(printable(tpl, multiline=True), markup=False, highlight=False)
     else:
         first = tpl.strip().splitlines()[0] if tpl.strip() else ""
-        out.print(f"  {'template':<13}{len(tpl):,} characters: {first[:60]}{'…' if len(first) > 60 else ''} "
+        out.print(f"  {'template':<13}{len(tpl):,} characters: {printable(first, limit=60)} "
                   "(--template prints it)", markup=False, highlight=False)
+
+
+def _file_value(value: Any) -> Any:
+    """A header value as `show` reports it: whole numbers and text as they are, anything else (NaN, lists, a
+    fraction where a count belongs) as its printable repr, so JSON stays valid and text stays one line."""
+    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return printable(repr(value), limit=80)
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and value else (str(value) if value else "?")
 
 
 def _print_catalog(info: dict) -> None:
@@ -360,9 +370,9 @@ def rm(name: NameArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
                      "kept": [{"path": p, "why": why} for p, why in result.kept]})
         return
     console = err_console()
-    console.print(f"Removed {_plain(model.name)}: freed {format_size(result.freed)}.", markup=False)
+    console.print(f"Removed {printable(model.name)}: freed {format_size(result.freed)}.", markup=False)
     for p, why in result.kept:
-        console.print(f"  kept {_plain(p)}: {_plain(why)}", style="stats", markup=False)
+        console.print(f"  kept {printable(p)}: {printable(why)}", style="stats", markup=False)
 
 
 __all__ = ["checked_label", "confirm", "do_pull"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,8 +12,9 @@ from typing import Annotated
 import typer
 
 from localseek.cli import app
-from localseek.errors import ModelFileError, UsageError
+from localseek.errors import Interrupted, ModelFileError, UsageError
 from localseek.sizes import format_size, parse_size
+from localseek.text import printable
 
 _KEEP: list[object] = []
 
@@ -83,6 +85,7 @@ def quantize(
     _quiet_llama(verbose)
     console = make_console(sys.stderr)
     bar = _ProgressView(console, verbose)
+    previous = signal.signal(signal.SIGTERM, _terminate)  # stopped by a service manager: clean up like Ctrl-C
     try:
         result = q.convert(
             source,
@@ -101,7 +104,14 @@ def quantize(
         raise ModelFileError(str(exc)) from exc
     except q.QuantizeError as exc:
         raise UsageError(str(exc)) from exc
+    except KeyboardInterrupt as exc:  # the library has removed its partial output by now
+        bar.close()
+        how = "SIGTERM" if isinstance(exc, _Terminated) else "Ctrl-C"
+        stopped = Interrupted(f"Stopped by {how}: the unfinished output was removed; nothing was written.")
+        stopped.exit_code = 128 + signal.SIGTERM if isinstance(exc, _Terminated) else 130
+        raise stopped from None
     finally:
+        signal.signal(signal.SIGTERM, previous)
         bar.close()
     out = make_console()
     size = sum(p.stat().st_size for p in result.paths)
@@ -130,6 +140,14 @@ def quantize(
                 out.print(f"  {line}", style="stats")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the signal lands so every cleanup a Ctrl-C runs runs too."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 class _ProgressView:
     def __init__(self, console, verbose: bool) -> None:
         self.console = console
@@ -138,6 +156,10 @@ class _ProgressView:
         self.task = None
 
     def update(self, p) -> None:
+        if p.stage == "cleanup":
+            self.console.print(f"Removed {printable(Path(p.name).name)} ({format_size(p.bytes_done)}), left by an "
+                               "earlier run of this output that was stopped.", style="notice", markup=False)
+            return
         if not self.console.is_terminal:
             if p.stage == "tensor" and self.verbose:
                 self.console.print(f"[{p.index}/{p.total}] {p.name} → {p.ggml_type}", style="stats")
@@ -161,3 +183,4 @@ class _ProgressView:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+            self.progress = None

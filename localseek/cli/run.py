@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from gguf import Keys
 
-from localseek.chat.generation import Done, Turn
+from localseek.chat.conversation import read_template_file
+from localseek.chat.generation import Done, Turn, template_for
 from localseek.chat.session import ChatSession, ChatSettings
 from localseek.cli import app
 from localseek.cli.offload import (
@@ -27,6 +29,7 @@ from localseek.cli.offload import (
 from localseek.errors import Interrupted, UsageError
 from localseek.models.store import InstalledModel
 from localseek.sizes import format_size
+from localseek.text import printable
 
 ModelArg = Annotated[str, typer.Argument(
     help="A catalog name (deepseek-r1:7b, see `localseek models`), an installed model, OWNER/REPO[:QUANT], or a "
@@ -83,6 +86,9 @@ def run(
             help="Terminal: do not show the reasoning live (a one-line summary instead)."),
     ] = False,
     system: Annotated[str | None, Opt("--system", help="A system prompt (DeepSeek advises none for R1).")] = None,
+    template_file: Annotated[Path | None, Opt(
+        "--template-file", help="Use the Jinja chat template in FILE instead of the model's own "
+                                "(`localseek show MODEL --template` prints the model's).")] = None,
     as_json: Annotated[bool, Opt("--json", help="One-shot: print the answer, reasoning and stats as JSON.")] = False,
     ctx: Ctx = None,
     threads: Threads = None,
@@ -127,6 +133,7 @@ def run(
         raise UsageError("Nothing to answer: pass a prompt, pipe text in, or run from a terminal to chat.")
     if as_json and prompt is None:
         raise UsageError("--json needs a prompt (it answers once); pass one or pipe it in.")
+    template_source = read_template_file(template_file) if template_file else None  # before the (long) load
     flags = {
         "temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
         "repeat_penalty": repeat_penalty, "max_tokens": max_tokens, "seed": seed,
@@ -144,7 +151,12 @@ def run(
             sampling=opened.sampling, think=think, show_thinking=not hide_thinking, think_budget=think_budget
         )
         facts = {**_facts(opened.info), "plan": summary_line(plan).removeprefix("plan: ")}
-        session = ChatSession(opened.engine, settings, system=system, model_name=opened.name, model_facts=facts)
+        template = None
+        if template_source is not None and template_file is not None:
+            template = template_for(opened.engine, template_source, f"The chat template in {template_file.name}")
+            facts["chat template"] = str(template_file)
+        session = ChatSession(opened.engine, settings, system=system, model_name=opened.name, model_facts=facts,
+                              template=template)
         if prompt is not None:
             _answer_once(session, prompt, as_json=as_json, show_thinking=show_thinking)
         else:
@@ -191,7 +203,7 @@ def _facts(info: Any) -> dict[str, str]:
     facts = {"file": str(info.path), "architecture": info.arch}
     name = info.metadata.get(Keys.General.NAME)
     if name:
-        facts["name"] = str(name)
+        facts["name"] = printable(name, limit=200)  # from the file: shown by /model
     size = info.total_bytes
     facts["size"] = format_size(size) + (
         f" in {len(info.parts)} parts" if len(info.parts) > 1 else ""

@@ -6,6 +6,7 @@ truncated, or the first part of a split model whose other parts are absent.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,39 @@ from gguf import Keys
 from localseek.errors import ModelFileError
 from localseek.models import gguf_header as ggufheader
 from localseek.models.quants import SPLIT_RE, split_name
+from localseek.text import printable
 
 GGUF_MAGIC = b"GGUF"
+MAX_SPLIT_PARTS = 9999
+# llama.cpp's architecture names ("deepseek2", "qwen2", "gpt-oss"); anything else cannot be a model it loads.
+_ARCH_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+# The most any real model has, with a wide margin (DeepSeek-V3: 61+1 layers, 256 experts, 129k tokens, 163k
+# context). A count beyond these is a damaged or hostile file, refused before anything is sized by it (the
+# planner keeps one record per layer and tries every GPU split, so `block_count` also bounds its time).
+LIMITS: dict[str, int] = {
+    "block_count": 512,
+    "nextn_predict_layers": 16,
+    "leading_dense_block_count": 512,
+    "context_length": 1 << 24,
+    "embedding_length": 1 << 20,
+    "feed_forward_length": 1 << 22,
+    "expert_feed_forward_length": 1 << 22,
+    "expert_shared_feed_forward_length": 1 << 22,
+    "attention.head_count": 1 << 14,
+    "attention.head_count_kv": 1 << 14,
+    "attention.key_length": 1 << 16,
+    "attention.value_length": 1 << 16,
+    "attention.key_length_mla": 1 << 16,
+    "attention.value_length_mla": 1 << 16,
+    "attention.kv_lora_rank": 1 << 16,
+    "attention.q_lora_rank": 1 << 16,
+    "rope.dimension_count": 1 << 16,
+    "expert_count": 1 << 16,
+    "expert_used_count": 1 << 16,
+    "expert_shared_count": 1 << 16,
+    "vocab_size": 1 << 24,
+}
 
 
 @dataclass(frozen=True)
@@ -45,7 +77,7 @@ class GGUFInfo:
     @property
     def chat_template(self) -> str | None:
         value = self.metadata.get(Keys.Tokenizer.CHAT_TEMPLATE)
-        return str(value) if value else None
+        return value if isinstance(value, str) and value else None
 
     def get(self, key: str, default: Any = None) -> Any:
         """A key as `gguf.Keys` spells it (`Keys.LLM.CONTEXT_LENGTH` = "{arch}.context_length" reads
@@ -54,15 +86,29 @@ class GGUFInfo:
             return self.metadata.get(key.format(arch=self.arch), default)
         return self.metadata.get(f"{self.arch}.{key}", self.metadata.get(key, default))
 
-    def int_value(self, key: str, default: int = 0) -> int:
-        """`get(key)` as a whole number ≥ 0; a value of another type (text, a fraction, a list) is a damaged file."""
+    def int_value(self, key: str, default: int = 0, *, per_layer: bool = False) -> int:
+        """`get(key)` as a whole number ≥ 0 and within `LIMITS`; a value of another type (text, a fraction, NaN, a
+        list) or an implausible size is a damaged file (ModelFileError). `per_layer`: the key may also hold one
+        value per layer (llama.cpp reads head counts and FFN widths that way); the largest is returned."""
         value = self.get(key)
         if value is None:
             return default
+        key = key.removeprefix("{arch}.")  # gguf.Keys spelling: LIMITS and messages use the bare name
+        if per_layer and isinstance(value, list) and value:
+            return max(self._count(key, v) for v in value)
+        return self._count(key, value)
+
+    def _count(self, key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ModelFileError(
-                f"{self.path.name}: {key} is {str(value)[:40]!r}, not a count; the file is damaged or not a model "
-                "llama.cpp can load — download or convert it again."
+                f"{printable(self.path.name)}: {key} is {printable(repr(value), limit=40)}, not a count; the file is "
+                "damaged or not a model llama.cpp can load — download or convert it again."
+            )
+        limit = LIMITS.get(key)
+        if limit is not None and value > limit:
+            raise ModelFileError(
+                f"{printable(self.path.name)}: {key} is {value:,}, more than any model has (at most {limit:,}); the "
+                "file is damaged — download or convert it again."
             )
         return value
 
@@ -72,7 +118,12 @@ def split_parts(path: Path) -> list[Path]:
     m = SPLIT_RE.match(path.name)
     if not m:
         return [path]
-    count = int(m["count"])
+    count, index = int(m["count"]), int(m["idx"])
+    if not 1 <= index <= count <= MAX_SPLIT_PARTS:
+        raise ModelFileError(
+            f"{printable(path.name)} is named as part {index} of {count}, which cannot be; rename it to "
+            "STEM-0000i-of-0000N.gguf as llama.cpp's gguf-split writes them, or to a plain .gguf if it is not split."
+        )
     parts = [path.with_name(split_name(m["stem"], i, count)) for i in range(1, count + 1)]
     missing = [p.name for p in parts if not p.exists()]
     if missing:
@@ -90,6 +141,8 @@ def read_gguf(path: Path | str) -> GGUFInfo:
         raise ModelFileError(f"No such file: {path}. Check the path, or `localseek pull` a model by name.")
     if path.is_dir():
         raise ModelFileError(f"{path} is a folder; point at a .gguf file inside it.")
+    if not path.is_file():
+        raise ModelFileError(f"{path} is not a regular file (a device or a pipe?); point at a .gguf file.")
     try:
         with path.open("rb") as fh:
             magic = fh.read(4)
@@ -101,19 +154,31 @@ def read_gguf(path: Path | str) -> GGUFInfo:
         raise ModelFileError(f"{path} is not a GGUF file.{hint}")
     parts = split_parts(path)
     first = parts[0]
-    try:
-        reader = ggufheader.parse(first)  # fast: GGUFReader takes seconds on a DeepSeek vocabulary
-    except Exception as exc:  # ValueError/struct errors on short or garbled headers
-        raise ModelFileError(
-            f"{first} is truncated or corrupt ({type(exc).__name__}); download or convert it again."
-        ) from exc
+    reader = _parse(first)  # fast: GGUFReader takes seconds on a DeepSeek vocabulary
     metadata = dict(reader.metadata)
+    arch = metadata.get("general.architecture", "unknown")
+    if not isinstance(arch, str) or not _ARCH_RE.match(arch):
+        raise ModelFileError(
+            f"{printable(first.name)} names its architecture {printable(repr(arch), limit=40)}, which is no "
+            "architecture llama.cpp has; the file is damaged or not a model — download or convert it again."
+        )
     tensors = [TensorInfo(t.name, t.type_name, t.shape, t.n_bytes) for t in reader.tensors]
     _check_complete(first, reader)
     info = GGUFInfo(path=first, metadata=metadata, tensors=tensors, parts=parts)
     if len(parts) > 1:
         info.tensors.extend(_tensors_of_other_parts(parts[1:]))
     return info
+
+
+def _parse(path: Path) -> ggufheader.Header:
+    try:
+        return ggufheader.parse(path)
+    except ggufheader.HeaderError as exc:
+        raise ModelFileError(
+            f"{path} is truncated or corrupt ({printable(exc)}); download or convert it again."
+        ) from exc
+    except OSError as exc:
+        raise ModelFileError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
 
 
 def _check_complete(path: Path, reader: ggufheader.Header) -> None:
@@ -129,10 +194,7 @@ def _check_complete(path: Path, reader: ggufheader.Header) -> None:
 def _tensors_of_other_parts(parts: list[Path]) -> list[TensorInfo]:
     out: list[TensorInfo] = []
     for part in parts:
-        try:
-            reader = ggufheader.parse(part)
-        except Exception as exc:
-            raise ModelFileError(f"{part} is truncated or corrupt; download it again.") from exc
+        reader = _parse(part)
         _check_complete(part, reader)
         out.extend(TensorInfo(t.name, t.type_name, t.shape, t.n_bytes) for t in reader.tensors)
     return out
@@ -163,8 +225,10 @@ def file_type_name(info: GGUFInfo) -> str | None:
     value = info.metadata.get(Keys.General.FILE_TYPE)
     if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "?"
     try:
-        name = LlamaFileType(int(value)).name
+        name = LlamaFileType(value).name
     except ValueError:
         return f"type {value}"
     return name.removeprefix("MOSTLY_").removeprefix("ALL_")
@@ -178,6 +242,6 @@ def bytes_by_type(tensors: list[TensorInfo]) -> dict[str, int]:
 
 
 __all__ = [
-    "GGUFInfo", "TensorInfo", "bytes_by_type", "file_type_name", "parameter_count", "read_gguf", "split_parts",
+    "LIMITS", "GGUFInfo", "TensorInfo", "bytes_by_type", "file_type_name", "parameter_count", "read_gguf", "split_parts",
     "summarize_types",
 ]

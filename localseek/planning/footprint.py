@@ -20,15 +20,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from localseek.errors import ModelFileError
 from localseek.models.catalog import ModelSpec
 from localseek.models.gguf_info import GGUFInfo
 from localseek.models.quants import normalize_quant
+from localseek.text import printable
 
 CLASSES = (
     "attention", "dense_ffn", "shared_experts", "routed_experts", "router", "norms", "embeddings", "output", "mtp",
     "other",
 )
-_LAYER_RE = re.compile(r"^blk\.(\d+)\.")
+_LAYER_RE = re.compile(r"^blk\.([0-9]{1,6})\.")
 EXPERT_RE = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")  # llama.cpp's LLM_FFN_EXPS_REGEX
 KV_CELL_PAD = 256  # llama.cpp pads the context to a multiple of 256 cells
 F16 = 2
@@ -183,27 +185,25 @@ def padded_ctx(n_ctx: int) -> int:
     return -(-n_ctx // KV_CELL_PAD) * KV_CELL_PAD
 
 
-def _int(info: GGUFInfo, key: str, default: int = 0) -> int:
-    value = info.get(key, default)
-    try:
-        return int(value if value is not None else default)
-    except (TypeError, ValueError):
-        return default
-
-
 def from_gguf(info: GGUFInfo) -> Footprint:
-    """Build the footprint from a parsed header (no weights are read)."""
-    n_layer_all = _int(info, "block_count")
-    nextn = _int(info, "nextn_predict_layers")
+    """Build the footprint from a parsed header (no weights are read). Raises ModelFileError for counts of the
+    wrong type or beyond any real model (`gguf_info.LIMITS`), before anything is sized by them."""
+    n_layer_all = info.int_value("block_count")
+    nextn = info.int_value("nextn_predict_layers")
+    if nextn > n_layer_all:
+        raise ModelFileError(
+            f"{printable(info.path.name)} has {nextn} MTP layers but only {n_layer_all} layers in all; the file is "
+            "damaged — download or convert it again."
+        )
     n_layer = n_layer_all - nextn
-    n_embd = _int(info, "embedding_length")
-    n_head = _int(info, "attention.head_count", 1) or 1
-    n_head_kv = _int(info, "attention.head_count_kv", n_head) or n_head
-    head_dim = n_embd // n_head if n_head else 0
-    key_length = _int(info, "attention.key_length", head_dim) or head_dim
-    value_length = _int(info, "attention.value_length", head_dim) or head_dim
-    mla = bool(_int(info, "attention.key_length_mla")) and bool(_int(info, "attention.value_length_mla"))
-    kv_lora = _int(info, "attention.kv_lora_rank")
+    n_embd = info.int_value("embedding_length")
+    n_head = info.int_value("attention.head_count", 1, per_layer=True) or 1
+    n_head_kv = info.int_value("attention.head_count_kv", n_head, per_layer=True) or n_head
+    head_dim = n_embd // n_head
+    key_length = info.int_value("attention.key_length", head_dim) or head_dim
+    value_length = info.int_value("attention.value_length", head_dim) or head_dim
+    mla = bool(info.int_value("attention.key_length_mla")) and bool(info.int_value("attention.value_length_mla"))
+    kv_lora = info.int_value("attention.kv_lora_rank")
     legacy = info.arch.startswith("deepseek2") and kv_lora > 0 and not mla
 
     layers = [Layer(i) for i in range(n_layer_all)]
@@ -218,7 +218,7 @@ def from_gguf(info: GGUFInfo) -> Footprint:
             numel *= d
         n_params += numel
         if t.name.startswith("token_embd"):
-            n_vocab = max(t.shape)  # gguf-py reports ggml order (n_embd, n_vocab)
+            n_vocab = max(t.shape, default=0)  # gguf-py reports ggml order (n_embd, n_vocab)
         if il is not None and il < n_layer_all:
             layer = layers[il]
             layer.bytes[cls] = layer.bytes.get(cls, 0) + t.n_bytes
@@ -226,7 +226,7 @@ def from_gguf(info: GGUFInfo) -> Footprint:
                 layer.expert_tensors.append((t.name, t.n_bytes))
     if not n_vocab:
         tokens = info.metadata.get("tokenizer.ggml.tokens")
-        n_vocab = _int(info, "vocab_size") or (len(tokens) if isinstance(tokens, list) else 0)
+        n_vocab = info.int_value("vocab_size") or (len(tokens) if isinstance(tokens, list) else 0)
     return Footprint(
         name=info.path.name,
         arch=info.arch,
@@ -244,12 +244,12 @@ def from_gguf(info: GGUFInfo) -> Footprint:
         mla=mla,
         legacy_mla=legacy,
         kv_lora=kv_lora,
-        rope_dim=_int(info, "rope.dimension_count", 0),
-        n_expert=_int(info, "expert_count"),
-        n_expert_used=_int(info, "expert_used_count"),
-        n_ff=_int(info, "feed_forward_length"),
-        n_ff_exp=_int(info, "expert_feed_forward_length"),
-        context_train=_int(info, "context_length", 4096) or 4096,
+        rope_dim=info.int_value("rope.dimension_count", 0),
+        n_expert=info.int_value("expert_count"),
+        n_expert_used=info.int_value("expert_used_count"),
+        n_ff=info.int_value("feed_forward_length", per_layer=True),
+        n_ff_exp=info.int_value("expert_feed_forward_length"),
+        context_train=info.int_value("context_length", 4096) or 4096,
         layers=layers,
         totals=totals,
     )
@@ -297,8 +297,9 @@ def _file_type(info: GGUFInfo) -> str:
 
     value = info.metadata.get("general.file_type")
     try:
-        return gguf.LlamaFileType(int(value)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-    except (TypeError, ValueError):
+        return gguf.LlamaFileType(value if type(value) is int else -1).name.removeprefix("MOSTLY_").removeprefix(
+            "ALL_")
+    except ValueError:
         counts: dict[str, int] = {}
         for t in info.tensors:
             counts[t.type_name] = counts.get(t.type_name, 0) + t.n_bytes

@@ -35,12 +35,17 @@ def catalog_values(spec: ModelSpec | None) -> dict[str, Any]:
     return {k: getattr(sampling, k) for k in KNOBS if getattr(sampling, k, None) is not None}
 
 
+# The most a file may set each knob to (a hostile header may say 1e300 for top_k, which no sampler takes).
+_GGUF_MAX = {"temperature": 100.0, "top_p": 1.0, "top_k": 1 << 20, "min_p": 1.0, "repeat_penalty": 100.0}
+
+
 def _gguf_values(info: GGUFInfo) -> dict[str, Any]:
     out = {}
     for knob, key in _GGUF_KEYS.items():
         value = info.metadata.get(key)
         # A file's values are only taken when they are sane numbers (a hostile header may say NaN or -5).
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                and 0 <= value <= _GGUF_MAX[knob]:
             out[knob] = value
     return out
 
