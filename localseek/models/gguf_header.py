@@ -186,7 +186,7 @@ def _parse(cur: _Cursor) -> Header:
         if key in metadata:
             raise HeaderError(f"key {key[:80]!r} appears twice")
         metadata[key] = cur.value(cur.take("<I", f"the type of {key[:80]!r}"), f"the value of {key[:80]!r}")
-    alignment = metadata.get("general.alignment", 32)
+    alignment = metadata.get(Keys.General.ALIGNMENT, 32)
     if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0 \
             or alignment & (alignment - 1):
         raise HeaderError(f"general.alignment is {str(alignment)[:40]!r}, not a power of two")
