@@ -1,5 +1,6 @@
 """llama.cpp logits on converted tiny checkpoints vs an independent forward pass: Hugging Face transformers
-on CPU.
+on CPU; and the same files as llama.cpp's own converter (from the pinned llama-cpp-python sdist, fetched once
+into a cache: tests/llama_cpp_sdist.py).
 
 Optional group: needs `pip install -e '.[reference]'` (torch + transformers). Skipped cleanly without them,
 unless LOCALSEEK_REQUIRE_REFERENCE=1 (CI sets it), which turns the skip into a failure.
@@ -15,6 +16,7 @@ from pathlib import Path
 import hf_factory as hf
 import numpy as np
 import pytest
+import reference_converter
 
 from quantize import convert
 
@@ -94,67 +96,21 @@ def test_logits_match_transformers(layout, qtype, min_cos, tmp_path) -> None:
     assert top1 >= (0.95 if qtype == "F32" else 0.85)
 
 
-LLAMA_CPP_SRC = Path(
-    os.environ.get("LOCALSEEK_LLAMA_CPP_SRC", "/tmp/src/llama_cpp_python-0.3.36/vendor/llama.cpp")
-)
-_WRAPPER = """
-import sys
-sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[1:]
-sys.path.insert(0, {src!r})
-import convert_hf_to_gguf
-from conversion.base import TextModel
-# the tiny tokenizer is not in llama.cpp's table of tokenizer hashes; name its pre-tokenizer directly
-TextModel.get_vocab_base_pre = lambda self, tokenizer: {pre!r}
-convert_hf_to_gguf.main()
-"""
-
-
-@pytest.mark.skipif(
-    not (LLAMA_CPP_SRC / "convert_hf_to_gguf.py").exists(),
-    reason="llama.cpp source tree not found (set LOCALSEEK_LLAMA_CPP_SRC)",
-)
 @pytest.mark.parametrize("layout,pre", [("deepseek_v3", "deepseek-v3"), ("deepseek_v2_lite", "deepseek-llm")])
 def test_same_file_as_llama_cpp_converter(layout, pre, tmp_path) -> None:
-    """Q8_0 from localseek == Q8_0 from llama.cpp's own convert_hf_to_gguf.py (torch), tensor for tensor,
-    byte for
-    byte, and the same metadata (llama.cpp drops the MTP block, so compare with keep_mtp=False)."""
-    import subprocess
-    import sys
-
-    import gguf
-
+    """Q8_0 from localseek == Q8_0 from llama.cpp's own convert_hf_to_gguf.py (torch), run from the pinned
+    llama-cpp-python sdist: tensor for tensor, byte for byte, and the same metadata (llama.cpp drops the MTP
+    block of these layouts, so compare with keep_mtp=False)."""
+    src_tree = reference_converter.converter()
     src = hf.WRITERS[layout](tmp_path / layout)
     ours = convert(src, tmp_path / "ours.gguf", qtype="Q8_0", keep_mtp=False).paths[0]
-    wrapper = tmp_path / "wrap.py"
-    wrapper.write_text(_WRAPPER.format(src=str(LLAMA_CPP_SRC), pre=pre))
     theirs = tmp_path / "theirs.gguf"
-    env = dict(os.environ, PYTHONPATH=str(LLAMA_CPP_SRC / "gguf-py"))
-    r = subprocess.run(
-        [sys.executable, str(wrapper), str(src), "--outtype", "q8_0", "--outfile", str(theirs)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    a = {t.name: t for t in gguf.GGUFReader(ours).tensors}
-    b = {t.name: t for t in gguf.GGUFReader(theirs).tensors}
-    assert set(a) == set(b)
-    for name, t in a.items():
-        assert t.tensor_type == b[name].tensor_type and list(t.shape) == list(b[name].shape), name
-        assert np.array_equal(np.asarray(t.data).view(np.uint8), np.asarray(b[name].data).view(np.uint8)), (
-            name
-        )
-    fa, fb = gguf.GGUFReader(ours).fields, gguf.GGUFReader(theirs).fields
-    differ = {
-        k
-        for k in set(fa) | set(fb)
-        if k not in ("general.name", "GGUF.kv_count")
-        and (k not in fa or k not in fb or fa[k].contents() != fb[k].contents())
-    }
+    reference_converter.run_converter(src_tree, src, theirs, pre=pre)
+    c = reference_converter.compare(ours, theirs)
     print(
-        f"\n{layout}: {len(a)} tensors byte-identical to llama.cpp's converter; metadata differs only in "
-        f"{sorted(differ) or 'nothing'} (besides general.name)"
+        f"\n{layout}: {len(c.identical)} tensors byte-identical to llama.cpp's converter; metadata differs only in "
+        f"{c.keys_differ or 'nothing'} (besides general.name)"
     )
-    assert not differ
+    assert not (c.only_ours or c.only_theirs), (c.only_ours, c.only_theirs)
+    assert not c.other_type and not c.different, (c.other_type, c.different)
+    assert c.identical and not c.keys_differ
