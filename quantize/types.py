@@ -167,6 +167,7 @@ class TypePlanner:
             or name.endswith("_norm.weight")
             or not name.endswith("weight")
             or "ffn_gate_inp.weight" in name
+            or "indexer.proj.weight" in name  # DSA indexer head weights: F32, as llama.cpp's converter writes
         ):
             return T.F32
         new = self.default

@@ -6,6 +6,8 @@ share one contract):
   (ragged edge blocks included), MLA with q-LoRA, MoE with routed + shared experts, sigmoid router with
   `e_score_correction_bias`, first layer dense, ONE MTP layer at index `num_hidden_layers`, sharded
   safetensors with `model.safetensors.index.json` (the experts of one layer span two shards).
+- `deepseek_v32`: `DeepseekV32ForCausalLM` — V3's layout (UE8M0 power-of-two block scales) plus the lightning
+  indexer of V3.2's sparse attention in every layer (MTP layer included).
 - `deepseek_v2_lite`: `DeepseekV2ForCausalLM` — BF16, no q-LoRA (plain `q_proj`), softmax router, 27 layers
   (llama.cpp recognises the V2-Lite layout by its layer count).
 - `qwen2`: `Qwen2ForCausalLM` (R1-Distill-Qwen) — BF16, q/k/v biases.
@@ -122,9 +124,9 @@ def fp8_e4m3_encode(x: np.ndarray) -> np.ndarray:
     return np.where(x < 0, codes | 0x80, codes).astype(np.uint8)
 
 
-def fp8_block_quantize(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fp8_block_quantize(w: np.ndarray, *, ue8m0: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """float32 [out, in] → (e4m3 codes, float32 scale_inv [ceil(out/128), ceil(in/128)]), DeepSeek's
-    recipe."""
+    recipe. `ue8m0`: scales rounded up to powers of two (V3.1+'s `scale_fmt: ue8m0`)."""
     rows, cols = w.shape
     br, bc = math.ceil(rows / BLOCK), math.ceil(cols / BLOCK)
     codes = np.empty(w.shape, dtype=np.uint8)
@@ -133,6 +135,8 @@ def fp8_block_quantize(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         for j in range(bc):
             blk = w[i * BLOCK : (i + 1) * BLOCK, j * BLOCK : (j + 1) * BLOCK]
             s = np.float32(max(float(np.abs(blk).max()), 1e-12) / FP8_MAX)
+            if ue8m0:
+                s = np.float32(2.0 ** math.ceil(math.log2(s)))
             scale[i, j] = s
             codes[i * BLOCK : (i + 1) * BLOCK, j * BLOCK : (j + 1) * BLOCK] = fp8_e4m3_encode(blk / s)
     return codes, scale
@@ -322,6 +326,7 @@ class _Builder:
 
     seed: int
     fp8: bool = False
+    ue8m0: bool = False
     tensors: dict[str, _Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -332,7 +337,7 @@ class _Builder:
     ) -> None:
         w = (self.rng.standard_normal((out_f, in_f)) * (std or 1.0 / math.sqrt(in_f))).astype(np.float32)
         if self.fp8 if fp8 is None else fp8:
-            codes, scale = fp8_block_quantize(w)
+            codes, scale = fp8_block_quantize(w, ue8m0=self.ue8m0)
             self.tensors[name] = _Tensor("F8_E4M3", codes)
             self.tensors[name[: -len("weight")] + "weight_scale_inv"] = _Tensor("F32", scale)
         else:
@@ -387,9 +392,14 @@ class DeepseekDims:
     n_group: int = 2
     topk_group: int = 1
     vocab_size: int = 448  # padded beyond the tokenizer's 415 tokens, as the real 129280 is
+    # V3.2's lightning indexer (0 heads: none); the real model has 64 heads of 128, top-k 2048
+    index_n_heads: int = 0
+    index_head_dim: int = 64
+    index_topk: int = 8
 
 
 V3_DIMS = DeepseekDims()
+V32_DIMS = DeepseekDims(index_n_heads=4)
 V2_LITE_DIMS = DeepseekDims(
     n_layer=27,
     hidden=128,
@@ -424,6 +434,13 @@ def _deepseek_layer(b: _Builder, p: str, d: DeepseekDims, layer: int, *, sigmoid
     b.norm(p + "self_attn.kv_a_layernorm.weight", d.kv_lora_rank)
     b.linear(p + "self_attn.kv_b_proj.weight", d.n_head * (d.qk_nope + d.v_head), d.kv_lora_rank)
     b.linear(p + "self_attn.o_proj.weight", d.hidden, d.n_head * d.v_head)
+    if d.index_n_heads:  # V3.2: FP8 q/k projections, F32 LayerNorm with bias, BF16 head-weight projection
+        b.linear(p + "self_attn.indexer.wq_b.weight", d.index_n_heads * d.index_head_dim, d.q_lora_rank)
+        b.linear(p + "self_attn.indexer.wk.weight", d.index_head_dim, d.hidden)
+        b.vector(p + "self_attn.indexer.k_norm.weight", d.index_head_dim, std=0.1, dtype="F32")
+        b.tensors[p + "self_attn.indexer.k_norm.weight"].array += 1.0
+        b.vector(p + "self_attn.indexer.k_norm.bias", d.index_head_dim, std=0.05, dtype="F32")
+        b.linear(p + "self_attn.indexer.weights_proj.weight", d.index_n_heads, d.hidden, fp8=False)
     b.norm(p + "post_attention_layernorm.weight", d.hidden)
     if layer < d.first_dense:
         b.linear(p + "mlp.gate_proj.weight", d.intermediate, d.hidden)
@@ -451,12 +468,13 @@ def write_deepseek_v3(
     mtp: bool = True,
     n_shards: int = 3,
     fp8: bool = True,
+    ue8m0: bool = False,
 ) -> Path:
     """DeepSeek-V3/R1 layout: FP8 blocks, MLA + q-LoRA, MoE with sigmoid router, one MTP layer, sharded."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     d = dims
-    b = _Builder(seed, fp8=fp8)
+    b = _Builder(seed, fp8=fp8, ue8m0=ue8m0)
     b.embedding("model.embed_tokens.weight", d.vocab_size, d.hidden)
     for i in range(d.n_layer + (1 if mtp else 0)):
         p = f"model.layers.{i}."
@@ -530,8 +548,33 @@ def write_deepseek_v3(
             "quant_method": "fp8",
             "weight_block_size": [BLOCK, BLOCK],
         }
+        if ue8m0:
+            config["quantization_config"]["scale_fmt"] = "ue8m0"
     (model_dir / "config.json").write_text(json.dumps(config, indent=2))
     write_tokenizer(model_dir, "deepseek-v3")
+    return model_dir
+
+
+def write_deepseek_v32(
+    model_dir: Path, *, seed: int = 5, dims: DeepseekDims = V32_DIMS, mtp: bool = True, n_shards: int = 3
+) -> Path:
+    """DeepSeek-V3.2(-Exp) layout (`DeepseekV32ForCausalLM`): V3's FP8 layout with power-of-two block scales
+    (`scale_fmt: ue8m0`), plus the lightning indexer of its sparse attention in every layer, MTP layer
+    included (`self_attn.indexer.{wq_b,wk}` FP8, `k_norm` LayerNorm weight+bias F32, `weights_proj` BF16) and
+    config.json's `index_n_heads`, `index_head_dim`, `index_topk`."""
+    model_dir = write_deepseek_v3(model_dir, seed=seed, dims=dims, mtp=mtp, n_shards=n_shards, ue8m0=True)
+    config = json.loads((model_dir / "config.json").read_text())
+    config.update(
+        {
+            "architectures": ["DeepseekV32ForCausalLM"],
+            "model_type": "deepseek_v32",
+            "index_head_dim": dims.index_head_dim,
+            "index_n_heads": dims.index_n_heads,
+            "index_topk": dims.index_topk,
+            "transformers_version": "4.44.2",
+        }
+    )
+    (model_dir / "config.json").write_text(json.dumps(config, indent=2))
     return model_dir
 
 
@@ -714,6 +757,7 @@ def write_qwen3(model_dir: Path, *, seed: int = 4, dims: DenseDims = DenseDims()
 
 WRITERS = {
     "deepseek_v3": write_deepseek_v3,
+    "deepseek_v32": write_deepseek_v32,
     "deepseek_v2_lite": write_deepseek_v2_lite,
     "qwen2": write_qwen2,
     "llama": write_llama,

@@ -73,15 +73,19 @@ def llama_cpp_dir(version: str | None = None, log=lambda msg: None) -> Path:
 
 
 # llama.cpp's converter recognises tokenizers by a hash of what they produce; the factory's tiny tokenizer is
-# not in its table, so the wrapper names the pre-tokenizer (`pre`) directly. Tokenizer handling is not what
-# the comparisons are about; everything else runs as llama.cpp ships it.
+# not in its table, so the wrapper names the pre-tokenizer (`pre`) directly. Its V3.2 class asserts that the
+# transformers tokenizer says `add_bos_token`, which transformers 5 no longer reads from tokenizer_config.json
+# (the file says true; gguf's SpecialVocab, which writes the GGUF key, reads it there): that check is skipped.
+# Tokenizer handling is not what the comparisons are about; everything else runs as llama.cpp ships it.
 CONVERTER_WRAPPER = """
 import sys
 sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[1:]
 sys.path.insert(0, {src!r})
 import convert_hf_to_gguf
 from conversion.base import TextModel
+from conversion.deepseek import DeepseekV32Model
 TextModel.get_vocab_base_pre = lambda self, tokenizer: {pre!r}
+DeepseekV32Model.set_vocab = lambda self: self._set_vocab_gpt2()
 convert_hf_to_gguf.main()
 """
 

@@ -96,14 +96,22 @@ def test_logits_match_transformers(layout, qtype, min_cos, tmp_path) -> None:
     assert top1 >= (0.95 if qtype == "F32" else 0.85)
 
 
-@pytest.mark.parametrize("layout,pre", [("deepseek_v3", "deepseek-v3"), ("deepseek_v2_lite", "deepseek-llm")])
-def test_same_file_as_llama_cpp_converter(layout, pre, tmp_path) -> None:
+@pytest.mark.parametrize(
+    "layout,pre,keep_mtp",
+    [
+        ("deepseek_v3", "deepseek-v3", False),
+        ("deepseek_v2_lite", "deepseek-llm", False),
+        ("deepseek_v32", "deepseek-v3", True),
+    ],
+)
+def test_same_file_as_llama_cpp_converter(layout, pre, keep_mtp, tmp_path) -> None:
     """Q8_0 from localseek == Q8_0 from llama.cpp's own convert_hf_to_gguf.py (torch), run from the pinned
-    llama-cpp-python sdist: tensor for tensor, byte for byte, and the same metadata (llama.cpp drops the MTP
-    block of these layouts, so compare with keep_mtp=False)."""
+    llama-cpp-python sdist: tensor for tensor, byte for byte, and the same metadata. llama.cpp drops the MTP
+    block of V3 (compare with keep_mtp=False) and keeps V3.2's (compare with it: indexer, MTP block and
+    `nextn_predict_layers` included)."""
     src_tree = reference_converter.converter()
     src = hf.WRITERS[layout](tmp_path / layout)
-    ours = convert(src, tmp_path / "ours.gguf", qtype="Q8_0", keep_mtp=False).paths[0]
+    ours = convert(src, tmp_path / "ours.gguf", qtype="Q8_0", keep_mtp=keep_mtp).paths[0]
     theirs = tmp_path / "theirs.gguf"
     reference_converter.run_converter(src_tree, src, theirs, pre=pre)
     c = reference_converter.compare(ours, theirs)

@@ -61,6 +61,9 @@ class Arch:
 
     hf_architectures: tuple[str, ...] = ()
     gguf_arch: str = ""
+    # gguf-py architecture whose name tables to use when the installed gguf-py does not know `gguf_arch`
+    # (gguf 0.19 has no deepseek32: its tensors are deepseek2's plus the `extra_tensors`)
+    table_arch: str = ""
     extra_tensors: tuple[gguf.MODEL_TENSOR, ...] = ()
     tokenizer_pre: str = "default"  # fallback when the tokenizer does not tell
 
@@ -70,9 +73,10 @@ class Arch:
 
     # -- identity -------------------------------------------------------------------------------------
     def _model_arch(self) -> gguf.MODEL_ARCH:
-        for arch, name in gguf.MODEL_ARCH_NAMES.items():
-            if name == self.gguf_arch:
-                return arch
+        by_name = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}
+        for name in (self.gguf_arch, self.table_arch):
+            if name and name in by_name:
+                return by_name[name]
         raise UnsupportedArchitecture(
             f"The installed gguf package does not know the GGUF architecture {self.gguf_arch!r}; "
             "upgrade it (pip install -U gguf)."
