@@ -158,7 +158,7 @@ def plan_conversion(
         planner.prepare([t.name for t in outs])
         planned = []
         for t in outs:
-            gtype = planner.choose(t.name, t.shape)
+            gtype = planner.choose(t.name, t.shape, t.native, t.keep_f32)
             planned.append((t, PlannedTensor(t.name, t.shape, gtype, nbytes(gtype, t.shape))))
         w = gguf.GGUFWriter(None, arch.gguf_arch)
         w.add_type(gguf.GGUFType.MODEL)
@@ -170,6 +170,10 @@ def plan_conversion(
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         vocab = read_vocab(source, config.get("vocab_size"), arch.tokenizer_pre)
         add_to_gguf(w, source, vocab)
+        if gguf.Keys.Tokenizer.CHAT_TEMPLATE not in w.kv_data[0] and (
+            template := arch.default_chat_template(source)
+        ):
+            w.add_chat_template(template)
         return arch, w, planned, planner, ckpt, keep
     except BaseException:
         ckpt.close()
@@ -355,6 +359,11 @@ def _encode(t: OutTensor, chunks, gtype, imatrix: np.ndarray | None, threads: in
                 imatrix.size,
                 n_per_row,
             )
+    if t.native is not None and gtype == t.native:  # MXFP4 experts, integer tables: their bytes as they are
+        assert t.raw_chunks is not None
+        for raw in t.raw_chunks():
+            yield np.ascontiguousarray(raw).tobytes()
+        return
     row = 0
     for chunk in chunks:
         chunk = np.ascontiguousarray(chunk.reshape(-1, n_per_row), dtype=np.float32)

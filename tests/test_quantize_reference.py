@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+import gguf
 import hf_factory as hf
 import numpy as np
 import pytest
@@ -122,3 +123,48 @@ def test_same_file_as_llama_cpp_converter(layout, pre, keep_mtp, tmp_path) -> No
     assert not (c.only_ours or c.only_theirs), (c.only_ours, c.only_theirs)
     assert not c.other_type and not c.different, (c.other_type, c.different)
     assert c.identical and not c.keys_differ
+
+
+def test_v4_same_tensors_as_llama_cpp_converter(tmp_path) -> None:
+    """DeepSeek-V4 (MXFP4 experts, FP8 with E8M0 scales, BF16 and F32 tensors): llama.cpp's converter writes
+    a mixture of its own (FP8 → Q8_0, BF16 → BF16, F32 → F32, experts MXFP4 as shipped, tid2eid I32).
+    localseek's MXFP4_MOE file has the same metadata (chat template included) and, where it writes the same
+    type, the same bytes; its BF16 file covers the BF16 ones. The router and the indexer's head weights, which
+    localseek keeps in F32 at every type, hold exactly the BF16 values widened. So every tensor is accounted
+    for bit for bit."""
+    src_tree = reference_converter.converter()
+    src = hf.write_deepseek_v4(tmp_path / "deepseek_v4")
+    theirs = tmp_path / "theirs.gguf"
+    reference_converter.run_converter(src_tree, src, theirs, pre="deepseek-v3")
+    moe = convert(src, tmp_path / "moe.gguf", qtype="MXFP4_MOE").paths[0]
+    bf16 = convert(src, tmp_path / "bf16.gguf", qtype="BF16").paths[0]
+    a = reference_converter.compare(moe, theirs)
+    b = reference_converter.compare(bf16, theirs)
+    assert not (a.only_ours or a.only_theirs or a.different or b.different), (a, b)
+    assert not a.keys_differ, a.keys_differ
+    assert b.keys_differ == ["general.file_type"]
+    widened = {n for n, (ours, them) in a.other_type.items() if (ours, them) == ("F32", "BF16")}
+    assert widened == {n for n in a.other_type if n.endswith(("ffn_gate_inp.weight", "indexer.proj.weight"))}
+    ra = {t.name: t for t in gguf.GGUFReader(moe).tensors}
+    rt = {t.name: t for t in gguf.GGUFReader(theirs).tensors}
+    for name in widened:
+        bits = np.asarray(rt[name].data).view(np.uint16).astype(np.uint32) << 16
+        assert np.array_equal(np.asarray(ra[name].data).view(np.uint32).reshape(-1), bits.reshape(-1)), name
+    uncovered = set(rt) - set(a.identical) - set(b.identical) - widened
+    types = {
+        k: sum(1 for n in a.identical if rt[n].tensor_type.name == k) for k in ("MXFP4", "Q8_0", "F32", "I32")
+    }
+    print(
+        f"\ndeepseek_v4: {len(a.identical)} of {len(rt)} tensors byte-identical in the MXFP4_MOE file ({types}), "
+        f"{len(set(b.identical) - set(a.identical))} more in the BF16 file, {len(widened)} kept F32 (= BF16 "
+        "widened); metadata identical (besides general.name)"
+    )
+    assert not uncovered, uncovered
+    assert types["MXFP4"] and types["I32"]
+    # and llama.cpp computes nearly the same logits from both files (they differ only in Q8_0 vs BF16 copies
+    # of the BF16 tensors)
+    ref, got = _llama_logits(theirs, TOKENS), _llama_logits(moe, TOKENS)
+    cos = np.sum(ref * got, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    top1 = float(np.mean(ref.argmax(axis=1) == got.argmax(axis=1)))
+    print(f"deepseek_v4 logits vs llama.cpp's file: cosine min {cos.min():.6f}, top-1 agreement {top1:.0%}")
+    assert cos.min() >= 0.995 and top1 >= 0.9

@@ -137,3 +137,223 @@ def test_v32_without_mtp(v32, converted) -> None:
     assert f.fields["deepseek32.block_count"].contents() == hf.V32_DIMS.n_layer
     assert "deepseek32.nextn_predict_layers" not in f.fields
     assert not [t.name for t in f.tensors if t.name.startswith(f"blk.{hf.V32_DIMS.n_layer}.")]
+
+
+# -- V4 --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def v4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return hf.write_deepseek_v4(tmp_path_factory.mktemp("hf") / "deepseek_v4")
+
+
+# GGUF → checkpoint names, written out independently of quantize/archs/deepseek4.py
+V4_ROOT = {
+    "token_embd.weight": "embed.weight",
+    "output.weight": "head.weight",
+    "output_norm.weight": "norm.weight",
+    "output_hc_fn.weight": "hc_head_fn",
+    "output_hc_base.weight": "hc_head_base",
+    "output_hc_scale.weight": "hc_head_scale",
+}
+V4_LAYER = {
+    "attn_norm.weight": "attn_norm.weight",
+    "ffn_norm.weight": "ffn_norm.weight",
+    "attn_sinks.weight": "attn.attn_sink",
+    "attn_q_a.weight": "attn.wq_a.weight",
+    "attn_q_a_norm.weight": "attn.q_norm.weight",
+    "attn_q_b.weight": "attn.wq_b.weight",
+    "attn_kv.weight": "attn.wkv.weight",
+    "attn_kv_a_norm.weight": "attn.kv_norm.weight",
+    "attn_output_a.weight": "attn.wo_a.weight",
+    "attn_output_b.weight": "attn.wo_b.weight",
+    "attn_compressor_kv.weight": "attn.compressor.wkv.weight",
+    "attn_compressor_gate.weight": "attn.compressor.wgate.weight",
+    "attn_compressor_ape.weight": "attn.compressor.ape",
+    "attn_compressor_norm.weight": "attn.compressor.norm.weight",
+    "indexer.attn_q_b.weight": "attn.indexer.wq_b.weight",
+    "indexer.proj.weight": "attn.indexer.weights_proj.weight",
+    "indexer_compressor_kv.weight": "attn.indexer.compressor.wkv.weight",
+    "indexer_compressor_gate.weight": "attn.indexer.compressor.wgate.weight",
+    "indexer_compressor_ape.weight": "attn.indexer.compressor.ape",
+    "indexer_compressor_norm.weight": "attn.indexer.compressor.norm.weight",
+    "ffn_gate_inp.weight": "ffn.gate.weight",
+    "exp_probs_b.bias": "ffn.gate.bias",
+    "ffn_gate_tid2eid.weight": "ffn.gate.tid2eid",
+    "ffn_gate_shexp.weight": "ffn.shared_experts.w1.weight",
+    "ffn_down_shexp.weight": "ffn.shared_experts.w2.weight",
+    "ffn_up_shexp.weight": "ffn.shared_experts.w3.weight",
+    **{f"hc_{p}_{k}.weight": f"hc_{p}_{k}" for p in ("attn", "ffn") for k in ("fn", "base", "scale")},
+}
+V4_EXPERTS = {"ffn_gate_exps.weight": "w1", "ffn_down_exps.weight": "w2", "ffn_up_exps.weight": "w3"}
+
+
+def _v4_value(name: str, ref: dict[str, np.ndarray]) -> np.ndarray:
+    if name in V4_ROOT:
+        return ref[V4_ROOT[name]]
+    _, layer, rest = name.split(".", 2)
+    if rest in V4_EXPERTS:
+        n = hf.V4_DIMS.n_routed
+        return np.stack([ref[f"layers.{layer}.ffn.experts.{e}.{V4_EXPERTS[rest]}.weight"] for e in range(n)])
+    return ref[f"layers.{layer}.{V4_LAYER[rest]}"]
+
+
+def _check_v4(path: Path, v4: Path) -> dict[str, str]:
+    """Every tensor of a V4 conversion against the checkpoint; returns name → type."""
+    ref = hf.reference_tensors(v4)
+    reader = gguf.GGUFReader(path)
+    types = {}
+    for t in reader.tensors:
+        expected = _v4_value(t.name, ref)
+        gtype = T(t.tensor_type)
+        types[t.name] = gtype.name
+        if gtype == T.MXFP4:  # kept as the checkpoint has it: decodes to exactly its values
+            got = gguf.quants.dequantize(t.data, gtype).reshape(expected.shape)
+            np.testing.assert_array_equal(got, expected, err_msg=t.name)
+        elif gtype == T.I32:
+            np.testing.assert_array_equal(
+                np.asarray(t.data).reshape(expected.shape), expected, err_msg=t.name
+            )
+        else:
+            _check_tensor(t.name, t, expected)
+    # every checkpoint value exactly once, except the MTP block (not kept) and the unused gate.bias of the
+    # hash-routed layers
+    skipped = [k for k in ref if k.startswith("mtp.")]
+    skipped += [f"layers.{i}.ffn.gate.bias" for i in range(hf.V4_DIMS.n_hash_layers)]
+    assert sum(int(np.prod(t.shape)) for t in reader.tensors) == sum(
+        v.size for k, v in ref.items() if k not in skipped
+    )
+    return types
+
+
+@pytest.mark.parametrize(
+    "qtype,experts,want",
+    [
+        ("MXFP4_MOE", None, "MXFP4"),  # llama.cpp's converter's types: experts as shipped, the rest Q8_0
+        ("Q8_0", None, "MXFP4"),  # experts stay MXFP4 unless --experts says otherwise
+        ("BF16", None, "MXFP4"),
+        ("Q4_K_M", "Q4_K", "Q4_K"),  # MXFP4 decoded and quantized straight to the requested type
+        ("Q4_K_M", "Q2_K", "Q2_K"),
+    ],
+)
+def test_v4_every_tensor_within_error_bound(qtype, experts, want, v4, converted) -> None:
+    types = _check_v4(converted(v4, qtype, experts_type=experts), v4)
+    assert {types[f"blk.{i}.ffn_{w}_exps.weight"] for i in range(4) for w in ("gate", "up", "down")} == {want}
+    assert types["blk.0.ffn_gate_tid2eid.weight"] == "I32"
+    for kept in ("blk.1.hc_attn_fn.weight", "output_hc_fn.weight", "blk.1.attn_compressor_ape.weight"):
+        assert types[kept] == "F32"  # F32 in the checkpoint, F32 in the file, at every type
+    if qtype == "MXFP4_MOE":
+        assert types["blk.1.attn_q_a.weight"] == types["token_embd.weight"] == "Q8_0"
+
+
+def test_v4_metadata_and_template(v4, converted, tmp_path) -> None:
+    f = gguf.GGUFReader(converted(v4, "MXFP4_MOE")).fields
+    c = json.loads((v4 / "config.json").read_text())
+    a = "deepseek4"
+    expect = {
+        "general.architecture": "deepseek4",
+        "general.file_type": int(gguf.LlamaFileType.MOSTLY_MXFP4_MOE),
+        f"{a}.block_count": c["num_hidden_layers"],  # the MTP block is not kept
+        f"{a}.expert_gating_func": 4,  # sqrt-softplus
+        f"{a}.attention.head_count_kv": 1,
+        f"{a}.attention.key_length": c["head_dim"],
+        f"{a}.attention.sliding_window": c["sliding_window"],
+        f"{a}.attention.output_group_count": c["o_groups"],
+        f"{a}.attention.output_lora_rank": c["o_lora_rank"],
+        f"{a}.attention.compress_ratios": c["compress_ratios"],
+        f"{a}.attention.indexer.top_k": c["index_topk"],
+        f"{a}.hyper_connection.count": c["hc_mult"],
+        f"{a}.hyper_connection.sinkhorn_iterations": c["hc_sinkhorn_iters"],
+        f"{a}.hash_layer_count": c["num_hash_layers"],
+        f"{a}.embedding_length_out": c["hidden_size"] * c["hc_mult"],
+        f"{a}.swiglu_clamp_exp": [c["swiglu_limit"]] * c["num_hidden_layers"],
+        f"{a}.swiglu_clamp_shexp": [c["swiglu_limit"]] * c["num_hidden_layers"],
+    }
+    assert {k: f[k].contents() for k in expect} == expect
+    assert f"{a}.nextn_predict_layers" not in f
+    # no template in tokenizer_config.json: llama.cpp's default V4 template, as its converter embeds it
+    templates = Path(__file__).resolve().parent.parent / "quantize" / "templates"
+    assert (
+        f["tokenizer.chat_template"].contents() == (templates / "deepseek-ai-DeepSeek-V4.jinja").read_text()
+    )
+    flash = hf.write_deepseek_v4(tmp_path / "DeepSeek-V4-Flash-0731", mtp=False)
+    g = gguf.GGUFReader(convert(flash, tmp_path / "f.gguf", qtype="MXFP4_MOE").paths[0]).fields
+    want = (templates / "deepseek-ai-DeepSeek-V4-Flash-0731.jinja").read_text()
+    assert g["tokenizer.chat_template"].contents() == want
+
+
+@pytest.mark.parametrize("qtype,experts", [("MXFP4_MOE", None), ("Q4_K_M", "Q2_K")])
+def test_v4_llama_cpp_loads_and_generates(qtype, experts, v4, converted) -> None:
+    """llama.cpp's deepseek4 graph runs the file: hyper-connections, sliding window + compressed caches,
+    the indexer's top-k over the 4× compressed cache, hash routing in layer 0, MXFP4 experts."""
+    path = converted(v4, qtype, experts_type=experts)
+    first, logits = _generate(path)
+    again, _ = _generate(path)
+    assert first == again and len(first) == 12
+    assert np.isfinite(logits).all() and logits.std() > 0
+
+
+def test_v4_quantized_agrees_with_full_precision(v4, converted) -> None:
+    """Logits of the BF16 file (experts MXFP4 as shipped) vs quantized ones: Q8_0 with the experts as shipped,
+    decoded to Q8_0, and decoded to Q4_K (the decoded path loses only what the target type loses)."""
+    _, hi = _generate(converted(v4, "BF16"), n=1)
+    for qtype, experts, floor in (
+        ("MXFP4_MOE", None, 0.999),
+        ("Q8_0", "Q8_0", 0.999),
+        ("Q8_0", "Q4_K", 0.99),
+    ):
+        _, lo = _generate(converted(v4, qtype, experts_type=experts), n=1)
+        cos = float(hi @ lo / (np.linalg.norm(hi) * np.linalg.norm(lo)))
+        print(f"\nV4 tiny: cosine(BF16, {qtype} experts {experts or 'MXFP4'} logits) = {cos:.5f}")
+        assert cos > floor
+
+
+def test_v4_experts_decode_a_chunk_at_a_time(v4, converted, tmp_path, monkeypatch) -> None:
+    """--experts Q2_K decodes MXFP4 a bounded chunk of rows at a time (never a float copy of a whole tensor),
+    and the result does not depend on the chunk size."""
+    from quantize import mxfp4, reader
+
+    seen: list[int] = []
+    decode = mxfp4.decode
+    monkeypatch.setattr(reader, "CHUNK_ELEMENTS", 4096)
+    monkeypatch.setattr(mxfp4, "decode", lambda p, s: seen.append(p.size * 2) or decode(p, s))
+    small = convert(v4, tmp_path / "small.gguf", qtype="Q4_K_M", experts_type="Q2_K").paths[0]
+    per_tensor = hf.V4_DIMS.n_routed * hf.V4_DIMS.moe_intermediate * hf.V4_DIMS.hidden
+    assert seen and max(seen) <= 4096 < per_tensor
+    big = converted(v4, "Q4_K_M", experts_type="Q2_K")
+    a = {t.name: np.asarray(t.data).tobytes() for t in gguf.GGUFReader(small).tensors}
+    b = {t.name: np.asarray(t.data).tobytes() for t in gguf.GGUFReader(big).tensors}
+    assert a == b
+
+
+def test_v4_bad_mxfp4_scales(tmp_path) -> None:
+    from quantize import SourceError as _SourceError
+
+    src = hf.write_deepseek_v4(tmp_path / "v4", mtp=False, n_shards=1)
+    raw = hf.read_safetensors(src / "model.safetensors")
+    tensors = {k: hf._Tensor(d, a) for k, (d, a) in raw.items()}
+    name = "layers.1.ffn.experts.2.w3.scale"
+    tensors[name] = hf._Tensor("F8_E8M0", tensors[name].array[:, :-1].copy())
+    hf.write_safetensors(src / "model.safetensors", tensors)
+    with pytest.raises(_SourceError, match="not MXFP4"):
+        convert(src, tmp_path / "o.gguf", qtype="MXFP4_MOE")
+    assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*partial"))
+
+
+def test_mxfp4_decode_and_repack() -> None:
+    """quantize/mxfp4.py against the factory's arithmetic E2M1/E8M0 decoder and gguf-py's own MXFP4 dequantizer:
+    repacking moves bits only, decoding gives exactly the values ggml reads from the repacked blocks."""
+    from quantize import mxfp4
+
+    rng = np.random.default_rng(3)
+    packed = rng.integers(0, 256, size=(5, 48), dtype=np.uint8)
+    scale = rng.integers(100, 140, size=(5, 3), dtype=np.uint8)
+    values = mxfp4.decode(packed, scale)
+    np.testing.assert_array_equal(values, hf.mxfp4_dequantize(packed, scale))
+    blocks = mxfp4.repack(packed, scale)
+    assert blocks.shape == (5, 3 * 17)
+    np.testing.assert_array_equal(gguf.quants.dequantize(blocks, T.MXFP4).reshape(5, 96), values)
+    np.testing.assert_array_equal(
+        mxfp4.e8m0_to_f32(np.array([127, 130, 0], dtype=np.uint8)), [1, 8, 2.0**-127]
+    )
+    assert np.isnan(mxfp4.e8m0_to_f32(np.array([255], dtype=np.uint8))).all()
+    with pytest.raises(ValueError):
+        mxfp4.decode(packed, scale[:, :2])

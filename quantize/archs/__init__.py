@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "DeepseekV3ForCausalLM": "deepseek",
     "DeepseekV2ForCausalLM": "deepseek",
     "DeepseekV32ForCausalLM": "deepseek",
+    "DeepseekV4ForCausalLM": "deepseek4",
     "Qwen2ForCausalLM": "dense",
     "Qwen3ForCausalLM": "dense",
     "LlamaForCausalLM": "dense",
