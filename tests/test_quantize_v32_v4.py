@@ -357,3 +357,31 @@ def test_mxfp4_decode_and_repack() -> None:
     assert np.isnan(mxfp4.e8m0_to_f32(np.array([255], dtype=np.uint8))).all()
     with pytest.raises(ValueError):
         mxfp4.decode(packed, scale[:, :2])
+
+
+def test_mxfp4_moe_from_fp8(tmp_path) -> None:
+    """--type MXFP4_MOE on an FP8 (V3) checkpoint: routed experts quantized to MXFP4 by ggml (bytes = ggml's
+    quantization of FP8 × scale, error within a quarter of each 32-block's max: E2M1 with a power-of-two
+    scale), every other matrix Q8_0; llama.cpp runs the file."""
+    from quantize import native
+
+    src = hf.write_deepseek_v3(tmp_path / "v3")
+    path = convert(src, tmp_path / "o.gguf", qtype="MXFP4_MOE").paths[0]
+    config = json.loads((src / "config.json").read_text())
+    ref = hf.reference_tensors(src)
+    experts = 0
+    for t in gguf.GGUFReader(path).tensors:
+        expected = _hf_value("deepseek_v3", t.name, ref, config)
+        if T(t.tensor_type) != T.MXFP4:
+            assert "_exps." not in t.name
+            _check_tensor(t.name, t, expected)
+            continue
+        experts += 1
+        want = native.quantize_rows(int(T.MXFP4), expected.reshape(-1, expected.shape[-1]))
+        assert np.array_equal(np.asarray(t.data).reshape(-1).view(np.uint8), want), t.name
+        got = gguf.quants.dequantize(t.data, T.MXFP4).reshape(-1, 32)
+        rows = expected.reshape(-1, 32)
+        assert (np.abs(got - rows) <= 0.26 * np.abs(rows).max(axis=1, keepdims=True) + 1e-12).all(), t.name
+    assert experts == 3 * 2  # gate/up/down of the MoE layer and of the MTP layer
+    first, _ = _generate(path)
+    assert len(first) == 12
