@@ -81,6 +81,7 @@ def convert(
     qtype: str = "Q8_0",
     experts_type: str | None = None,
     keep_mtp: bool = True,
+    mtp_only: bool = False,
     imatrix: str | os.PathLike[str] | None = None,
     pure: bool = False,
     split_max_size: int | None = None,
@@ -90,8 +91,10 @@ def convert(
 ) -> ConvertResult:
     """Convert `source` to GGUF at `out` (default: beside the source, named after the type).
 
-    Raises QuantizeError subclasses for every bad input; on any failure (or KeyboardInterrupt) nothing is
-    left at `out`."""
+    `mtp_only`: write only the multi-token-prediction block (with the embeddings and output head it needs) as
+    a draft model of its own, as llama.cpp's converter does with `--mtp` (DeepSeek-V4, whose MTP block cannot
+    live in the main file). Raises QuantizeError subclasses for every bad input; on any failure (or
+    KeyboardInterrupt) nothing is left at `out`."""
     source = Path(source)
     name, ftype, default = parse_ftype(qtype)
     experts = parse_tensor_type(experts_type) if experts_type else None
@@ -116,6 +119,7 @@ def convert(
         force,
         threads,
         progress,
+        mtp_only=mtp_only,
     )
 
 
@@ -135,6 +139,7 @@ def plan_conversion(
     qtype: str = "Q8_0",
     experts_type: str | None = None,
     keep_mtp: bool = True,
+    mtp_only: bool = False,
     pure: bool = False,
     has_imatrix: bool = False,
 ):
@@ -146,11 +151,16 @@ def plan_conversion(
     arch = for_config(config)
     ckpt = Checkpoint(source)
     try:
-        keep = keep_mtp and arch.n_mtp() > 0
-        if keep and not any(n.startswith(f"model.layers.{arch.n_layer()}.") for n in ckpt.tensors):
-            keep = False  # config announces MTP but the checkpoint does not ship it
+        keep = (keep_mtp or mtp_only) and arch.n_mtp() > 0 and arch.has_mtp(ckpt)
+        if mtp_only and not (keep and arch.mtp_only_supported):
+            raise UnsupportedType(
+                f"{source.name}: an MTP-only file is made for DeepSeek-V4 checkpoints that ship their MTP "
+                "block; this one " + ("does not." if not keep else "keeps it in the main file (the default).")
+            )
+        if keep and not (arch.mtp_in_file or mtp_only):
+            keep = False  # V4: the MTP block goes to a file of its own (mtp_only), not into the model's
         block = tuple((config.get("quantization_config") or {}).get("weight_block_size") or (128, 128))
-        ctx = Context(config, ckpt, keep, block)  # type: ignore[arg-type]
+        ctx = Context(config, ckpt, keep, block, mtp_only)  # type: ignore[arg-type]
         outs = arch.plan(ctx)
         planner = TypePlanner(
             arch.facts(keep), ftype, default, has_imatrix=has_imatrix, pure=pure, experts=experts
@@ -224,6 +234,8 @@ def _convert_hf(
     force: bool,
     threads: int,
     progress: ProgressFn | None,
+    *,
+    mtp_only: bool = False,
 ) -> ConvertResult:
     start = time.perf_counter()
     _check_output(out, force)
@@ -232,6 +244,7 @@ def _convert_hf(
         qtype=name,
         experts_type=experts.name if experts else None,
         keep_mtp=keep_mtp,
+        mtp_only=mtp_only,
         pure=pure,
         has_imatrix=im is not None,
     )

@@ -708,7 +708,7 @@ class V4Dims:
     n_layer: int = 4
     hidden: int = 256
     n_head: int = 4
-    head_dim: int = 64
+    head_dim: int = 128  # ≠ index_head_dim, as in the real model (llama.cpp treats equal sizes specially)
     qk_rope: int = 16
     q_lora_rank: int = 192  # ragged: one full and one half 128-block
     o_groups: int = 2

@@ -385,3 +385,109 @@ def test_mxfp4_moe_from_fp8(tmp_path) -> None:
     assert experts == 3 * 2  # gate/up/down of the MoE layer and of the MTP layer
     first, _ = _generate(path)
     assert len(first) == 12
+
+
+def _v4_mtp_value(name: str, ref: dict[str, np.ndarray]) -> np.ndarray:
+    """GGUF name in an MTP-only file → the checkpoint's `mtp.0.*` value (or the model's embeddings/head)."""
+    if name.startswith("output_hc_"):
+        return ref["mtp.0." + V4_ROOT[name]]
+    if name in V4_ROOT:
+        return ref[V4_ROOT[name]]
+    _, layer, rest = name.split(".", 2)
+    assert int(layer) == hf.V4_DIMS.n_layer, name
+    nextn = {"nextn.enorm.weight": "enorm.weight", "nextn.hnorm.weight": "hnorm.weight"}
+    nextn["nextn.shared_head_norm.weight"] = "norm.weight"
+    if rest in nextn:
+        return ref["mtp.0." + nextn[rest]]
+    if rest == "nextn.eh_proj.weight":
+        return np.concatenate([ref["mtp.0.e_proj.weight"], ref["mtp.0.h_proj.weight"]], axis=1)
+    if rest in V4_EXPERTS:
+        n = hf.V4_DIMS.n_routed
+        return np.stack([ref[f"mtp.0.ffn.experts.{e}.{V4_EXPERTS[rest]}.weight"] for e in range(n)])
+    return ref["mtp.0." + V4_LAYER[rest]]
+
+
+def test_v4_mtp_only_file(v4, converted) -> None:
+    """V4's MTP block as a draft model of its own (llama.cpp's `--mtp` layout): block `num_hidden_layers` with
+    `nextn.*`, the block's own hyper-connection head as `output_hc_*`, the model's embeddings and head; every
+    value from the checkpoint; llama.cpp loads it with `load_mtp` and runs its deepseek4 MTP graph, whose
+    draft logits depend on both the token and the main model's hidden state (hc × hidden wide)."""
+    import llama_cpp
+
+    path = converted(v4, "MXFP4_MOE", mtp_only=True)
+    ref = hf.reference_tensors(v4)
+    reader = gguf.GGUFReader(path)
+    n = hf.V4_DIMS.n_layer
+    for t in reader.tensors:
+        expected = _v4_mtp_value(t.name, ref)
+        if T(t.tensor_type) == T.MXFP4:
+            got = gguf.quants.dequantize(t.data, T.MXFP4).reshape(expected.shape)
+            np.testing.assert_array_equal(got, expected, err_msg=t.name)
+        else:
+            _check_tensor(t.name, t, expected)
+    names = {t.name for t in reader.tensors}
+    assert f"blk.{n}.nextn.eh_proj.weight" in names and f"blk.{n}.ffn_gate_exps.weight" in names
+    assert not [x for x in names if x.startswith("blk.") and not x.startswith(f"blk.{n}.")]
+    f = reader.fields
+    assert f["deepseek4.block_count"].contents() == n + 1
+    assert f["deepseek4.nextn_predict_layers"].contents() == 1
+    assert len(f["deepseek4.swiglu_clamp_exp"].contents()) == n + 1
+
+    mp = llama_cpp.llama_model_default_params()
+    mp.load_mtp = True
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), mp)
+    assert model, "llama.cpp refused the MTP-only file"
+    try:
+        assert llama_cpp.llama_model_n_layer_nextn(model) == 1
+        width = int(llama_cpp.llama_model_n_embd_out(model))
+        assert width == hf.V4_DIMS.hc_mult * hf.V4_DIMS.hidden
+        cp = llama_cpp.llama_context_default_params()
+        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_threads, cp.n_threads_batch = 64, 8, 8, 2, 2
+        cp.ctx_type = llama_cpp.LLAMA_CONTEXT_TYPE_MTP
+        ctx = llama_cpp.llama_init_from_model(model, cp)
+        assert ctx, "llama.cpp could not build an MTP context from the MTP-only file"
+        try:
+            h1, h2 = np.random.default_rng(0).standard_normal((2, width)).astype(np.float32)
+            a, b, c = (_mtp_logits_wide(model, ctx, t, h) for t, h in ((5, h1), (5, h2), (9, h1)))
+            assert np.isfinite(a).all() and a.std() > 0
+            assert not np.allclose(a, b) and not np.allclose(a, c)
+            np.testing.assert_allclose(a, _mtp_logits_wide(model, ctx, 5, h1), rtol=1e-5, atol=1e-5)
+        finally:
+            llama_cpp.llama_free(ctx)
+    finally:
+        llama_cpp.llama_model_free(model)
+
+
+def _mtp_logits_wide(model, ctx, token: int, h: np.ndarray) -> np.ndarray:
+    """One step of llama.cpp's MTP graph with a hidden state of the model's output width (V4: hc × hidden)."""
+    import llama_cpp
+
+    n = int(llama_cpp.llama_model_n_embd_out(model))
+    batch = llama_cpp.llama_batch_init(1, n, 1)
+    try:
+        tokens = (llama_cpp.llama_token * 1)(token)
+        batch.token = tokens
+        batch.n_tokens = 1
+        np.ctypeslib.as_array(batch.embd, shape=(n,))[:] = h
+        batch.pos[0] = 0
+        batch.n_seq_id[0] = 1
+        batch.seq_id[0][0] = 0
+        batch.logits[0] = True
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        assert llama_cpp.llama_decode(ctx, batch) == 0
+        n_vocab = int(llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model)))
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,)).copy()
+    finally:
+        batch.token = None  # ours, not llama_batch_init's
+        llama_cpp.llama_batch_free(batch)
+
+
+def test_mtp_only_needs_a_v4_checkpoint_with_mtp(v32, v4, tmp_path) -> None:
+    from quantize import UnsupportedType as _UnsupportedType
+
+    with pytest.raises(_UnsupportedType, match="keeps it in the main file"):
+        convert(v32, tmp_path / "a.gguf", mtp_only=True)
+    bare = hf.write_deepseek_v4(tmp_path / "bare", mtp=False)
+    with pytest.raises(_UnsupportedType, match="does not"):
+        convert(bare, tmp_path / "b.gguf", mtp_only=True)
+    assert not list(tmp_path.glob("*.gguf"))

@@ -59,6 +59,7 @@ class Context:
     ckpt: Checkpoint
     keep_mtp: bool
     block: tuple[int, int] = (128, 128)
+    mtp_only: bool = False  # only the MTP block (+ embeddings and head), as a draft model of its own
 
     def source(self, name: str) -> RowSource:
         return RowSource(self.ckpt, name, self.block)
@@ -74,6 +75,8 @@ class Arch:
     table_arch: str = ""
     extra_tensors: tuple[gguf.MODEL_TENSOR, ...] = ()
     tokenizer_pre: str = "default"  # fallback when the tokenizer does not tell
+    mtp_in_file: bool = True  # the MTP block can be kept in the model's file (`blk.<n_layer>.nextn.*`)
+    mtp_only_supported: bool = False  # `mtp_only` can write it as a file of its own
 
     def __init__(self, config: dict) -> None:
         self.config = config
@@ -96,6 +99,10 @@ class Arch:
 
     def n_mtp(self) -> int:
         return 0
+
+    def has_mtp(self, ckpt: Checkpoint) -> bool:
+        """The checkpoint ships the MTP block the config announces."""
+        return any(n.startswith(f"model.layers.{self.n_layer()}.") for n in ckpt.tensors)
 
     def block_count(self, keep_mtp: bool) -> int:
         return self.n_layer() + (self.n_mtp() if keep_mtp else 0)

@@ -19,8 +19,12 @@ is data here (the same mapping as llama.cpp's converter, `DeepseekV4Model._map_d
   Sinkhorn iterations and epsilon, hash layer count, `embedding_length_out` = hidden × streams.
 - Chat template: V4 ships none in tokenizer_config.json; llama.cpp's converter embeds its own default (the
   `-0731` one for folders so named). The same files are in quantize/templates/ (from llama.cpp, MIT).
-- MTP: the `mtp.0.*` block is not kept (llama.cpp's converter drops it too, and a deepseek4 file has no slot
-  for the MTP block's own hyper-connection head: llama.cpp's MTP graph takes the main model's).
+- MTP: the `mtp.0.*` block has its own hyper-connection head, and a deepseek4 model file has no slot for it
+  (llama.cpp's MTP graph takes the file's `output_hc_*`). So, as llama.cpp's converter does, the model file
+  drops it, and `mtp_only` writes it as a draft model of its own (llama.cpp's `--mtp`): the MTP layer as block
+  `num_hidden_layers` (`e_proj`|`h_proj` concatenated into `nextn.eh_proj`, `enorm`, `hnorm`,
+  `norm` → `nextn.shared_head_norm`), its `hc_head_*` as the file's `output_hc_*`, plus the embeddings, the
+  output norm and head; `nextn_predict_layers` set. llama.cpp loads it with `load_mtp` (no trunk tensors).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import numpy as np
 from quantize.archs.base import Arch, Context, OutTensor, _plain
 from quantize.archs.common import text_metadata
 from quantize.errors import SourceError
+from quantize.reader import rows_for
 
 T = gguf.GGMLQuantizationType
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -88,7 +93,13 @@ EXPERTS = {
     "ffn.experts.w2": "ffn_down_exps",
     "ffn.experts.w3": "ffn_up_exps",
 }
-SKIP_PREFIXES = ("mtp.", "aligner.", "image_", "vision.")
+SKIP_PREFIXES = ("aligner.", "image_", "vision.")
+NEXTN = {  # the MTP block's own tensors (mtp.N.<name>) besides a full layer
+    "enorm.weight": "nextn.enorm.weight",
+    "hnorm.weight": "nextn.hnorm.weight",
+    "norm.weight": "nextn.shared_head_norm.weight",
+}
+MTP_ROOTS = ("embed.weight", "norm.weight", "head.weight")  # what an MTP-only file takes from the model
 
 # keys gguf-py 0.19 has no writer method for (llama.cpp's gguf-py constants.py)
 K_OUTPUT_GROUPS = "{arch}.attention.output_group_count"
@@ -107,9 +118,17 @@ class DeepseekV4(Arch):
     hf_architectures = ("DeepseekV4ForCausalLM",)
     gguf_arch = "deepseek4"
     tokenizer_pre = "deepseek-v3"
+    mtp_in_file = False
+    mtp_only_supported = True
 
     def _model_arch(self):  # the name table is ours (ROOT, LAYER, EXPERTS): no gguf-py table needed
         return None
+
+    def n_mtp(self) -> int:
+        return int(self.config.get("num_nextn_predict_layers") or 0)
+
+    def has_mtp(self, ckpt) -> bool:
+        return any(n.startswith("mtp.0.") for n in ckpt.tensors)
 
     def ratio(self, layer: int) -> int:
         ratios = self.config.get("compress_ratios") or []
@@ -118,6 +137,10 @@ class DeepseekV4(Arch):
     def skip(self, hf_name: str, ctx: Context) -> bool:
         if hf_name.endswith(".scale") or hf_name.startswith(SKIP_PREFIXES):
             return True  # FP8/MXFP4 scales are read with their weights
+        if hf_name.startswith("mtp."):  # e/h projections: one eh_proj (`extra`)
+            return not ctx.mtp_only or hf_name.split(".", 2)[2] in ("e_proj.weight", "h_proj.weight")
+        if ctx.mtp_only:
+            return hf_name not in MTP_ROOTS
         m = _LAYER_NAME.match(hf_name)  # hash layers route by tid2eid: their gate.bias is unused
         return bool(
             m and m[2] == "ffn.gate.bias" and int(m[1]) < int(self.config.get("num_hash_layers") or 0)
@@ -131,7 +154,37 @@ class DeepseekV4(Arch):
                 out[f"layers.{bid}.{k}"] = (kind, f"blk.{bid}.{v}")
             for k, v in EXPERTS.items():
                 out[f"layers.{bid}.{k}"] = (v, f"blk.{bid}.{v}")
+        for i in range(self.n_mtp()):  # the MTP block(s), after the model's layers
+            bid, p = self.n_layer() + i, f"mtp.{i}."
+            for k, v in {**LAYER, **NEXTN}.items():
+                out[p + k] = (v.rsplit(".", 1)[0], f"blk.{bid}.{v}")
+            for k, v in EXPERTS.items():
+                out[p + k] = (v, f"blk.{bid}.{v}")
+            for k in ("hc_head_fn", "hc_head_base", "hc_head_scale"):  # the draft file's own output head
+                out[p + k] = (ROOT[k].removesuffix(".weight"), ROOT[k])
         return out  # type: ignore[return-value]
+
+    def extra(self, ctx: Context) -> list[OutTensor]:
+        """The MTP-only file's `nextn.eh_proj`: [e_proj | h_proj] side by side, as llama.cpp concatenates them."""
+        if not ctx.mtp_only:
+            return []
+        out = []
+        for i in range(self.n_mtp()):
+            e, h = ctx.source(f"mtp.{i}.e_proj.weight"), ctx.source(f"mtp.{i}.h_proj.weight")
+            if e.shape != h.shape or len(e.shape) != 2:
+                raise SourceError(f"mtp.{i}.e_proj and h_proj have shapes {list(e.shape)}, {list(h.shape)}.")
+
+            def chunks(e=e, h=h) -> Iterator[np.ndarray]:
+                step = rows_for(2 * e.cols)
+                for r0 in range(0, e.rows, step):
+                    r1 = min(e.rows, r0 + step)
+                    yield np.concatenate([e.read(r0, r1), h.read(r0, r1)], axis=1)
+                e.release()
+                h.release()
+
+            name = f"blk.{self.n_layer() + i}.nextn.eh_proj.weight"
+            out.append(OutTensor(name, (e.rows, 2 * e.cols), chunks, [e.name, h.name]))
+        return out
 
     def expected_shapes(self) -> dict:
         c = self.config
@@ -182,6 +235,9 @@ class DeepseekV4(Arch):
             "ffn_gate_shexp": (shexp, h),
             "ffn_up_shexp": (shexp, h),
             "ffn_down_shexp": (h, shexp),
+            "nextn.enorm": (h,),
+            "nextn.hnorm": (h,),
+            "nextn.shared_head_norm": (h,),
         }
 
     def transform(self, hf_name: str, gguf_name: str, kind, ctx: Context) -> list[OutTensor] | None:
@@ -229,6 +285,8 @@ class DeepseekV4(Arch):
         w.add_float32(K_HC_EPS.format(arch=arch), float(c["hc_eps"]))
         w.add_uint32(K_HASH_LAYERS.format(arch=arch), int(c.get("num_hash_layers") or 0))
         w.add_embedding_length_out(int(c["hidden_size"]) * int(c["hc_mult"]))
+        if keep_mtp and self.n_mtp():  # only in an MTP-only file
+            w.add_nextn_predict_layers(self.n_mtp())
 
     def default_chat_template(self, source: Path) -> str | None:
         name = (
