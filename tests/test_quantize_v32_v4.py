@@ -14,7 +14,7 @@ import hf_factory as hf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
-from test_quantize import _check_tensor, _generate, _hf_value, _mtp_logits
+from test_quantize import _check_tensor, _hf_value, _mtp_logits
 
 from quantize import convert
 
@@ -40,6 +40,26 @@ def converted(tmp_path_factory: pytest.TempPathFactory):
         return _converted[key]
 
     return get
+
+
+def _generate(path: Path, n: int = 12) -> tuple[list[int], np.ndarray]:
+    """Greedy tokens after a chat prompt, and the prompt's last logits. A 64-token context: llama.cpp's
+    deepseek32 decode costs grow with the context size (5 s at 256 here, 0.1 s at 64); prompt + reply (23
+    tokens) stay beyond the indexer's top-k (8), so its selection path runs."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=2, verbose=False)
+    try:
+        prompt = llm.tokenize(
+            "<｜User｜>Hello! How can I help?<｜Assistant｜>".encode(), add_bos=True, special=True
+        )
+        out = [t for _, t in zip(range(n), llm.generate(prompt, temp=0.0))]
+        llm.reset()
+        llm.eval(prompt)
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return out, np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float32)
+    finally:
+        llm.close()
 
 
 # -- V3.2 ------------------------------------------------------------------------------------------------
