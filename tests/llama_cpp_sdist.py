@@ -57,8 +57,13 @@ def sdist_tree(version: str | None = None, log=lambda msg: None) -> Path:
         part = root / (tree.name + ".part")
         shutil.rmtree(part, ignore_errors=True)
         part.mkdir()
-        with tarfile.open(archive) as tar:
-            tar.extractall(part, filter="data")
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(part, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            archive.unlink(missing_ok=True)  # a damaged download: fetched again next time
+            shutil.rmtree(part, ignore_errors=True)
+            raise RuntimeError(f"{archive.name} could not be unpacked ({exc}); it was deleted") from exc
         shutil.rmtree(tree, ignore_errors=True)  # a half-unpacked tree from an interrupted run
         (part / tree.name).rename(tree)
         shutil.rmtree(part, ignore_errors=True)
