@@ -211,7 +211,7 @@ class Arch:
             if special is not None:
                 plan.extend(special)
             else:
-                plan.append(_plain(ctx, hf_name, gname))
+                plan.append(plain(ctx, hf_name, gname))
         if unmapped:
             raise UnsupportedArchitecture(
                 f"{len(unmapped)} tensor(s) of this {self.hf_architectures[0]} checkpoint have no GGUF name "
@@ -254,7 +254,8 @@ def _check_shape(ctx: Context, hf_name: str, expected: tuple[int, ...] | None) -
         )
 
 
-def _plain(ctx: Context, hf_name: str, gname: str) -> OutTensor:
+def plain(ctx: Context, hf_name: str, gname: str) -> OutTensor:
+    """A tensor copied as it is (rows streamed in chunks), whatever the target type."""
     src = ctx.source(hf_name)
     shape = tuple(src.shape) if len(src.shape) >= 1 else (1,)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from quantize.archs.base import Arch, Context, OutTensor, _plain
+from quantize.archs.base import Arch, Context, OutTensor, plain
 from quantize.archs.common import text_metadata
 from quantize.errors import SourceError
 from quantize.reader import rows_for
@@ -256,7 +256,7 @@ class DeepseekV4(Arch):
                 )
         if kind == "ffn_gate_tid2eid":
             return [_int_table(ctx, hf_name, gguf_name)]
-        t = _plain(ctx, hf_name, gguf_name)
+        t = plain(ctx, hf_name, gguf_name)
         t.keep_f32 = ctx.ckpt.info(hf_name).dtype == "F32"
         return [t]
 
