@@ -1,4 +1,5 @@
-"""Find the pinned llama-cpp-python sdist, unpack it, and build llama.cpp's own tools from its vendored sources.
+"""Build llama.cpp's own tools from the vendored sources of the pinned llama-cpp-python sdist (fetched and
+unpacked by tests/llama_cpp_sdist.py, shared with the tests).
 
 Everything lands in a cache directory outside the repository (LOCALSEEK_BENCH_CACHE, default
 ~/.cache/localseek-bench); nothing here is committed. The build uses llama.cpp's defaults (Release, native CPU,
@@ -8,50 +9,15 @@ OpenMP) like the llama-cpp-python wheel, which is built from the same tree with 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-def cache_dir() -> Path:
-    root = Path(os.environ.get("LOCALSEEK_BENCH_CACHE", Path.home() / ".cache" / "localseek-bench"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+from llama_cpp_sdist import cache_dir, llama_cpp_python_version, sdist_tree  # shared with the tests
 
-
-def llama_cpp_python_version() -> str:
-    from importlib.metadata import version
-
-    return version("llama_cpp_python")
-
-
-def sdist_tree(version: str, log=print) -> Path:
-    """The unpacked sdist (downloaded with pip if not cached)."""
-    root = cache_dir()
-    tree = root / f"llama_cpp_python-{version}"
-    if (tree / "vendor" / "llama.cpp" / "CMakeLists.txt").exists():
-        return tree
-    archives = sorted(root.glob(f"llama_cpp_python-{version}.tar.gz"))
-    if not archives:
-        log(f"downloading the llama-cpp-python {version} sdist with pip")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-binary", ":all:",
-             "--no-deps", "-d", str(root), "-q"],
-            check=True,
-        )
-        archives = sorted(root.glob(f"llama_cpp_python-{version}.tar.gz"))
-    if not archives:
-        raise RuntimeError(f"pip did not leave llama_cpp_python-{version}.tar.gz in {root}")
-    part = root / (tree.name + ".part")
-    shutil.rmtree(part, ignore_errors=True)
-    part.mkdir()
-    with tarfile.open(archives[0]) as tar:
-        tar.extractall(part, filter="data")
-    (part / tree.name).rename(tree)
-    shutil.rmtree(part, ignore_errors=True)
-    return tree
+__all__ = ["build_tools", "cache_dir", "llama_cpp_python_version", "sdist_tree"]
 
 
 def build_tools(version: str, targets: tuple[str, ...] = ("llama-bench",), jobs: int | None = None, log=print) -> Path:

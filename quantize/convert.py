@@ -90,6 +90,7 @@ def convert(
     qtype: str = "Q8_0",
     experts_type: str | None = None,
     keep_mtp: bool = True,
+    mtp_only: bool = False,
     imatrix: str | os.PathLike[str] | None = None,
     pure: bool = False,
     split_max_size: int | None = None,
@@ -99,8 +100,10 @@ def convert(
 ) -> ConvertResult:
     """Convert `source` to GGUF at `out` (default: beside the source, named after the type).
 
-    Raises QuantizeError subclasses for every bad input; on any failure (or KeyboardInterrupt) nothing is
-    left at `out`."""
+    `mtp_only`: write only the multi-token-prediction block (with the embeddings and output head it needs) as
+    a draft model of its own, as llama.cpp's converter does with `--mtp` (DeepSeek-V4, whose MTP block cannot
+    live in the main file). Raises QuantizeError subclasses for every bad input; on any failure (or
+    KeyboardInterrupt) nothing is left at `out`."""
     source = Path(source)
     name, ftype, default = parse_ftype(qtype)
     experts = parse_tensor_type(experts_type) if experts_type else None
@@ -129,6 +132,7 @@ def convert(
         force,
         threads,
         progress,
+        mtp_only=mtp_only,
     )
 
 
@@ -239,6 +243,7 @@ def plan_conversion(
     qtype: str = "Q8_0",
     experts_type: str | None = None,
     keep_mtp: bool = True,
+    mtp_only: bool = False,
     pure: bool = False,
     has_imatrix: bool = False,
 ):
@@ -250,11 +255,16 @@ def plan_conversion(
     arch = for_config(config)
     ckpt = Checkpoint(source)
     try:
-        keep = keep_mtp and arch.n_mtp() > 0
-        if keep and not any(n.startswith(f"model.layers.{arch.n_layer()}.") for n in ckpt.tensors):
-            keep = False  # config announces MTP but the checkpoint does not ship it
+        keep = (keep_mtp or mtp_only) and arch.n_mtp() > 0 and arch.has_mtp(ckpt)
+        if mtp_only and not (keep and arch.mtp_only_supported):
+            raise UnsupportedType(
+                f"{source.name}: an MTP-only file is made for DeepSeek-V4 checkpoints that ship their MTP "
+                "block; this one " + ("does not." if not keep else "keeps it in the main file (the default).")
+            )
+        if keep and not (arch.mtp_in_file or mtp_only):
+            keep = False  # V4: the MTP block goes to a file of its own (mtp_only), not into the model's
         block = tuple((config.get("quantization_config") or {}).get("weight_block_size") or (128, 128))
-        ctx = Context(config, ckpt, keep, block)  # type: ignore[arg-type]
+        ctx = Context(config, ckpt, keep, block, mtp_only)  # type: ignore[arg-type]
         outs = arch.plan(ctx)
         planner = TypePlanner(
             arch.facts(keep), ftype, default, has_imatrix=has_imatrix, pure=pure, experts=experts
@@ -262,7 +272,7 @@ def plan_conversion(
         planner.prepare([t.name for t in outs])
         planned = []
         for t in outs:
-            gtype = planner.choose(t.name, t.shape)
+            gtype = planner.choose(t.name, t.shape, t.native, t.keep_f32)
             planned.append((t, PlannedTensor(t.name, t.shape, gtype, nbytes(gtype, t.shape))))
         w = gguf.GGUFWriter(None, arch.gguf_arch)
         w.add_type(gguf.GGUFType.MODEL)
@@ -274,6 +284,10 @@ def plan_conversion(
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         vocab = read_vocab(source, config.get("vocab_size"), arch.tokenizer_pre)
         add_to_gguf(w, source, vocab)
+        if gguf.Keys.Tokenizer.CHAT_TEMPLATE not in w.kv_data[0] and (
+            template := arch.default_chat_template(source)
+        ):
+            w.add_chat_template(template)
         return arch, w, planned, planner, ckpt, keep
     except BaseException:
         ckpt.close()
@@ -326,6 +340,8 @@ def _convert_hf(
     force: bool,
     threads: int,
     progress: ProgressFn | None,
+    *,
+    mtp_only: bool = False,
 ) -> ConvertResult:
     start = time.perf_counter()
     _check_output(out, force)
@@ -334,6 +350,7 @@ def _convert_hf(
         qtype=name,
         experts_type=experts.name if experts else None,
         keep_mtp=keep_mtp,
+        mtp_only=mtp_only,
         pure=pure,
         has_imatrix=im is not None,
     )
@@ -481,6 +498,11 @@ def _encode(t: OutTensor, chunks, gtype, imatrix: np.ndarray | None, threads: in
                 imatrix.size,
                 n_per_row,
             )
+    if t.native is not None and gtype == t.native:  # MXFP4 experts, integer tables: their bytes as they are
+        assert t.raw_chunks is not None
+        for raw in t.raw_chunks():
+            yield np.ascontiguousarray(raw).tobytes()
+        return
     row = 0
     for chunk in chunks:
         chunk = np.ascontiguousarray(chunk.reshape(-1, n_per_row), dtype=np.float32)

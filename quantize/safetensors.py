@@ -22,12 +22,18 @@ import numpy as np
 
 from quantize.errors import SourceError, shown
 
-# safetensors dtype → (numpy storage dtype, bytes per element). BF16 is kept as raw uint16 bits.
+# safetensors dtype → (numpy storage dtype, bytes per element). BF16 is kept as raw uint16 bits; F8_E8M0 (V4's
+# power-of-two block scales) as raw exponent bytes; I8 holds V4's packed FP4 expert weights (two per byte).
 DTYPES: dict[str, tuple[np.dtype, int]] = {
     "F8_E4M3": (np.dtype(np.uint8), 1),
+    "F8_E8M0": (np.dtype(np.uint8), 1),
     "BF16": (np.dtype(np.uint16), 2),
     "F16": (np.dtype(np.float16), 2),
     "F32": (np.dtype(np.float32), 4),
+    "I8": (np.dtype(np.uint8), 1),
+    "U8": (np.dtype(np.uint8), 1),
+    "I32": (np.dtype(np.int32), 4),
+    "I64": (np.dtype(np.int64), 8),
 }
 
 _MAX_HEADER = 100_000_000  # the safetensors format's own limit (its reference reader refuses larger headers)

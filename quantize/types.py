@@ -53,6 +53,8 @@ FTYPES: dict[str, tuple[F, T]] = {
     "IQ2_XXS": (F.MOSTLY_IQ2_XXS, T.IQ2_XXS),
     "IQ1_M": (F.MOSTLY_IQ1_M, T.IQ1_M),
     "IQ1_S": (F.MOSTLY_IQ1_S, T.IQ1_S),
+    # llama-quantize's MoE type: routed experts MXFP4, every other matrix Q8_0 (DeepSeek-V4 ships MXFP4 experts)
+    "MXFP4_MOE": (F.MOSTLY_MXFP4_MOE, T.Q8_0),
 }
 ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M", "FP16": "F16", "FP32": "F32"}
 
@@ -84,6 +86,7 @@ TENSOR_TYPES: dict[str, T] = {
         T.IQ1_S,
         T.TQ1_0,
         T.TQ2_0,
+        T.MXFP4,
     )
 }
 # ggml refuses to quantize these without an importance matrix (ggml_quantize_requires_imatrix)
@@ -160,21 +163,34 @@ class TypePlanner:
         self.n_attention_wv = sum(1 for n in names if _category(n) in ("attn_v", "attn_qkv", "attn_kv_b"))
         self.has_output = "output.weight" in names
 
-    def choose(self, name: str, shape: tuple[int, ...]) -> T:
-        """Type of one tensor (numpy shape, last axis = row), or F32 for those that are never quantized."""
+    def choose(self, name: str, shape: tuple[int, ...], native: T | None = None, keep_f32: bool = False) -> T:
+        """Type of one tensor (numpy shape, last axis = row), or F32 for those that are never quantized.
+
+        `native`: the source's own GGML type, if it has one. Integer tables keep it; MXFP4 routed experts keep
+        it unless `experts` names another type (requantizing them would only lose precision, at more bits
+        for the 4-bit types). `keep_f32`: the source keeps it F32 on purpose (V4's mixers, sinks)."""
+        if native is not None and native not in (T.MXFP4,):
+            return native
+        expert = EXPERTS_PATTERN.search(name) is not None
+        if native == T.MXFP4 and expert and self.experts in (None, T.MXFP4):
+            return T.MXFP4
         if (
-            len(shape) < 2
+            keep_f32
+            or len(shape) < 2
             or name.endswith("_norm.weight")
             or not name.endswith("weight")
             or "ffn_gate_inp.weight" in name
+            or "indexer.proj.weight" in name  # DSA indexer head weights: F32, as llama.cpp's converter writes
         ):
             return T.F32
         new = self.default
         if new in FLOAT_TYPES:
             return new
         category = _category(name)
-        if self.experts is not None and EXPERTS_PATTERN.search(name):
+        if self.experts is not None and expert:
             new = self.experts
+        elif self.ftype == F.MOSTLY_MXFP4_MOE:  # llama-quantize: experts MXFP4, every other matrix Q8_0
+            new = T.MXFP4 if expert else T.Q8_0
         elif not self.pure:
             new = self._impl(new, name, shape[-1], category)
         return self._fallback(name, shape[-1], new)

@@ -6,6 +6,10 @@ share one contract):
   (ragged edge blocks included), MLA with q-LoRA, MoE with routed + shared experts, sigmoid router with
   `e_score_correction_bias`, first layer dense, ONE MTP layer at index `num_hidden_layers`, sharded
   safetensors with `model.safetensors.index.json` (the experts of one layer span two shards).
+- `deepseek_v32`: `DeepseekV32ForCausalLM` — V3's layout (UE8M0 power-of-two block scales) plus the lightning
+  indexer of V3.2's sparse attention in every layer (MTP layer included).
+- `deepseek_v4`: `DeepseekV4ForCausalLM` — V4's own tensor names, FP8 with E8M0 scales, MXFP4 experts,
+  hyper-connections, compressors + indexer, a hash-routed layer, one MTP block (`mtp.0.*`), no chat template.
 - `deepseek_v2_lite`: `DeepseekV2ForCausalLM` — BF16, no q-LoRA (plain `q_proj`), softmax router, 27 layers
   (llama.cpp recognises the V2-Lite layout by its layer count).
 - `qwen2`: `Qwen2ForCausalLM` (R1-Distill-Qwen) — BF16, q/k/v biases.
@@ -122,9 +126,9 @@ def fp8_e4m3_encode(x: np.ndarray) -> np.ndarray:
     return np.where(x < 0, codes | 0x80, codes).astype(np.uint8)
 
 
-def fp8_block_quantize(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fp8_block_quantize(w: np.ndarray, *, ue8m0: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """float32 [out, in] → (e4m3 codes, float32 scale_inv [ceil(out/128), ceil(in/128)]), DeepSeek's
-    recipe."""
+    recipe. `ue8m0`: scales rounded up to powers of two (V3.1+'s `scale_fmt: ue8m0`)."""
     rows, cols = w.shape
     br, bc = math.ceil(rows / BLOCK), math.ceil(cols / BLOCK)
     codes = np.empty(w.shape, dtype=np.uint8)
@@ -133,6 +137,8 @@ def fp8_block_quantize(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         for j in range(bc):
             blk = w[i * BLOCK : (i + 1) * BLOCK, j * BLOCK : (j + 1) * BLOCK]
             s = np.float32(max(float(np.abs(blk).max()), 1e-12) / FP8_MAX)
+            if ue8m0:
+                s = np.float32(2.0 ** math.ceil(math.log2(s)))
             scale[i, j] = s
             codes[i * BLOCK : (i + 1) * BLOCK, j * BLOCK : (j + 1) * BLOCK] = fp8_e4m3_encode(blk / s)
     return codes, scale
@@ -154,7 +160,15 @@ def from_bf16_bits(b: np.ndarray) -> np.ndarray:
 
 
 # -- safetensors, written and read by hand ---------------------------------------------------------------
-_DTYPES = {"F8_E4M3": np.uint8, "BF16": np.uint16, "F16": np.float16, "F32": np.float32}
+_DTYPES = {
+    "F8_E4M3": np.uint8,
+    "F8_E8M0": np.uint8,
+    "I8": np.uint8,
+    "I64": np.int64,
+    "BF16": np.uint16,
+    "F16": np.float16,
+    "F32": np.float32,
+}
 
 
 @dataclass
@@ -195,9 +209,44 @@ def read_safetensors(path: Path) -> dict[str, tuple[str, np.ndarray]]:
     return out
 
 
+def e8m0_decode(b: np.ndarray) -> np.ndarray:
+    return np.exp2(b.astype(np.float64) - 127.0).astype(np.float32)
+
+
+def fp4_e2m1_decode(codes: np.ndarray) -> np.ndarray:
+    """E2M1: 1 sign, 2 exponent bits (bias 1), 1 mantissa bit; exponent 0 is subnormal (0 or 0.5)."""
+    c = codes.astype(np.int32)
+    exp, man = (c >> 1) & 3, (c & 1).astype(np.float64)
+    mag = np.where(exp == 0, man * 0.5, (1.0 + man / 2.0) * np.exp2(exp - 1.0))
+    return np.where(c & 8, -mag, mag).astype(np.float32)
+
+
+_FP4_VALUES = fp4_e2m1_decode(np.arange(8))  # 0, 0.5, 1, 1.5, 2, 3, 4, 6
+
+
+def mxfp4_quantize(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [out, in] → (I8 packed E2M1 codes [out, in/2], E8M0 scales [out, in/32]): the OCP MX recipe
+    (scale 2^(floor(log2 amax) − 2), values rounded to the nearest E2M1, clipped at ±6)."""
+    rows, cols = w.shape
+    blocks = w.reshape(rows, cols // 32, 32)
+    amax = np.maximum(np.abs(blocks).max(axis=2), 1e-30)
+    e = np.clip(np.floor(np.log2(amax)) - 2 + 127, 0, 254).astype(np.uint8)
+    x = np.clip(np.abs(blocks) / e8m0_decode(e)[:, :, None], 0, 6)
+    codes = np.abs(x[..., None] - _FP4_VALUES).argmin(axis=-1).astype(np.uint8)
+    codes |= np.where(blocks < 0, 8, 0).astype(np.uint8)
+    codes = codes.reshape(rows, cols)
+    return (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8), e
+
+
+def mxfp4_dequantize(packed: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    codes = np.empty((packed.shape[0], packed.shape[1] * 2), dtype=np.uint8)
+    codes[:, 0::2], codes[:, 1::2] = packed & 15, packed >> 4
+    return fp4_e2m1_decode(codes) * np.repeat(e8m0_decode(scale), 32, axis=1)
+
+
 def reference_tensors(model_dir: Path) -> dict[str, np.ndarray]:
-    """Every checkpoint tensor as the float32 value a conversion must reproduce (FP8 × block scale applied;
-    the `weight_scale_inv` tensors themselves are folded in and not returned)."""
+    """Every checkpoint tensor as the float32 value a conversion must reproduce (FP8 × block scale applied,
+    MXFP4 decoded; the `weight_scale_inv` / `scale` tensors themselves are folded in and not returned)."""
     model_dir = Path(model_dir)
     index = model_dir / "model.safetensors.index.json"
     files = (
@@ -210,10 +259,15 @@ def reference_tensors(model_dir: Path) -> dict[str, np.ndarray]:
         raw.update(read_safetensors(model_dir / f))
     out = {}
     for name, (dtype, arr) in raw.items():
-        if name.endswith(".weight_scale_inv"):
+        if name.endswith((".weight_scale_inv", ".scale")):
             continue
-        if dtype == "F8_E4M3":
-            out[name] = fp8_block_dequantize(arr, raw[name[: -len("weight")] + "weight_scale_inv"][1])
+        base = name[: -len("weight")]
+        if dtype == "F8_E4M3" and base + "scale" in raw:  # V4: E8M0 block scales
+            out[name] = fp8_block_dequantize(arr, e8m0_decode(raw[base + "scale"][1]))
+        elif dtype == "F8_E4M3":
+            out[name] = fp8_block_dequantize(arr, raw[base + "weight_scale_inv"][1])
+        elif dtype == "I8":  # V4: MXFP4 experts
+            out[name] = mxfp4_dequantize(arr, raw[base + "scale"][1])
         elif dtype == "BF16":
             out[name] = from_bf16_bits(arr)
         else:
@@ -322,6 +376,7 @@ class _Builder:
 
     seed: int
     fp8: bool = False
+    ue8m0: bool = False
     tensors: dict[str, _Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -332,7 +387,7 @@ class _Builder:
     ) -> None:
         w = (self.rng.standard_normal((out_f, in_f)) * (std or 1.0 / math.sqrt(in_f))).astype(np.float32)
         if self.fp8 if fp8 is None else fp8:
-            codes, scale = fp8_block_quantize(w)
+            codes, scale = fp8_block_quantize(w, ue8m0=self.ue8m0)
             self.tensors[name] = _Tensor("F8_E4M3", codes)
             self.tensors[name[: -len("weight")] + "weight_scale_inv"] = _Tensor("F32", scale)
         else:
@@ -387,9 +442,14 @@ class DeepseekDims:
     n_group: int = 2
     topk_group: int = 1
     vocab_size: int = 448  # padded beyond the tokenizer's 415 tokens, as the real 129280 is
+    # V3.2's lightning indexer (0 heads: none); the real model has 64 heads of 128, top-k 2048
+    index_n_heads: int = 0
+    index_head_dim: int = 64
+    index_topk: int = 8
 
 
 V3_DIMS = DeepseekDims()
+V32_DIMS = DeepseekDims(index_n_heads=4)
 V2_LITE_DIMS = DeepseekDims(
     n_layer=27,
     hidden=128,
@@ -424,6 +484,13 @@ def _deepseek_layer(b: _Builder, p: str, d: DeepseekDims, layer: int, *, sigmoid
     b.norm(p + "self_attn.kv_a_layernorm.weight", d.kv_lora_rank)
     b.linear(p + "self_attn.kv_b_proj.weight", d.n_head * (d.qk_nope + d.v_head), d.kv_lora_rank)
     b.linear(p + "self_attn.o_proj.weight", d.hidden, d.n_head * d.v_head)
+    if d.index_n_heads:  # V3.2: FP8 q/k projections, F32 LayerNorm with bias, BF16 head-weight projection
+        b.linear(p + "self_attn.indexer.wq_b.weight", d.index_n_heads * d.index_head_dim, d.q_lora_rank)
+        b.linear(p + "self_attn.indexer.wk.weight", d.index_head_dim, d.hidden)
+        b.vector(p + "self_attn.indexer.k_norm.weight", d.index_head_dim, std=0.1, dtype="F32")
+        b.tensors[p + "self_attn.indexer.k_norm.weight"].array += 1.0
+        b.vector(p + "self_attn.indexer.k_norm.bias", d.index_head_dim, std=0.05, dtype="F32")
+        b.linear(p + "self_attn.indexer.weights_proj.weight", d.index_n_heads, d.hidden, fp8=False)
     b.norm(p + "post_attention_layernorm.weight", d.hidden)
     if layer < d.first_dense:
         b.linear(p + "mlp.gate_proj.weight", d.intermediate, d.hidden)
@@ -451,12 +518,13 @@ def write_deepseek_v3(
     mtp: bool = True,
     n_shards: int = 3,
     fp8: bool = True,
+    ue8m0: bool = False,
 ) -> Path:
     """DeepSeek-V3/R1 layout: FP8 blocks, MLA + q-LoRA, MoE with sigmoid router, one MTP layer, sharded."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     d = dims
-    b = _Builder(seed, fp8=fp8)
+    b = _Builder(seed, fp8=fp8, ue8m0=ue8m0)
     b.embedding("model.embed_tokens.weight", d.vocab_size, d.hidden)
     for i in range(d.n_layer + (1 if mtp else 0)):
         p = f"model.layers.{i}."
@@ -530,8 +598,33 @@ def write_deepseek_v3(
             "quant_method": "fp8",
             "weight_block_size": [BLOCK, BLOCK],
         }
+        if ue8m0:
+            config["quantization_config"]["scale_fmt"] = "ue8m0"
     (model_dir / "config.json").write_text(json.dumps(config, indent=2))
     write_tokenizer(model_dir, "deepseek-v3")
+    return model_dir
+
+
+def write_deepseek_v32(
+    model_dir: Path, *, seed: int = 5, dims: DeepseekDims = V32_DIMS, mtp: bool = True, n_shards: int = 3
+) -> Path:
+    """DeepSeek-V3.2(-Exp) layout (`DeepseekV32ForCausalLM`): V3's FP8 layout with power-of-two block scales
+    (`scale_fmt: ue8m0`), plus the lightning indexer of its sparse attention in every layer, MTP layer
+    included (`self_attn.indexer.{wq_b,wk}` FP8, `k_norm` LayerNorm weight+bias F32, `weights_proj` BF16) and
+    config.json's `index_n_heads`, `index_head_dim`, `index_topk`."""
+    model_dir = write_deepseek_v3(model_dir, seed=seed, dims=dims, mtp=mtp, n_shards=n_shards, ue8m0=True)
+    config = json.loads((model_dir / "config.json").read_text())
+    config.update(
+        {
+            "architectures": ["DeepseekV32ForCausalLM"],
+            "model_type": "deepseek_v32",
+            "index_head_dim": dims.index_head_dim,
+            "index_n_heads": dims.index_n_heads,
+            "index_topk": dims.index_topk,
+            "transformers_version": "4.44.2",
+        }
+    )
+    (model_dir / "config.json").write_text(json.dumps(config, indent=2))
     return model_dir
 
 
@@ -602,6 +695,218 @@ def write_deepseek_v2_lite(
     }
     (model_dir / "config.json").write_text(json.dumps(config, indent=2))
     write_tokenizer(model_dir, "deepseek-llm", think_in_prompt=False)
+    return model_dir
+
+
+@dataclass(frozen=True)
+class V4Dims:
+    """DeepSeek-V4(-Flash) shapes, small. The real Flash: 43 layers, hidden 4096, 64 heads of 512 (rope 64),
+    q-LoRA 1024, 8 output groups of LoRA 1024, 256 experts of 2048 (6 used, 1 shared), 3 hash layers,
+    compress ratios [0, 0, 4, 128, 4, 128, …, 4, 0] (the last one is the MTP layer's), sliding window 128,
+    indexer 64 heads of 128 (top-k 512), 4 hyper-connection streams."""
+
+    n_layer: int = 4
+    hidden: int = 256
+    n_head: int = 4
+    head_dim: int = 128  # ≠ index_head_dim, as in the real model (llama.cpp treats equal sizes specially)
+    qk_rope: int = 16
+    q_lora_rank: int = 192  # ragged: one full and one half 128-block
+    o_groups: int = 2
+    o_lora_rank: int = 64
+    moe_intermediate: int = 256
+    n_routed: int = 4
+    n_shared: int = 1
+    n_used: int = 2
+    n_hash_layers: int = 1
+    compress_ratios: tuple[int, ...] = (0, 4, 128, 4, 0)  # per layer, then the MTP layer
+    sliding_window: int = 8
+    index_n_heads: int = 4
+    index_head_dim: int = 64
+    index_topk: int = 2
+    hc_mult: int = 4
+    vocab_size: int = 448
+
+
+V4_DIMS = V4Dims()
+
+
+@dataclass
+class _V4Builder(_Builder):
+    """V4's own tensor names and formats: FP8 with E8M0 `scale` (power-of-two 128×128 blocks), MXFP4 experts
+    (I8 packed E2M1 pairs + E8M0 `scale` per 32 values), F32 hyper-connection mixers and sinks."""
+
+    def e4m3(self, name: str, out_f: int, in_f: int) -> None:
+        w = (self.rng.standard_normal((out_f, in_f)) / math.sqrt(in_f)).astype(np.float32)
+        codes, scale = fp8_block_quantize(w, ue8m0=True)
+        self.tensors[name + ".weight"] = _Tensor("F8_E4M3", codes)
+        self.tensors[name + ".scale"] = _Tensor("F8_E8M0", (np.log2(scale) + 127).astype(np.uint8))
+
+    def fp4(self, name: str, out_f: int, in_f: int) -> None:
+        w = (self.rng.standard_normal((out_f, in_f)) / math.sqrt(in_f)).astype(np.float32)
+        packed, scale = mxfp4_quantize(w)
+        self.tensors[name + ".weight"] = _Tensor("I8", packed)
+        self.tensors[name + ".scale"] = _Tensor("F8_E8M0", scale)
+
+    def f32(self, name: str, *shape: int, std: float = 0.1, mean: float = 0.0) -> None:
+        self.tensors[name] = _Tensor("F32", (mean + self.rng.standard_normal(shape) * std).astype(np.float32))
+
+    def bf16(self, name: str, out_f: int, in_f: int) -> None:
+        self.linear(name, out_f, in_f, fp8=False)
+
+
+def _v4_layer(b: _V4Builder, p: str, d: V4Dims, ratio: int, *, hash_routed: bool, vocab: int) -> None:
+    h, hc = d.hidden, d.hc_mult
+    mix = (2 + hc) * hc
+    b.norm(p + "attn_norm.weight", h)
+    b.norm(p + "ffn_norm.weight", h)
+    for part in ("attn", "ffn"):
+        b.f32(p + f"hc_{part}_fn", mix, hc * h, std=0.02)
+        b.f32(p + f"hc_{part}_base", mix, std=0.1)
+        b.f32(p + f"hc_{part}_scale", 3, std=0.1, mean=1.0)
+    a = p + "attn."
+    b.f32(a + "attn_sink", d.n_head, std=0.5)
+    b.e4m3(a + "wq_a", d.q_lora_rank, h)
+    b.norm(a + "q_norm.weight", d.q_lora_rank)
+    b.e4m3(a + "wq_b", d.n_head * d.head_dim, d.q_lora_rank)
+    b.e4m3(a + "wkv", d.head_dim, h)
+    b.norm(a + "kv_norm.weight", d.head_dim)
+    b.e4m3(a + "wo_a", d.o_groups * d.o_lora_rank, d.n_head * d.head_dim // d.o_groups)
+    b.e4m3(a + "wo_b", h, d.o_groups * d.o_lora_rank)
+    if ratio:
+        coff = 2 if ratio == 4 else 1
+        b.f32(a + "compressor.ape", ratio, coff * d.head_dim, std=0.02)
+        b.bf16(a + "compressor.wkv.weight", coff * d.head_dim, h)
+        b.bf16(a + "compressor.wgate.weight", coff * d.head_dim, h)
+        b.norm(a + "compressor.norm.weight", d.head_dim)
+    if ratio == 4:  # the lightning indexer works on the 4× compressed cache
+        b.e4m3(a + "indexer.wq_b", d.index_n_heads * d.index_head_dim, d.q_lora_rank)
+        b.bf16(a + "indexer.weights_proj.weight", d.index_n_heads, h)
+        b.f32(a + "indexer.compressor.ape", ratio, 2 * d.index_head_dim, std=0.02)
+        b.bf16(a + "indexer.compressor.wkv.weight", 2 * d.index_head_dim, h)
+        b.bf16(a + "indexer.compressor.wgate.weight", 2 * d.index_head_dim, h)
+        b.norm(a + "indexer.compressor.norm.weight", d.index_head_dim)
+    f = p + "ffn."
+    b.bf16(f + "gate.weight", d.n_routed, h)
+    b.f32(f + "gate.bias", d.n_routed, std=0.05)  # hash layers ship it too; it is unused there
+    if hash_routed:  # token id → the experts it always uses
+        table = np.stack([b.rng.permutation(d.n_routed)[: d.n_used] for _ in range(vocab)])
+        b.tensors[f + "gate.tid2eid"] = _Tensor("I64", table.astype(np.int64))
+    for e in range(d.n_routed):
+        b.fp4(f + f"experts.{e}.w1", d.moe_intermediate, h)
+        b.fp4(f + f"experts.{e}.w2", h, d.moe_intermediate)
+        b.fp4(f + f"experts.{e}.w3", d.moe_intermediate, h)
+    s = d.moe_intermediate * d.n_shared
+    b.e4m3(f + "shared_experts.w1", s, h)
+    b.e4m3(f + "shared_experts.w2", h, s)
+    b.e4m3(f + "shared_experts.w3", s, h)
+
+
+def write_deepseek_v4(
+    model_dir: Path, *, seed: int = 6, dims: V4Dims = V4_DIMS, mtp: bool = True, n_shards: int = 3
+) -> Path:
+    """DeepSeek-V4(-Flash) layout (`DeepseekV4ForCausalLM`), with the checkpoint's own tensor names
+    (`embed`, `layers.N.attn.wq_a`, `layers.N.ffn.experts.E.w1`, `mtp.0.…`, no `model.` prefix): FP8 weights
+    with E8M0 block scales, MXFP4 routed experts, BF16 embeddings/head/router/compressors, F32 hyper-connection
+    mixers, attention sinks and compressor position biases, a hash-routed first layer (I64 token → expert
+    table), per-layer compressors (ratio 4 with an indexer, 128 without), and one MTP block (`mtp.0.*`: e/h
+    projections, norms, its own hyper-connection head and a full layer). No chat template in
+    tokenizer_config.json, as V4 ships."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    d = dims
+    assert len(d.compress_ratios) == d.n_layer + 1
+    b = _V4Builder(seed)
+    h, hc = d.hidden, d.hc_mult
+    b.embedding("embed.weight", d.vocab_size, h)
+    for i in range(d.n_layer):
+        _v4_layer(
+            b, f"layers.{i}.", d, d.compress_ratios[i], hash_routed=i < d.n_hash_layers, vocab=d.vocab_size
+        )
+    if mtp:
+        p = "mtp.0."
+        b.e4m3(p + "e_proj", h, h)
+        b.e4m3(p + "h_proj", h, h)
+        b.norm(p + "enorm.weight", h)
+        b.norm(p + "hnorm.weight", h)
+        b.norm(p + "norm.weight", h)
+        b.f32(p + "hc_head_fn", hc, hc * h, std=0.02)
+        b.f32(p + "hc_head_base", hc, std=0.1)
+        b.f32(p + "hc_head_scale", 1, std=0.1, mean=1.0)
+        _v4_layer(b, p, d, d.compress_ratios[d.n_layer], hash_routed=False, vocab=d.vocab_size)
+    b.norm("norm.weight", h)
+    b.bf16("head.weight", d.vocab_size, h)
+    b.f32("hc_head_fn", hc, hc * h, std=0.02)
+    b.f32("hc_head_base", hc, std=0.1)
+    b.f32("hc_head_scale", 1, std=0.1, mean=1.0)
+    b.write(model_dir, n_shards)
+    vocab = build_vocab()
+    config = {
+        "architectures": ["DeepseekV4ForCausalLM"],
+        "model_type": "deepseek_v4",
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": vocab.id(BOS),
+        "eos_token_id": vocab.id(EOS),
+        "compress_ratios": list(d.compress_ratios),
+        "compress_rope_theta": 160000,
+        "expert_dtype": "fp4",
+        "hc_eps": 1e-06,
+        "hc_mult": hc,
+        "hc_sinkhorn_iters": 20,
+        "head_dim": d.head_dim,
+        "hidden_act": "silu",
+        "hidden_size": h,
+        "index_head_dim": d.index_head_dim,
+        "index_n_heads": d.index_n_heads,
+        "index_topk": d.index_topk,
+        "initializer_range": 0.02,
+        "max_position_embeddings": 4096,
+        "moe_intermediate_size": d.moe_intermediate,
+        "n_routed_experts": d.n_routed,
+        "n_shared_experts": d.n_shared,
+        "norm_topk_prob": True,
+        "num_attention_heads": d.n_head,
+        "num_experts_per_tok": d.n_used,
+        "num_hash_layers": d.n_hash_layers,
+        "num_hidden_layers": d.n_layer,
+        "num_key_value_heads": 1,
+        "num_nextn_predict_layers": 1 if mtp else 0,
+        "o_groups": d.o_groups,
+        "o_lora_rank": d.o_lora_rank,
+        "q_lora_rank": d.q_lora_rank,
+        "qk_rope_head_dim": d.qk_rope,
+        "quantization_config": {
+            "activation_scheme": "dynamic",
+            "fmt": "e4m3",
+            "quant_method": "fp8",
+            "scale_fmt": "ue8m0",
+            "weight_block_size": [BLOCK, BLOCK],
+        },
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": {
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "factor": 16,
+            "original_max_position_embeddings": 256,
+            "type": "yarn",
+        },
+        "rope_theta": 10000,
+        "routed_scaling_factor": 1.5,
+        "scoring_func": "sqrtsoftplus",
+        "sliding_window": d.sliding_window,
+        "swiglu_limit": 10.0,
+        "tie_word_embeddings": False,
+        "topk_method": "noaux_tc",
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.57.1",
+        "use_cache": True,
+        "vocab_size": d.vocab_size,
+    }
+    (model_dir / "config.json").write_text(json.dumps(config, indent=2))
+    write_tokenizer(model_dir, "deepseek-v3")
+    tok_config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    del tok_config["chat_template"]  # V4 ships none: converters embed a default
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(tok_config, ensure_ascii=False, indent=2))
     return model_dir
 
 
@@ -714,6 +1019,8 @@ def write_qwen3(model_dir: Path, *, seed: int = 4, dims: DenseDims = DenseDims()
 
 WRITERS = {
     "deepseek_v3": write_deepseek_v3,
+    "deepseek_v32": write_deepseek_v32,
+    "deepseek_v4": write_deepseek_v4,
     "deepseek_v2_lite": write_deepseek_v2_lite,
     "qwen2": write_qwen2,
     "llama": write_llama,

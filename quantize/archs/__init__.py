@@ -1,8 +1,9 @@
 """Architecture registry: Hugging Face `architectures[0]` → module (imported lazily) → class.
 
-To add DeepSeek-V3.2 (`DeepseekV32ForCausalLM` → `deepseek32`) or V4 (`DeepseekV4ForCausalLM` → `deepseek4`):
-subclass `deepseek.DeepseekV2` with their `gguf_arch`, extra tensor kinds and keys, and add a line here.
-(gguf-py 0.19.0 on PyPI does not know those GGUF architectures yet; `Arch` then says to upgrade gguf.)
+A new family is a module with an `ARCHS` table and a line here. DeepSeek-V3.2 (`deepseek32`) is a subclass of
+the V3 class with the indexer's tensors and keys; V4 (`deepseek4`) has its own tensor names and its own module.
+gguf-py 0.19.0 on PyPI knows neither GGUF architecture: their names and the tensor kinds it lacks are data in
+those modules.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from quantize.errors import UnsupportedArchitecture
 REGISTRY: dict[str, str] = {
     "DeepseekV3ForCausalLM": "deepseek",
     "DeepseekV2ForCausalLM": "deepseek",
+    "DeepseekV32ForCausalLM": "deepseek",
+    "DeepseekV4ForCausalLM": "deepseek4",
     "Qwen2ForCausalLM": "dense",
     "Qwen3ForCausalLM": "dense",
     "LlamaForCausalLM": "dense",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -29,13 +30,20 @@ _SKIP_SUFFIXES = (".weight_scale_inv", ".rotary_emb.inv_freq", ".attention.maske
 
 @dataclass
 class OutTensor:
-    """One GGUF tensor to write: its name, numpy shape (last axis = row), and where its rows come from."""
+    """One GGUF tensor to write: its name, numpy shape (last axis = row), and where its rows come from.
+
+    `native`: the GGML type the source already is (MXFP4 experts, I32 tables), with `raw_chunks` yielding
+    its bytes in that type; used as they are when the planned type is the same. `keep_f32`: the source
+    stores it in F32 on purpose (V4's hyper-connection mixers, sinks, …) and it stays F32 at every type."""
 
     name: str
     shape: tuple[int, ...]
     chunks: Chunks  # yields float32 [rows, shape[-1]] chunks, in output row order
     sources: list[str] = field(default_factory=list)
     rows_per_expert: int = 0  # > 0 for stacked experts: the importance matrix has one slice per expert
+    native: gguf.GGMLQuantizationType | None = None
+    raw_chunks: Chunks | None = None
+    keep_f32: bool = False
 
     @property
     def n_rows(self) -> int:
@@ -51,6 +59,7 @@ class Context:
     ckpt: Checkpoint
     keep_mtp: bool
     block: tuple[int, int] = (128, 128)
+    mtp_only: bool = False  # only the MTP block (+ embeddings and head), as a draft model of its own
 
     def source(self, name: str) -> RowSource:
         return RowSource(self.ckpt, name, self.block)
@@ -61,8 +70,13 @@ class Arch:
 
     hf_architectures: tuple[str, ...] = ()
     gguf_arch: str = ""
+    # gguf-py architecture whose name tables to use when the installed gguf-py does not know `gguf_arch`
+    # (gguf 0.19 has no deepseek32: its tensors are deepseek2's plus the `extra_tensors`)
+    table_arch: str = ""
     extra_tensors: tuple[gguf.MODEL_TENSOR, ...] = ()
     tokenizer_pre: str = "default"  # fallback when the tokenizer does not tell
+    mtp_in_file: bool = True  # the MTP block can be kept in the model's file (`blk.<n_layer>.nextn.*`)
+    mtp_only_supported: bool = False  # `mtp_only` can write it as a file of its own
 
     def __init__(self, config: dict) -> None:
         self.config = config
@@ -70,9 +84,10 @@ class Arch:
 
     # -- identity -------------------------------------------------------------------------------------
     def _model_arch(self) -> gguf.MODEL_ARCH:
-        for arch, name in gguf.MODEL_ARCH_NAMES.items():
-            if name == self.gguf_arch:
-                return arch
+        by_name = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}
+        for name in (self.gguf_arch, self.table_arch):
+            if name and name in by_name:
+                return by_name[name]
         raise UnsupportedArchitecture(
             f"The installed gguf package does not know the GGUF architecture {self.gguf_arch!r}; "
             "upgrade it (pip install -U gguf)."
@@ -84,6 +99,10 @@ class Arch:
 
     def n_mtp(self) -> int:
         return 0
+
+    def has_mtp(self, ckpt: Checkpoint) -> bool:
+        """The checkpoint ships the MTP block the config announces."""
+        return any(n.startswith(f"model.layers.{self.n_layer()}.") for n in ckpt.tensors)
 
     def block_count(self, keep_mtp: bool) -> int:
         return self.n_layer() + (self.n_mtp() if keep_mtp else 0)
@@ -116,6 +135,10 @@ class Arch:
 
     def metadata(self, w: gguf.GGUFWriter, keep_mtp: bool) -> None:
         raise NotImplementedError
+
+    def default_chat_template(self, source: Path) -> str | None:
+        """The template to embed when the tokenizer files bring none (llama.cpp's converter does for V4)."""
+        return None
 
     def facts(self, keep_mtp: bool):
         from quantize.types import ModelFacts
@@ -171,19 +194,24 @@ class Arch:
                 expert_kind[merged] = hit
                 continue
             key = self.normalize(hf_name)
-            base, suffix = _split_suffix(key)
-            hit = names.get(base)
-            if hit is None:
-                unmapped.append(hf_name)
-                continue
-            kind, gbase = hit
-            gname = gbase + suffix
-            _check_shape(ctx, hf_name, shapes.get(kind) if suffix == ".weight" else None)
+            hit = names.get(key)  # a table of whole names (V4's), or of base names without .weight/.bias
+            if hit is not None:
+                kind, gname = hit
+                _check_shape(ctx, hf_name, shapes.get(kind))
+            else:
+                base, suffix = _split_suffix(key)
+                hit = names.get(base)
+                if hit is None:
+                    unmapped.append(hf_name)
+                    continue
+                kind, gbase = hit
+                gname = gbase + suffix
+                _check_shape(ctx, hf_name, shapes.get(kind) if suffix == ".weight" else None)
             special = self.transform(hf_name, gname, kind, ctx)
             if special is not None:
                 plan.extend(special)
             else:
-                plan.append(_plain(ctx, hf_name, gname))
+                plan.append(plain(ctx, hf_name, gname))
         if unmapped:
             raise UnsupportedArchitecture(
                 f"{len(unmapped)} tensor(s) of this {self.hf_architectures[0]} checkpoint have no GGUF name "
@@ -215,7 +243,10 @@ def _split_suffix(name: str) -> tuple[str, str]:
 
 
 def _check_shape(ctx: Context, hf_name: str, expected: tuple[int, ...] | None) -> None:
-    got = tuple(ctx.ckpt.info(hf_name).shape)
+    info = ctx.ckpt.info(hf_name)
+    got = tuple(info.shape)
+    if info.dtype in ("I8", "U8") and len(got) == 2:  # packed FP4: two values a byte
+        got = (got[0], 2 * got[1])
     if expected is not None and got != tuple(expected):
         raise SourceError(
             f"{hf_name} has shape {list(got)} but config.json implies {list(expected)}; "
@@ -223,7 +254,8 @@ def _check_shape(ctx: Context, hf_name: str, expected: tuple[int, ...] | None) -
         )
 
 
-def _plain(ctx: Context, hf_name: str, gname: str) -> OutTensor:
+def plain(ctx: Context, hf_name: str, gname: str) -> OutTensor:
+    """A tensor copied as it is (rows streamed in chunks), whatever the target type."""
     src = ctx.source(hf_name)
     shape = tuple(src.shape) if len(src.shape) >= 1 else (1,)
 
@@ -235,11 +267,12 @@ def _plain(ctx: Context, hf_name: str, gname: str) -> OutTensor:
 
 
 def _stacked(ctx: Context, hf_names: list[str], gname: str) -> OutTensor:
-    """Experts [out, in] each → one [n_expert, out, in] tensor, streamed expert by expert."""
+    """Experts [out, in] each → one [n_expert, out, in] tensor, streamed expert by expert. MXFP4 experts can
+    also stream as ggml `block_mxfp4` bytes (`raw_chunks`), unchanged."""
     srcs = [ctx.source(n) for n in hf_names]
     first = srcs[0].shape
     for s in srcs[1:]:
-        if s.shape != first:
+        if s.shape != first or s.is_mxfp4 != srcs[0].is_mxfp4:
             raise SourceError(
                 f"{s.name} has shape {list(s.shape)} but {srcs[0].name} has {list(first)}; "
                 "experts of one layer must match."
@@ -250,7 +283,23 @@ def _stacked(ctx: Context, hf_names: list[str], gname: str) -> OutTensor:
             yield from s.chunks(rows_for(s.cols))
             s.release()
 
-    return OutTensor(gname, (len(srcs), *first), chunks, list(hf_names), rows_per_expert=first[0])
+    def raw_chunks() -> Iterator[np.ndarray]:
+        for s in srcs:
+            step = rows_for(s.cols)
+            for r0 in range(0, s.rows, step):
+                yield s.raw(r0, min(s.rows, r0 + step))
+            s.release()
+
+    mx = srcs[0].is_mxfp4
+    return OutTensor(
+        gname,
+        (len(srcs), *first),
+        chunks,
+        list(hf_names),
+        rows_per_expert=first[0],
+        native=gguf.GGMLQuantizationType.MXFP4 if mx else None,
+        raw_chunks=raw_chunks if mx else None,
+    )
 
 
 def per_group(

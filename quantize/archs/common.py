@@ -68,6 +68,8 @@ def text_metadata(
         w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
     elif score == "softmax":
         w.add_expert_gating_func(gguf.ExpertGatingFuncType.SOFTMAX)
+    elif score == "sqrtsoftplus":  # DeepSeek-V4; gguf-py 0.19's enum lacks it (llama.cpp: 4)
+        w.add_uint32(gguf.Keys.LLM.EXPERT_GATING_FUNC.format(arch=w.arch), 4)
     if (head_dim := config.get("head_dim")) is not None:
         w.add_key_length(int(head_dim))
         w.add_value_length(int(head_dim))

@@ -7,7 +7,10 @@ Differences from a plain copy:
 - MTP: layer `num_hidden_layers` (the multi-token-prediction module) is KEPT as `blk.<n_layer>.*` with
   `blk.<n_layer>.nextn.{eh_proj,enorm,hnorm,embed_tokens,shared_head_head,shared_head_norm}` and
   `deepseek2.nextn_predict_layers` — llama.cpp's own converter drops it. `keep_mtp=False` drops it too.
-V3.2 (`deepseek32`) and V4 (`deepseek4`) become subclasses here that add their tensors (indexer, …) and keys.
+V3.2 (`DeepseekV32ForCausalLM` → `deepseek32`) is the same plus the lightning indexer of its sparse attention
+(`self_attn.indexer.{wq_b,wk,k_norm,weights_proj}` → `blk.N.indexer.{attn_q_b,attn_k,k_norm,proj}`) and the
+keys `attention.indexer.{head_count,key_length,top_k}`; its MTP block is kept exactly like V3's (llama.cpp's
+converter keeps it too). V4 has its own module (`deepseek4.py`).
 """
 
 from __future__ import annotations
@@ -150,4 +153,37 @@ class DeepseekV2(Arch):
             w.add_nextn_predict_layers(self.n_mtp())
 
 
-ARCHS = {"DeepseekV2ForCausalLM": DeepseekV2, "DeepseekV3ForCausalLM": DeepseekV2}
+INDEXER = (M.INDEXER_K_NORM, M.INDEXER_PROJ, M.INDEXER_ATTN_K, M.INDEXER_ATTN_Q_B)
+
+
+class DeepseekV32(DeepseekV2):
+    hf_architectures = ("DeepseekV32ForCausalLM",)
+    gguf_arch = "deepseek32"
+    table_arch = "deepseek2"  # gguf-py 0.19 lacks DEEPSEEK32; llama.cpp's table is deepseek2's + the indexer
+    extra_tensors = NEXTN + INDEXER
+    tokenizer_pre = "deepseek-v3"
+
+    def expected_shapes(self) -> dict[gguf.MODEL_TENSOR, tuple[int, ...]]:
+        c = self.config
+        h, heads, dim = int(c["hidden_size"]), int(c["index_n_heads"]), int(c["index_head_dim"])
+        return {
+            **super().expected_shapes(),
+            M.INDEXER_K_NORM: (dim,),
+            M.INDEXER_PROJ: (heads, h),
+            M.INDEXER_ATTN_K: (dim, h),
+            M.INDEXER_ATTN_Q_B: (heads * dim, int(c["q_lora_rank"])),
+        }
+
+    def metadata(self, w: gguf.GGUFWriter, keep_mtp: bool) -> None:
+        super().metadata(w, keep_mtp)
+        c = self.config
+        w.add_indexer_head_count(int(c["index_n_heads"]))
+        w.add_indexer_key_length(int(c["index_head_dim"]))
+        w.add_indexer_top_k(int(c["index_topk"]))
+
+
+ARCHS = {
+    "DeepseekV2ForCausalLM": DeepseekV2,
+    "DeepseekV3ForCausalLM": DeepseekV2,
+    "DeepseekV32ForCausalLM": DeepseekV32,
+}
