@@ -71,7 +71,7 @@ def test_json_with_sweeps_and_mtp(mtp_gguf: Path) -> None:
             assert len(x["llama_seconds"]) == 2
             assert all(0 < inside <= wall * 1.01 for wall, inside in zip(x["seconds"], x["llama_seconds"]))
             assert x["loop_overhead"] == pytest.approx(statistics.median(
-                (w - c) / c for w, c in zip(x["seconds"], x["llama_seconds"])), abs=1e-4)
+                (w - c) / c for w, c in zip(x["seconds"], x["llama_seconds"])), rel=0.02, abs=2e-3)
         else:
             plain = by_row[("tg8", x["n_threads"], x["n_batch"])]
             assert x["extra"]["speedup"] == pytest.approx(x["median_tps"] / plain["median_tps"], rel=1e-3)

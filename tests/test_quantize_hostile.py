@@ -72,7 +72,7 @@ F32_4 = {"dtype": "F32", "shape": [4]}
     ({"a": {**F32_4, "data_offsets": [0.0, 16.0]}}, "malformed header entry"),
     ({"a": {"dtype": ["F32"], "shape": [4], "data_offsets": [0, 16]}}, "malformed header entry"),
     ({"a": {"dtype": "F32", "shape": [4.0], "data_offsets": [0, 16]}}, "malformed header entry"),
-    ({"\x1b[31mred": {"dtype": "I8", "shape": [4], "data_offsets": [0, 4]}}, r"tensor '\\x1b\[31mred' has dtype I8"),
+    ({"\x1b[31mred": {"dtype": "C64", "shape": [4], "data_offsets": [0, 32]}}, r"tensor '\\x1b\[31mred' has dtype C64"),
 ])
 def test_crafted_headers(tmp_path: Path, header: dict, needle: str) -> None:
     folder = _shard(tmp_path / "m", header, bytes(32))
