@@ -14,18 +14,19 @@ from rich.console import Console
 from rich.table import Table
 
 from localseek.cli import app
+from localseek.cli.completion import complete_model
+from localseek.cli.output import out_console
 from localseek.cli.progress import RichProgress, err_console, make_progress
 from localseek.errors import Interrupted, UsageError
 from localseek.models import store
 from localseek.models.catalog import DEFAULT_CTX, ModelSpec, load_catalog
 from localseek.planning import hardware
 from localseek.sizes import format_count, format_size
-from localseek.tui import make_console
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 NameArg = Annotated[str, typer.Argument(help="A model name (see `localseek models`), OWNER/REPO[:QUANT], or a path.",
-                                        show_default=False)]
+                                        show_default=False, autocompletion=complete_model)]
 
 
 def _print_json(data: Any) -> None:
@@ -33,10 +34,7 @@ def _print_json(data: Any) -> None:
 
 
 def _out() -> Console:
-    console = make_console()
-    if not console.is_terminal:
-        console.width = 160  # pipes and logs: one row per line, no wrapping at 80 columns
-    return console
+    return out_console()  # pipes and logs: one row per line, no wrapping at 80 columns
 
 
 def _params(spec: ModelSpec) -> str:

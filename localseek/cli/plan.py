@@ -11,14 +11,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from localseek.cli import app
+from localseek.cli.completion import complete_model
 from localseek.cli.offload import CpuMoe, Ctx, Force, GpuLayers, Mlock, NCpuMoe, NoMmap, Threads, make_request
+from localseek.cli.output import out_console
 from localseek.planning import hardware
 from localseek.planning.footprint import Footprint
 from localseek.planning.hardware import Hardware
 from localseek.planning.plan import Plan
 from localseek.runtime.open import prepare
 from localseek.sizes import format_count, format_size, parse_size
-from localseek.tui import make_console
 
 _CLASS_LABEL = {
     "attention": "attention", "dense_ffn": "dense FFN", "shared_experts": "shared experts",
@@ -30,7 +31,8 @@ _CLASS_LABEL = {
 @app.command("plan")
 def plan_command(
     model: Annotated[str, typer.Argument(
-        help="A .gguf file (split models: any part), an installed model, or nano. Only its header is read.")],
+        help="A .gguf file (split models: any part), an installed model, or nano. Only its header is read.",
+        autocompletion=complete_model)],
     vram: Annotated[str | None, typer.Option("--vram", help="What-if: one GPU with this much memory (0 = none).")] = None,
     ram: Annotated[str | None, typer.Option("--ram", help="What-if: this much RAM, e.g. 192GiB.")] = None,
     unified: Annotated[bool, typer.Option("--unified", help="What-if: GPU shares RAM (Apple silicon).")] = False,
@@ -98,7 +100,7 @@ def _machine_line(hw: Hardware) -> str:
 
 
 def render(fp: Footprint, hw: Hardware, plan: Plan, name: str) -> None:
-    out = make_console(sys.stdout)
+    out = out_console()
     mtp = f", +{fp.n_layer_all - fp.n_layer} MTP" if fp.n_layer_all > fp.n_layer else ""
     out.print(f"[bold]{escape(fp.name)}[/] · {fp.arch} · {fp.file_type} · {format_count(fp.n_params)} params · "
               f"{format_size(fp.weights(load_mtp=True))} ({fp.bits_per_weight:.2f} bits/weight) · "

@@ -42,7 +42,8 @@ def quantize(
         str,
         typer.Option(
             "--type",
-            "-t",
+            "-q",
+            "--quantize",
             help="Target: Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q4_0, BF16, F16, IQ2_XXS… (see docs/QUANTIZE.md).",
         ),
     ] = "Q8_0",
@@ -70,12 +71,17 @@ def quantize(
         str | None,
         typer.Option("--split-max-size", help="Split the output into parts of at most this size (e.g. 50G = 50 GiB; binary units, as everywhere)."),
     ] = None,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Quantizer threads.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    threads: Annotated[int | None, typer.Option("--threads", "-t", min=1, help="Quantizer threads.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    force: Annotated[bool, typer.Option("--force", hidden=True, help="Not for quantize: see --overwrite.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show per-tensor detail.")] = False,
 ) -> None:
     """Convert and quantize a model to GGUF — DeepSeek FP8 weights go straight to the target type."""
+    if force:  # --force means "ignore the memory plan" in every other command
+        raise UsageError("quantize replaces an existing output with --overwrite (--force is for run and plan: go "
+                         "ahead when the memory plan does not fit).")
     import quantize as q
+    from localseek.cli.output import out_console
     from localseek.tui import make_console
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
@@ -93,17 +99,19 @@ def quantize(
             imatrix=imatrix,
             pure=pure,
             split_max_size=parse_size(split_max_size, "--split-max-size") if split_max_size else None,
-            force=force,
+            force=overwrite,
             threads=threads,
             progress=bar.update,
         )
     except (q.SourceError, q.BadWeights) as exc:
         raise ModelFileError(str(exc)) from exc
+    except q.OutputExists as exc:  # the library names its own switch; the command's is --overwrite
+        raise UsageError(str(exc).replace("--force", "--overwrite")) from exc
     except q.QuantizeError as exc:
         raise UsageError(str(exc)) from exc
     finally:
         bar.close()
-    out = make_console()
+    out = out_console()
     size = sum(p.stat().st_size for p in result.paths)
     out.print(
         f"Wrote {result.paths[0]}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,6 +13,7 @@ from gguf import Keys
 from localseek.chat.generation import Done, Turn
 from localseek.chat.session import ChatSession, ChatSettings
 from localseek.cli import app
+from localseek.cli.completion import complete_model
 from localseek.cli.offload import (
     CpuMoe,
     Ctx,
@@ -30,7 +32,7 @@ from localseek.sizes import format_size
 
 ModelArg = Annotated[str, typer.Argument(
     help="A catalog name (deepseek-r1:7b, see `localseek models`), an installed model, OWNER/REPO[:QUANT], or a "
-         ".gguf file (split models: any part).", show_default=False)]
+         ".gguf file (split models: any part).", show_default=False, autocompletion=complete_model)]
 _SAMPLING = "Sampling (defaults: catalog entry, else GGUF, else DeepSeek R1 advice)"
 _THINK = "Reasoning"
 _SPEED = "Speculative decoding"
@@ -45,8 +47,11 @@ def run(
     prompt: Annotated[
         str | None, typer.Argument(help="Answer this once and exit (piped stdin is appended). Omit to chat.")
     ] = None,
+    prompt_file: Annotated[Path | None, Opt(
+        "--file", "-f", help="Read the prompt from this file (- for stdin); PROMPT, if given, comes first.")] = None,
     max_tokens: Annotated[
-        int | None, Opt("--max-tokens", "-n", min=1, help="Cap the reply length.", rich_help_panel=_SAMPLING)
+        int | None,
+        Opt("--max-tokens", "-n", min=1, help="Generate at most N tokens (reasoning included).", rich_help_panel=_SAMPLING)
     ] = None,
     temperature: Annotated[
         float | None, Opt(min=0.0, help="Temperature, 0 = greedy (default 0.6).", rich_help_panel=_SAMPLING)
@@ -116,7 +121,7 @@ def run(
         ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads, mlock=mlock,
         no_mmap=no_mmap, force=force,
     )
-    piped = _read_stdin()
+    piped = _read_prompt_file(prompt_file) if prompt_file is not None else _read_stdin()
     if prompt is not None and piped:
         prompt = f"{prompt}\n\n{piped}"
     elif prompt is None and piped:
@@ -178,6 +183,28 @@ def _report_plan(plan, *, verbose: bool) -> None:
         sys.stderr.write(f"warning: --force: {plan.problem}\n")
     if verbose:
         sys.stderr.write(summary_line(plan) + "\n")
+
+
+def _read_prompt_file(path: Path) -> str | None:
+    """`--file PATH` (or `-` for stdin): the prompt text, or a one-line error that says what is wrong."""
+    if str(path) == "-":
+        text = sys.stdin.read() if sys.stdin is not None else ""
+        if not text.strip():
+            raise UsageError("--file - read nothing from stdin; pipe the prompt in.")
+        return text
+    try:
+        data = path.expanduser().read_bytes()
+    except IsADirectoryError:
+        raise UsageError(f"--file {path} is a folder; give a text file.") from None
+    except OSError as exc:
+        raise UsageError(f"Cannot read --file {path}: {exc.strerror or exc}.") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--file {path} is not UTF-8 text.") from None
+    if not text.strip():
+        raise UsageError(f"--file {path} is empty; put the prompt in it.")
+    return text
 
 
 def _read_stdin() -> str | None:
