@@ -9,10 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from factory import SCRIPT_ANSWER
-
 import typer
+from factory import SCRIPT_ANSWER
 
 LOCALSEEK = [sys.executable, "-m", "localseek"]
 ROOT = Path(__file__).resolve().parent.parent

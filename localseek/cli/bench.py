@@ -97,7 +97,7 @@ def bench(
         }
         typer.echo(json.dumps(doc, indent=2))
         return
-    _render(info, n_params, results)
+    _render(info, n_params, results, prep.ref.name)
 
 
 def _elements(shape: tuple[int, ...]) -> int:
@@ -113,13 +113,13 @@ def _system_info() -> str:
     return llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
 
 
-def _render(info, n_params: int, results) -> None:
+def _render(info, n_params: int, results, name: str) -> None:
     from rich.table import Table
 
     from localseek.cli.output import out_console
 
     console = out_console()
-    table = Table(title=f"{info.path.name} · {info.arch} · {format_size(info.total_bytes)} · "
+    table = Table(title=f"{name} · {info.arch} · {format_size(info.total_bytes)} · "
                   f"{format_count(n_params)} params", title_justify="left")
     for col in ("test", "threads", "batch", "t/s (median)", "min – max", "±stdev", "notes"):
         table.add_column(col, justify="left" if col in ("test", "notes") else "right")

@@ -88,6 +88,12 @@ def quantize(
     logging.getLogger("gguf").setLevel(logging.INFO if verbose else logging.ERROR)
     _quiet_llama(verbose)
     console = make_console(sys.stderr)
+    already = _quantized_type(source)
+    if already:
+        console.print(f"warning: {source.name} is already quantized ({already}): quantizing it again to "
+                      f"{qtype.upper()} cannot bring back what {already} lost and adds its own error; for the best "
+                      "quality quantize the original weights (a Hugging Face folder, or an F16/BF16 GGUF).",
+                      style="notice", markup=False, highlight=False)
     bar = _ProgressView(console, verbose)
     try:
         result = q.convert(
@@ -136,6 +142,21 @@ def quantize(
         if verbose:
             for line in result.fallbacks:
                 out.print(f"  {line}", style="stats")
+
+
+def _quantized_type(source: Path) -> str | None:
+    """The quant a source GGUF already has (Q4_K_M, Q8_0…), or None for float weights, folders, unreadable files
+    (the conversion itself reports those)."""
+    from localseek.errors import LocalseekError
+    from localseek.models.gguf_info import file_type_name, read_gguf
+
+    if not source.is_file():
+        return None
+    try:
+        name = file_type_name(read_gguf(source))
+    except (LocalseekError, OSError, ValueError):
+        return None
+    return name if name and name not in ("F32", "F16", "BF16") and not name.startswith("type ") else None
 
 
 class _ProgressView:

@@ -115,8 +115,10 @@ def run(
     Memory is planned first (see `localseek plan MODEL`); the offload flags override the plan.
     Exit codes: 0 done, 2 bad input or model, 130 interrupted (Ctrl-C).
     """
+    from localseek.models.resolve import check
     from localseek.runtime.open import Speculation, open_model
 
+    check(model)  # an unknown name gets its "did you mean" before anything else is said
     request = make_request(
         ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads, mlock=mlock,
         no_mmap=no_mmap, force=force,
@@ -138,7 +140,7 @@ def run(
     }
     with open_model(
         model, request, speculation=Speculation(mtp=mtp, draft=draft, n_draft=draft_max), sampling=flags,
-        verbose=verbose, fetch=lambda ref: _pull_first(ref, assume_yes=yes), notify=_say,
+        verbose=verbose, fetch=lambda ref: _pull_first(ref, assume_yes=yes, force=force, request=request), notify=_say,
         on_plan=lambda prep: _report_plan(prep.plan, verbose=verbose),
     ) as opened:
         plan = opened.plan
@@ -148,7 +150,7 @@ def run(
         settings = ChatSettings(
             sampling=opened.sampling, think=think, show_thinking=not hide_thinking, think_budget=think_budget
         )
-        facts = {**_facts(opened.info), "plan": summary_line(plan).removeprefix("plan: ")}
+        facts = {**_facts(opened.info, opened.ref), "plan": summary_line(plan).removeprefix("plan: ")}
         session = ChatSession(opened.engine, settings, system=system, model_name=opened.name, model_facts=facts)
         if prompt is not None:
             _answer_once(session, prompt, as_json=as_json, show_thinking=show_thinking)
@@ -160,15 +162,17 @@ def _say(message: str) -> None:
     sys.stderr.write(message + "\n")
 
 
-def _pull_first(ref: str, *, assume_yes: bool) -> InstalledModel:
-    """`run NAME` of a model that is not here yet: ask (on a terminal) or take --yes, then pull it."""
-    from localseek.cli.models import confirm, do_pull
+def _pull_first(ref: str, *, assume_yes: bool, force: bool, request: Any) -> InstalledModel:
+    """`run NAME` of a model that is not here yet: plan it from its header on the Hub, ask (on a terminal) or take
+    --yes, then pull it."""
+    from localseek.cli.models import confirm, do_pull, plan_before_download
     from localseek.errors import NotInstalledError
     from localseek.models.pull import expected_size, parse_ref
 
     size = expected_size(parse_ref(ref))
     if not assume_yes and not (sys.stdin.isatty() and sys.stderr.isatty()):
         raise NotInstalledError(f"{ref} is not installed: pass --yes to download it now, or `localseek pull {ref}`.")
+    plan_before_download(ref, force=force, assume_yes=False, request=request, ask=False)
     about = f" (about {format_size(size)})" if size else ""
     if not confirm(f"{ref} is not installed. Download it{about} from Hugging Face now?", assume_yes=assume_yes):
         raise NotInstalledError(f"Not downloaded; `localseek pull {ref}` fetches it when you are ready.")
@@ -214,8 +218,10 @@ def _read_stdin() -> str | None:
     return data if data.strip() else None
 
 
-def _facts(info: Any) -> dict[str, str]:
+def _facts(info: Any, ref: Any) -> dict[str, str]:
     facts = {"file": str(info.path), "architecture": info.arch}
+    if ref.found is not None:
+        facts["from"] = f"{ref.found.tool}, used in place (read-only)"
     name = info.metadata.get(Keys.General.NAME)
     if name:
         facts["name"] = str(name)
@@ -223,6 +229,9 @@ def _facts(info: Any) -> dict[str, str]:
     facts["size"] = format_size(size) + (
         f" in {len(info.parts)} parts" if len(info.parts) > 1 else ""
     )
+    license_ = ref.spec.license if ref.spec is not None else info.metadata.get(Keys.General.LICENSE)
+    if license_:
+        facts["license"] = str(license_)
     return facts
 
 
