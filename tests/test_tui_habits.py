@@ -29,7 +29,7 @@ def _installed_nano() -> str:
 def test_banner_show_set_parameter_and_stats_after_load(terminal, tmp_path: Path) -> None:  # noqa: F811
     path = _installed_nano()
     t = terminal(Path(path), "--temperature", "0")  # the cache file's path, as the user ran it
-    screen = t.wait_for("Type /? for help")
+    screen = t.wait_for("/exit to leave")
     assert "Chatting with localseek-nano:Q8_0 (context 1024 tokens)" in screen
     assert Path(path).name not in screen
 
