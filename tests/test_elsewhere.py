@@ -219,3 +219,12 @@ def test_show_reads_them_in_place(tools: dict[str, Path]) -> None:
     data = json.loads(r.stdout)
     assert data["name"] == "hf.co/bartowski/DeepSeek-R1-Distill-Qwen-1.5B-GGUF:Q4_K_M"
     assert data["architecture"] == "qwen2" and data["path"].startswith(str(tools["ollama"]))
+
+
+def test_names_that_could_drive_the_terminal_are_not_models(tmp_path: Path, tiny_gguf: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    shutil.copyfile(tiny_gguf, folder / "clear\x1b[2J.gguf")
+    ollama_model(Path(os.environ["OLLAMA_MODELS"]), "bad\x1b]0;title\x07", "latest", tiny_gguf)
+    r = cli("list", "--all", "--json", env={"LOCALSEEK_MODELS_PATH": str(folder)})
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r.stdout

@@ -59,6 +59,8 @@ REMOVE_HINT = {
 MODEL_MEDIA_TYPE = "application/vnd.ollama.image.model"
 _DIGEST_RE = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
 _REPO_PART_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}$")
+_OLLAMA_PART_RE = re.compile(r"^[A-Za-z0-9][\w.:-]{0,127}$")  # host (with a port), namespace, model, tag
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # a name or path with these is not shown or used
 MAX_JSON = 1 << 20  # a manifest or config blob is a few hundred bytes; anything over 1 MiB is not one
 MAX_ENTRIES = 20_000  # directory entries looked at per root
 MAX_DEPTH = 6
@@ -249,6 +251,8 @@ def _ollama(root: Path) -> Iterator[FoundModel]:
                     seen += 1
                     if seen > MAX_ENTRIES:
                         return
+                    if not all(_OLLAMA_PART_RE.match(p.name) for p in (host, namespace, model, tag)):
+                        continue  # not a name Ollama writes
                     found = _ollama_model(root, host.name, namespace.name, model.name, tag)
                     if found is not None:
                         yield found
@@ -416,6 +420,8 @@ def find_all() -> list[FoundModel]:
     for scan in scans:
         try:
             for model in scan:
+                if _CONTROL_RE.search(str(model.path)) or _CONTROL_RE.search(model.name):
+                    continue  # a name that could drive the terminal is nobody's model
                 real = os.path.realpath(model.path)
                 if real in ours or (real, model.name) in seen:  # localseek's own, or a root scanned twice
                     continue
