@@ -26,8 +26,14 @@ from localseek.sizes import format_count, format_size
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-NameArg = Annotated[str, typer.Argument(help="A model name (see `localseek models`), OWNER/REPO[:QUANT], or a path.",
-                                        show_default=False, autocompletion=complete_model)]
+NameArg = Annotated[str, typer.Argument(
+    help="A model name (`localseek models`, `localseek list --all`), OWNER/REPO[:QUANT], or a path.",
+    show_default=False, autocompletion=complete_model)]
+PullArg = Annotated[str, typer.Argument(
+    help="A catalog name (`localseek models`), or OWNER/REPO[:QUANT|FILE] on the Hub (also hf.co/OWNER/REPO:QUANT).",
+    show_default=False, autocompletion=complete_model)]
+RmArg = Annotated[str, typer.Argument(help="An installed model (`localseek list`).", show_default=False,
+                                      autocompletion=complete_model)]
 
 
 def _print_json(data: Any) -> None:
@@ -177,7 +183,7 @@ def do_pull(name: str, *, original: bool = False, quantize: str | None = None) -
 
 @app.command()
 def pull(
-    name: NameArg,
+    name: PullArg,
     original: Annotated[bool, typer.Option("--original", help="Download the original safetensors weights.")] = False,
     quantize: Annotated[str | None, typer.Option(
         "--quantize", metavar="TYPE", help="Convert the original weights to this GGUF type (implies --original).",
@@ -443,7 +449,7 @@ def _print_catalog(info: dict) -> None:
 # ───────────────────────────── rm ─────────────────────────────
 
 @app.command()
-def rm(name: NameArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
+def rm(name: RmArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
     """Remove an installed model. Files another model (or another tool's cache entry) still uses are kept."""
     from localseek.models.pull import find_installed
 

@@ -31,8 +31,9 @@ from localseek.models.store import InstalledModel
 from localseek.sizes import format_size
 
 ModelArg = Annotated[str, typer.Argument(
-    help="A catalog name (deepseek-r1:7b, see `localseek models`), an installed model, OWNER/REPO[:QUANT], or a "
-         ".gguf file (split models: any part).", show_default=False, autocompletion=complete_model)]
+    help="A catalog name (deepseek-r1:7b, see `localseek models`), an installed model, a model Ollama, LM Studio "
+         "or llama.cpp keeps here (`localseek list --all`), OWNER/REPO[:QUANT], or a .gguf file (split models: any "
+         "part).", show_default=False, autocompletion=complete_model)]
 _SAMPLING = "Sampling (defaults: catalog entry, else GGUF, else DeepSeek R1 advice)"
 _THINK = "Reasoning"
 _SPEED = "Speculative decoding"
@@ -110,7 +111,7 @@ def run(
         "--draft-max", min=1, max=32, rich_help_panel=_SPEED,
         help="Most tokens drafted per step (MTP 3, draft model 6); the length used is tuned as it runs.")] = None,
 ) -> None:
-    """Run a model: one answer for PROMPT (also reads piped stdin), or an interactive chat.
+    """Run a model: one answer for PROMPT (also piped stdin, or a file with -f), or an interactive chat.
 
     Memory is planned first (see `localseek plan MODEL`); the offload flags override the plan.
     Exit codes: 0 done, 2 bad input or model, 130 interrupted (Ctrl-C).
