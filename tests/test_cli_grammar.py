@@ -123,7 +123,7 @@ def _one_line(stdout: str, *needles: str) -> bool:
     return any(all(n in line for n in needles) for line in stdout.splitlines())
 
 
-def test_piped_output_is_not_wrapped_at_80_columns(tiny_gguf: Path) -> None:
+def test_piped_output_is_not_wrapped_at_80_columns(tiny_gguf: Path, tmp_path: Path) -> None:
     doctor = cli("doctor")
     assert doctor.returncode == 0, doctor.stderr
     assert _one_line(doctor.stdout, "llama-cpp-python", "GPU offload", "mmap", "mlock"), doctor.stdout
@@ -134,3 +134,8 @@ def test_piped_output_is_not_wrapped_at_80_columns(tiny_gguf: Path) -> None:
     assert bench.returncode == 0, bench.stderr
     assert _one_line(bench.stdout, "test", "threads", "batch", "t/s (median)", "min – max", "±stdev", "notes")
     assert _one_line(bench.stdout, "pp8", "first token")
+    out = tmp_path / ("a-folder-name-long-enough-that-the-whole-path-passes-eighty-columns" * 2) / "tiny-Q8_0.gguf"
+    out.parent.mkdir()
+    quantized = cli("quantize", str(tiny_gguf), "-q", "Q8_0", "-o", str(out))
+    assert quantized.returncode == 0, quantized.stderr
+    assert f"Wrote {out}\n" in quantized.stdout

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from localseek.tui import make_console
 
-PIPE_WIDTH = 200  # piped output: rows stay on one line (COLUMNS, when set, still wins)
+PIPE_WIDTH = 1000  # piped output: table rows stay on one line (COLUMNS, when set, still wins)
 
 
 def out_console(file: TextIO | None = None) -> Console:
@@ -20,4 +20,5 @@ def out_console(file: TextIO | None = None) -> Console:
     console = make_console(target)
     if not console.is_terminal and not os.environ.get("COLUMNS"):
         console.width = PIPE_WIDTH
+        console.soft_wrap = True  # lines of text are never broken, however long (a path, a reason)
     return console
