@@ -67,13 +67,23 @@ def test_help_screens_in_plain_words() -> None:
     listed = re.findall(r"^│ (\w+)\s{2,}", top.stdout, re.MULTILINE)
     assert listed[:3] == ["run", "pull", "list"], listed
     assert "--install-completion" in top.stdout
-    for name in _commands():
-        r = cli(name, "--help", columns="200")
-        assert r.returncode == 0, (name, r.stderr)
-        usage = next(line for line in r.stdout.splitlines() if "Usage:" in line)
+    names = list(_commands())
+    for name, screen in zip(names, _help_screens(names), strict=True):
+        usage = next(line for line in screen.splitlines() if "Usage:" in line)
         assert f"Usage: localseek {name} " in usage and "{" not in usage and "python" not in usage, usage
         for label in ("<bool>", "<str>", "<int", "<float", "<path>"):
-            assert label not in r.stdout, (name, label)
+            assert label not in screen, (name, label)
+
+
+def _help_screens(names: list[str]) -> list[str]:
+    """`localseek NAME --help` for each name, in one process (each would otherwise pay the start-up)."""
+    code = ("import sys\nfrom localseek.cli import main\nfor name in sys.argv[1:]:\n"
+            "    sys.argv = ['localseek', name, '--help']\n    try:\n        main()\n    except SystemExit:\n"
+            "        pass\n    print('\\x00', flush=True)\n")
+    r = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, COLUMNS="200"), check=False)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split("\x00\n")[:-1]
 
 
 def test_help_texts_say_what_the_command_does() -> None:
