@@ -25,6 +25,14 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.delenv("LOCALSEEK_RAM_BYTES", raising=False)
     monkeypatch.setenv("LOCALSEEK_THREADS", "1")  # tests share 2 cores; 1 thread avoids contention stalls
+    # Other tools' model folders (models/elsewhere.py): none of the real user's, unless a test builds some.
+    user = tmp_path / "user-home"
+    user.mkdir()
+    monkeypatch.setenv("HOME", str(user))  # ~/.ollama, ~/.lmstudio, ~/.cache/llama.cpp
+    monkeypatch.setenv("OLLAMA_MODELS", str(user / ".ollama" / "models"))
+    monkeypatch.setenv("LLAMA_CACHE", str(user / ".cache" / "llama.cpp"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("LOCALSEEK_MODELS_PATH", raising=False)
     return home
 
 

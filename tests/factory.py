@@ -166,6 +166,7 @@ class TinyConfig:
     split_max_tensors: int = 0  # >0: write a split model (stem-0000i-of-0000N.gguf, split.* metadata)
     loop_reasoning: bool = False  # scripted only: the reasoning repeats forever (for Ctrl-C and budget tests)
     template: str | None = None  # a chat template other than the R1 ones (e.g. a hybrid V3.1-style one)
+    header_padding: int = 0  # bytes of one extra metadata string: a header as large as DeepSeek's (several MB)
 
 
 def _write_vocab(writer: gguf.GGUFWriter, vocab: Vocab, pre: str) -> None:
@@ -221,6 +222,8 @@ def write_qwen2_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
     _write_vocab(writer, vocab, "deepseek-r1-qwen")
     if cfg.chat_template:
         writer.add_chat_template(cfg.template or (R1_TEMPLATE_THINK if cfg.think_in_prompt else R1_TEMPLATE))
+    if cfg.header_padding:
+        writer.add_string("tiny.padding", "x" * cfg.header_padding)
 
     wdtype = np.float32 if cfg.dtype == "f32" else np.float16
     scale = 0.02 if cfg.weights == "scripted" else 0.2

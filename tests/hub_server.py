@@ -7,7 +7,8 @@ Two listening sockets, like the real thing: the "Hub" (API and `resolve/`) and a
 - POST /api/models/{repo}/paths-info/{rev}          the same for named paths (form field `paths`)
 - HEAD/GET /{repo}/resolve/{rev}/{path}             ETag, X-Repo-Commit; LFS: 302 + X-Linked-Etag/X-Linked-Size;
                                                     small files: 200 with the body
-- GET  /cdn/{sha256}                                the bytes, with Range → 206 + Content-Range
+- GET  /cdn/{sha256}                                the bytes, with Range → 206 + Content-Range (`bytes=N-` for a
+                                                    resumed download, `bytes=FIRST-LAST` for a header read)
 Errors carry the headers huggingface_hub classifies by (X-Error-Code: RepoNotFound / GatedRepo / EntryNotFound).
 No Xet headers are ever sent, so clients take the plain HTTP path.
 
@@ -359,6 +360,8 @@ class _CdnHandler(_Base):
         f = next((f for r in self.fake.repos.values() for f in r.files.values() if f.sha256 == parts[1]), None)
         if f is None:
             return self._error(404, None, "No such object")
+        if self._bounded_range(f):  # bytes=FIRST-LAST: a header read before any download
+            return
         start = 0
         rng = self.headers.get("Range")
         if rng and not self.fake.faults.ignore_range:
@@ -375,6 +378,24 @@ class _CdnHandler(_Base):
             self.send_header("Content-Range", f"bytes {start}-{f.size - 1}/{f.size}")
         self.end_headers()
         self._stream(f, start)
+
+    def _bounded_range(self, f: HubFile) -> bool:
+        """Answer `Range: bytes=FIRST-LAST` (both given) with 206 and just those bytes; False for other requests.
+        The server that ignores Range answers it like any other GET (200, the whole file)."""
+        rng = (self.headers.get("Range") or "").removeprefix("bytes=")
+        first, _, last = rng.partition("-")
+        if self.fake.faults.ignore_range or not (first.isdigit() and last.isdigit()):
+            return False
+        start, stop = int(first), min(int(last), f.size - 1)
+        if start > stop:
+            self._error(416, None, "Range Not Satisfiable", {"Content-Range": f"bytes */{f.size}"})
+            return True
+        with f.source.open("rb") as fh:
+            fh.seek(start)
+            body = fh.read(stop - start + 1)
+        self._send(206, body, {"Content-Range": f"bytes {start}-{stop}/{f.size}", "ETag": f'"{f.sha256}"',
+                               "Accept-Ranges": "bytes"}, content_type="application/octet-stream")
+        return True
 
     def _stream(self, f: HubFile, start: int) -> None:
         faults = self.fake.faults

@@ -193,7 +193,64 @@ def test_exit_and_aliases(session: ChatSession) -> None:
 
 def test_completions() -> None:
     assert completions("/th") == ["/think "]
-    assert set(completions("/s")) == {"/system ", "/set ", "/save ", "/stats"}
+    assert set(completions("/s")) == {"/system ", "/set ", "/save ", "/stats", "/show "}
     assert completions("/think b") == ["budget"]
     assert "temperature" in completions("/set te") and completions("/set temperature 0") == []
     assert completions("hello") == [] and completions("/nope ") == []
+
+
+# ───────────────────────────── the habits people bring from Ollama (issue 18) ─────────────────────────────
+
+@pytest.mark.parametrize(
+    ("line", "field", "value"),
+    [
+        ("/set parameter temperature 0.2", "temperature", 0.2),
+        ("/set parameter num_predict 40", "max_tokens", 40),
+        ("/set parameter top_k 5", "top_k", 5),
+        ("/set parameter seed 42", "seed", 42),
+    ],
+)
+def test_ollama_set_parameter(session: ChatSession, line: str, field: str, value: object) -> None:
+    reply = run_command(session, line)
+    assert reply.kind == "info", reply.text
+    assert getattr(session.settings.sampling, field) == value
+
+
+def test_ollama_set_system_and_think(session: ChatSession) -> None:
+    run_command(session, "/set system answer in one word")
+    assert session.conversation.system == "answer in one word"
+    assert "hidden" in run_command(session, "/set nothink").text and not session.settings.think
+    run_command(session, "/set think")
+    assert session.settings.think and session.settings.show_thinking
+
+
+def test_settings_fixed_at_load_say_how_to_change_them(session: ChatSession) -> None:
+    reply = run_command(session, "/set parameter num_ctx 8192")
+    assert reply.kind == "error" and "--ctx" in reply.text
+
+
+def test_show_like_ollama(session: ChatSession) -> None:
+    assert dict(run_command(session, "/show").rows) == dict(run_command(session, "/model").rows)
+    run_command(session, "/set parameter temperature 0.2")
+    params = dict(run_command(session, "/show parameters").rows)
+    assert params["temperature"] == "0.2" and params["max_tokens"] == "100"
+    assert "<｜Assistant｜>" in run_command(session, "/show template").text
+    assert "No system prompt" in run_command(session, "/show system").text
+    assert run_command(session, "/show license").kind == "info"
+    assert run_command(session, "/show nonsense").kind == "error"
+    assert "/show" in dict(run_command(session, "/help").rows).__repr__()
+
+
+def test_stats_after_load_count_the_loaded_conversation(session: ChatSession, tmp_path: Path) -> None:
+    chat(session, "hello")
+    chat(session, "and again")
+    target = tmp_path / "chat.json"
+    run_command(session, f"/save {target}")
+    fresh = ChatSession(session.engine, ChatSettings(sampling=Sampling(temperature=0.0, max_tokens=100)))
+    run_command(fresh, f"/load {target}")
+    rows = dict(run_command(fresh, "/stats").rows)
+    used = int(rows["context"].split()[0])
+    assert used > 20, rows  # four messages' worth of tokens, not 0
+    assert "loaded conversation" in rows["context"]
+    run_command(fresh, "/clear")
+    assert dict(run_command(fresh, "/stats").rows)["context"].startswith("0 of")

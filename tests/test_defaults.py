@@ -72,9 +72,10 @@ def test_gguf_sampling_keys_are_read(tiny_gguf: Path, tmp_path: Path) -> None:
     assert (sampling.temperature, sampling.top_k) == (0.0, 1) and sources["temperature"] == "gguf"
 
 
-def test_installed_models_get_their_catalog_entry(tiny_gguf: Path) -> None:
+def test_installed_models_get_their_catalog_entry(tiny_gguf: Path, tmp_path: Path) -> None:
     """The catalog entry travels with the resolved reference: a catalog name, an installed model pulled from the
-    catalog, and a bare file (no entry: the GGUF and the built-in defaults decide)."""
+    catalog, the installed model's own file given as a path, and a bare file (no entry: the GGUF and the built-in
+    defaults decide)."""
     from localseek.models import store
 
     spec = load_catalog().get("deepseek-r1:7b")
@@ -87,5 +88,9 @@ def test_installed_models_get_their_catalog_entry(tiny_gguf: Path) -> None:
         sampling, sources = resolve_sampling(model.spec, read_gguf(model.path), NONE)
         assert model.spec == spec and sources["temperature"] == "catalog", ref
         assert (sampling.temperature, sampling.top_p) == (spec.sampling.temperature, spec.sampling.top_p)
-    bare = resolve(str(tiny_gguf))
+    by_path = resolve(str(tiny_gguf))  # the installed model's file: that model, by its name
+    assert by_path.spec == spec and by_path.name == "r1-distill-qwen-7b:Q4_K_M"
+    other = tmp_path / "other.gguf"
+    other.write_bytes(tiny_gguf.read_bytes())
+    bare = resolve(str(other))
     assert bare.spec is None and resolve_sampling(bare.spec, read_gguf(bare.path), NONE)[0].temperature == 0.6

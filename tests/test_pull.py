@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -86,6 +87,11 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def downloads(hub: FakeHub) -> list[dict]:
+    """CDN requests that transfer a file: all but the header reads a pull plans with first (bytes=FIRST-LAST)."""
+    return [q for q in hub.requests("cdn") if not re.fullmatch(r"bytes=\d+-\d+", q["range"] or "")]
+
+
 def one_error_line(r: subprocess.CompletedProcess) -> str:
     """The failure is exactly one line on stderr, exit code 2, no traceback."""
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
@@ -147,7 +153,7 @@ def test_any_hub_repo_and_shared_files_survive_rm(hub: FakeHub, env: dict, tmp_p
     assert r.returncode == 0, r.stderr
     second = json.loads(r.stdout)
     assert second["name"] == f"{R15_REPO}:Q4_K_M" and second["catalog_id"] == "r1-distill-qwen-1.5b"
-    assert second["downloaded"] == 0 and len(hub.requests("cdn")) == 1  # same blob: fetched once
+    assert second["downloaded"] == 0 and len(downloads(hub)) == 1  # same blob: fetched once
     blob = Path(second["files"][0]["blob"])
     assert "--yes" in one_error_line(cli(env, "rm", "deepseek-r1:1.5b"))  # no terminal to ask on
     rm1 = cli(env, "rm", "deepseek-r1:1.5b", "--yes", "--json")
@@ -298,7 +304,7 @@ def test_dropped_connection_then_next_pull_resumes(hub: FakeHub, env: dict, serv
     r = cli(env, "pull", "deepseek-r1:7b")
     line = one_error_line(r)
     assert "stopped at 10.0 MiB of 19.6 MiB" in line and "run the same pull again to resume" in line
-    ranges = [q["range"] for q in hub.requests("cdn")]
+    ranges = [q["range"] for q in downloads(hub)]
     assert ranges[0] is None and f"bytes={10 * MiB}-" in ranges[1:]  # huggingface_hub retried within the run
     assert registry(isolated_home) == {}
     hub.faults.drop_after.clear()
@@ -338,11 +344,11 @@ def test_corrupt_file_already_in_the_hf_cache_is_fetched_again(hub: FakeHub, env
     data[100] ^= 1  # bit rot: same size, wrong content
     os.chmod(blob, 0o644)
     blob.write_bytes(bytes(data))
-    cdn_before = len(hub.requests("cdn"))
+    cdn_before = len(downloads(hub))
     r = cli(env, "pull", "deepseek-r1:1.5b", "--json")
     assert r.returncode == 0, r.stderr
     assert "was corrupt" in r.stderr and "downloading it again" in r.stderr
-    assert len(hub.requests("cdn")) == cdn_before + 1
+    assert len(downloads(hub)) == cdn_before + 1
     assert sha256(Path(json.loads(r.stdout)["path"])) == sha256(served["single"])
 
 
@@ -366,7 +372,7 @@ def test_too_small_disk_is_refused_with_numbers(hub: FakeHub, env: dict, served:
                        env=dict(env, HF_HOME=str(hf_home)), capture_output=True, text=True, timeout=120, check=False)
     line = one_error_line(r)
     assert "Not enough disk space" in line and "needs 19.6 MiB more and 4.0 MiB is free" in line
-    assert not hub.requests("cdn")  # refused before any byte was fetched
+    assert not downloads(hub)  # refused before any byte was fetched
     assert registry(isolated_home) == {}
 
 
@@ -425,7 +431,7 @@ def test_two_concurrent_pulls_do_not_collide(hub: FakeHub, env: dict, served: di
     assert second.returncode == 0, err2
     assert b"Another pull of r1-distill-qwen-1.5b:Q4_K_M is running (process " in err2
     assert b"already installed" in err2
-    assert len(hub.requests("cdn")) == 1  # the bytes were fetched once
+    assert len(downloads(hub)) == 1  # the bytes were fetched once
     model = registry(isolated_home)["r1-distill-qwen-1.5b:Q4_K_M"]
     assert sha256(Path(model["files"][0]["path"])) == sha256(served["single"])
 
@@ -508,7 +514,7 @@ def test_files_another_tool_fetched_are_reused_verified_and_kept(hub: FakeHub, e
     r = cli(env, "pull", "deepseek-r1:1.5b", "--json")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
-    assert len(hub.requests("cdn")) == cdn_before  # nothing fetched again
+    assert len(hub.requests("cdn")) == cdn_before  # nothing fetched again, not even the header (read locally)
     assert data["downloaded"] == 0 and data["path"] == other
     assert data["files"][0]["preexisting"] and data["files"][0]["sha256"] == sha256(served["single"])
     rm = json.loads(cli(env, "rm", "deepseek-r1:1.5b", "--yes", "--json").stdout)

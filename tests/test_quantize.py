@@ -687,8 +687,9 @@ def test_cli_errors_are_one_line(hf_dir, tmp_path) -> None:
     out = tmp_path / "o.gguf"
     out.write_bytes(b"x")
     for args, needle in [
-        ((str(hf_dir / "qwen2"), "-o", str(out)), "--force"),
-        ((str(hf_dir / "qwen2"), "-t", "Q9", "-o", str(tmp_path / "n.gguf")), "Unknown quantization"),
+        ((str(hf_dir / "qwen2"), "-o", str(out)), "--overwrite"),
+        ((str(hf_dir / "qwen2"), "-o", str(out), "--force"), "--overwrite"),
+        ((str(hf_dir / "qwen2"), "-q", "Q9", "-o", str(tmp_path / "n.gguf")), "Unknown quantization"),
         ((str(tmp_path / "missing"), "-o", str(tmp_path / "n.gguf")), "neither"),
         ((str(hf_dir / "qwen2"), "--split-max-size", "lots"), "--split-max-size"),
     ]:

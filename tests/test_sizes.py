@@ -60,7 +60,7 @@ def test_split_max_size_is_binary_too(tmp_path: Path) -> None:
     for size in ("1M", "1048576", "1MiB"):
         out = tmp_path / size / "m.gguf"
         out.parent.mkdir()
-        r = _cli("quantize", str(ckpt), "-t", "Q8_0", "-o", str(out), "--split-max-size", size)
+        r = _cli("quantize", str(ckpt), "-q", "Q8_0", "-o", str(out), "--split-max-size", size)
         assert r.returncode == 0, r.stderr
         files = sorted(out.parent.glob("m-*.gguf"))
         assert len(files) > 1 and all(f.stat().st_size <= MiB for f in files)

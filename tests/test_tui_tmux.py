@@ -117,7 +117,7 @@ def test_chat_shows_thinking_apart_then_commands_history_and_exit(terminal, tiny
     t.wait_for("Type /? for help")
     t.type("hello there")
     t.keys("Enter")
-    screen = t.wait_for("context ")  # the status line after the reply
+    screen = t.wait_for("first token ")  # the status line after the reply (the banner also says "context")
     lines = screen.splitlines()
     thought = next(i for i, line in enumerate(lines) if line.startswith("Thought for "))
     assert lines[thought].endswith("· 8 tokens")
@@ -256,7 +256,7 @@ def test_multiline_input(terminal, tiny_gguf: Path, tmp_path: Path) -> None:
     t.keys("C-j")
     t.type("line three")
     t.keys("Enter")
-    screen = t.wait_for("context ")  # the status line after the reply
+    screen = t.wait_for("first token ")  # the status line after the reply (the banner also says "context")
     assert ">>> line one\n... line two\n... line three" in screen
     t.prompt_ready(2)
     t.type("/save m.json")

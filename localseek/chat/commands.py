@@ -32,13 +32,18 @@ COMMANDS: tuple[Command, ...] = (
             "live reasoning, cap it at N tokens", ("on", "off", "show", "hide", "budget")),
     Command("/clear", "", "forget the conversation (the system prompt stays)"),
     Command("/system", "TEXT | clear", "set, show (no TEXT) or clear the system prompt", ("clear",)),
-    Command("/set", "temperature|top_p|top_k|min_p|repeat_penalty|max_tokens|seed VALUE",
-            "change a sampling setting (max_tokens/seed: 'off' to unset)",
-            ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed")),
+    Command("/set", "[parameter] temperature|top_p|top_k|min_p|repeat_penalty|max_tokens|seed VALUE",
+            "change a sampling setting (max_tokens/seed: 'off' to unset); Ollama's /set parameter NAME VALUE, "
+            "/set system TEXT and /set think|nothink work too",
+            ("parameter", "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed", "system",
+             "think", "nothink")),
     Command("/save", "FILE", "save the conversation as JSON"),
     Command("/load", "FILE", "load a conversation saved with /save"),
     Command("/stats", "", "timings and token counts of the last reply and the session"),
     Command("/model", "", "the model, its context and template, the sampling settings"),
+    Command("/show", "[info|parameters|template|system|license]",
+            "what /model shows, or one part of it: the sampling settings, the chat template, the system prompt, "
+            "the licence", ("info", "parameters", "template", "system", "license")),
     Command("/exit", "", "leave (also /bye, /quit, Ctrl-D)"),
 )
 ALIASES = {"/bye": "/exit", "/quit": "/exit", "/?": "/help"}
@@ -163,12 +168,26 @@ def _system(session: ChatSession, arg: str) -> Reply:
     return Reply(text)
 
 
+# Ollama's parameter names (`/set parameter num_predict 100`) → ours.
+_OLLAMA_PARAMETERS = {"temp": "temperature", "num_predict": "max_tokens", "n": "max_tokens"}
+_NEEDS_RELOAD = {"num_ctx": "--ctx", "num_thread": "--threads", "num_gpu": "--gpu-layers", "num_batch": "--batch"}
+
+
 def _set(session: ChatSession, arg: str) -> Reply:
     words = arg.split()
+    if words and words[0].lower() == "parameter":  # Ollama: /set parameter NAME VALUE
+        words = words[1:]
+    if words and words[0].lower() == "system":  # Ollama: /set system TEXT
+        return _system(session, arg.split(None, 1)[1] if len(arg.split(None, 1)) > 1 else "")
+    if len(words) == 1 and words[0].lower() in ("think", "nothink"):  # Ollama: /set think, /set nothink
+        return _think(session, "on" if words[0].lower() == "think" else "off")
+    if words and words[0].lower() in _NEEDS_RELOAD:
+        flag = _NEEDS_RELOAD[words[0].lower()]
+        return Reply(f"{words[0]} is fixed when the model loads: leave and start again with {flag}.", "error")
     if len(words) != 2:
         return Reply("Usage: /set temperature|top_p|top_k|min_p|repeat_penalty|max_tokens|seed VALUE.", "error")
     key, raw = words[0].lower().replace("-", "_"), words[1]
-    key = {"temp": "temperature", "num_predict": "max_tokens", "n": "max_tokens"}.get(key, key)
+    key = _OLLAMA_PARAMETERS.get(key, key)
     sampling = session.settings.sampling
     if key == "temperature":
         value: object = _parse_float(raw, key, 0.0, 10.0)
@@ -252,8 +271,9 @@ def _stats(session: ChatSession, arg: str) -> Reply:
     else:
         rows.append(("last reply", "none yet"))
     rate = (t.generated_tokens / t.generation_seconds) if t.generation_seconds else 0.0
+    pending = " (the loaded conversation, sent with your next message)" if last is None and session.context_used else ""
     rows += [
-        ("context", f"{session.context_used} of {session.n_ctx} tokens"
+        ("context", f"{session.context_used} of {session.n_ctx} tokens{pending}"
          + (f"; {session.conversation.dropped} oldest messages no longer sent" if session.conversation.dropped else "")),
         ("session", f"{t.turns} repl{'ies' if t.turns != 1 else 'y'}, {t.generated_tokens} tokens ({t.reasoning_tokens} reasoning), "
          f"{rate:.1f} tok/s overall" + (f", {t.interrupted} interrupted" if t.interrupted else "")),
@@ -283,13 +303,34 @@ def _model(session: ChatSession, arg: str) -> Reply:
     return Reply(rows=rows)
 
 
+def _show(session: ChatSession, arg: str) -> Reply:
+    """Ollama's /show: everything (`/model`), or one part."""
+    what = arg.strip().lower()
+    if what in ("", "info", "model", "modelfile"):
+        return _model(session, "")
+    if what in ("parameters", "params"):
+        s = session.settings.sampling
+        rows = [("temperature", f"{s.temperature:g}"), ("top_p", f"{s.top_p:g}"), ("top_k", str(s.top_k)),
+                ("min_p", f"{s.min_p:g}"), ("repeat_penalty", f"{s.repeat_penalty:g}"),
+                ("max_tokens", str(s.max_tokens or "off")), ("seed", str(s.seed if s.seed is not None else "random"))]
+        return Reply(rows=rows)
+    if what == "template":
+        return Reply(session.template.source)
+    if what == "system":
+        return _system(session, "")
+    if what in ("license", "licence"):
+        text = session.model_facts.get("license")
+        return Reply(f"License: {text}" if text else "This model names no licence.")
+    return Reply("Usage: /show [info|parameters|template|system|license].", "error")
+
+
 def _exit(session: ChatSession, arg: str) -> Reply:
     return Reply(exit=True)
 
 
 _HANDLERS: dict[str, Callable[[ChatSession, str], Reply]] = {
     "/help": _help, "/think": _think, "/clear": _clear, "/system": _system, "/set": _set, "/save": _save,
-    "/load": _load, "/stats": _stats, "/model": _model, "/exit": _exit,
+    "/load": _load, "/stats": _stats, "/model": _model, "/show": _show, "/exit": _exit,
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from localseek.chat.conversation import ChatTemplate, Conversation
 from localseek.chat.generation import Done, Prompt, ThinkingDone, Turn, build_prompt, respond, template_for
 from localseek.chat.reasoning import Event
-from localseek.errors import UsageError
+from localseek.errors import LocalseekError, UsageError
 from localseek.runtime.engine import Engine
 from localseek.runtime.options import Sampling, Stats
 
@@ -68,6 +68,7 @@ class ChatSession:
         self.last_prompt: Prompt | None = None
         self.totals = SessionTotals()
         self._turn: Turn | None = None  # the turn streaming now (or last)
+        self._pending_tokens = 0  # tokens of a conversation loaded (/load) but not yet sent
 
     @property
     def live_stats(self) -> Stats | None:
@@ -81,9 +82,10 @@ class ChatSession:
 
     @property
     def context_used(self) -> int:
-        """Tokens of the last turn (prompt + reply): what the conversation occupies now."""
+        """Tokens of the last turn (prompt + reply): what the conversation occupies now. After `/load`, before the
+        next turn, the tokens the loaded conversation will take."""
         if self.last is None:
-            return 0
+            return self._pending_tokens
         return self.last.stats.prompt_tokens + self.last.stats.generated_tokens
 
     @property
@@ -162,6 +164,7 @@ class ChatSession:
     def clear(self) -> None:
         self.conversation.clear()
         self.last = None
+        self._pending_tokens = 0
 
     def save(self, path: Path) -> None:
         self.conversation.save(path)
@@ -170,3 +173,15 @@ class ChatSession:
         loaded = Conversation.load(path)
         self.conversation = loaded
         self.last = None
+        self._pending_tokens = self._measure()
+
+    def _measure(self) -> int:
+        """Tokens the conversation takes as the model will see it (template applied, nothing left out)."""
+        messages = self.conversation.for_model()
+        if not messages:
+            return 0
+        try:
+            text = self.template.render(messages, add_generation_prompt=False, **self.template_vars())
+        except LocalseekError:  # the next turn reports a broken template; loading itself worked
+            return 0
+        return len(self.engine.tokenize(text))

@@ -15,14 +15,37 @@ from localseek import __version__
 from localseek.errors import LocalseekError
 from localseek.text import printable
 
+# What `localseek --help` lists under "Environment" (tests/test_cli_grammar.py keeps it complete: every
+# LOCALSEEK_* variable the code reads is here).
+ENVIRONMENT = (
+    ("LOCALSEEK_HOME", "where localseek keeps its registry, converted models, header cache and chat history"),
+    ("LOCALSEEK_MODELS_PATH", "more folders of .gguf files to find models in (separated by ':', ';' on Windows)"),
+    ("LOCALSEEK_THREADS", "CPU threads when --threads is not given"),
+    ("LOCALSEEK_RAM_BYTES", "plan as if the machine had this much RAM (e.g. 16GiB)"),
+    ("LOCALSEEK_CATALOG", "a models.toml to use instead of the built-in catalog"),
+    ("LOCALSEEK_DEBUG", "1: show tracebacks (same as --debug)"),
+    ("OLLAMA_MODELS", "Ollama's model folder, if not ~/.ollama/models (its models are used in place)"),
+    ("LLAMA_CACHE", "llama.cpp's download cache, if not the default (its models are used in place)"),
+    ("HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE", "Hugging Face cache, mirror, login and offline mode"),
+    ("NO_COLOR", "no colours"),
+)
+
+_EPILOG = "Environment: " + "  ·  ".join(f"{name}: {what}" for name, what in ENVIRONMENT)
+
+HELP_NAMES = ["-h", "--help"]
+
 app = typer.Typer(
     name="localseek",
     help="Run DeepSeek models on your own machine: no cloud, no account.",
+    epilog=_EPILOG,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=True,
+    context_settings={"help_option_names": HELP_NAMES},
 )
+
+# The order `localseek --help` lists commands in: the everyday ones first.
+COMMAND_ORDER = ("run", "pull", "list", "show", "rm", "models", "plan", "serve", "bench", "quantize", "doctor")
 
 _state = {"debug": os.environ.get("LOCALSEEK_DEBUG", "") not in ("", "0")}
 
@@ -36,7 +59,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool | None,
+        typer.Option("--version", "-v", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors (or set LOCALSEEK_DEBUG=1).")] = False,
 ) -> None:
@@ -49,6 +73,16 @@ def _register() -> None:
     from localseek.cli import bench, doctor, models, plan, quantize, run  # noqa: F401
 
 
+def command() -> typer.core.TyperGroup:
+    """The click command behind `app`, as `localseek` shows it: commands in COMMAND_ORDER, plain metavars."""
+    from localseek.cli.helptext import plain_help
+
+    _register()
+    group = typer.main.get_command(app)
+    plain_help(group, COMMAND_ORDER, HELP_NAMES)
+    return group  # type: ignore[return-value]
+
+
 def error_line(message: str) -> None:
     message = printable(message)  # messages quote names from files and servers: no escapes reach the terminal
     if os.environ.get("NO_COLOR") or not sys.stderr.isatty():
@@ -58,11 +92,10 @@ def error_line(message: str) -> None:
 
 
 def main() -> None:
-    _register()
     if "--debug" in sys.argv[1:]:
         _state["debug"] = True
     try:
-        app()
+        command()(prog_name="localseek")
     except LocalseekError as exc:
         if _state["debug"]:
             raise

@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from localseek.cli import app
+from localseek.cli.completion import complete_model
+from localseek.cli.offload import Force
 from localseek.errors import UsageError
 from localseek.runtime.engine import Engine
 from localseek.sizes import format_count, format_size
@@ -29,10 +31,12 @@ def _int_list(text: str | None, what: str) -> tuple[int, ...]:
 
 @app.command()
 def bench(
-    model: Annotated[str, typer.Argument(help="A .gguf file or an installed model.", show_default=False)],
+    model: Annotated[str, typer.Argument(
+        help="A .gguf file, an installed model or nano.", show_default=False, autocompletion=complete_model)],
     n_prompt: Annotated[int, typer.Option("--n-prompt", "-p", min=0, help="Prompt tokens for the pp test (0: skip).")]
     = 512,
-    n_gen: Annotated[int, typer.Option("--n-gen", "-n", min=0, help="Generated tokens for the tg test (0: skip).")]
+    n_gen: Annotated[int, typer.Option(
+        "--max-tokens", "-n", "--n-gen", min=0, help="Tokens to generate in the tg test, as run's -n (0: skip).")]
     = 128,
     repetitions: Annotated[int, typer.Option("--repetitions", "-r", min=1, help="Measured runs of each test.")] = 5,
     threads: Annotated[str | None, typer.Option("--threads", "-t", help="Thread counts to sweep, e.g. 1,2,4.")]
@@ -53,7 +57,7 @@ def bench(
         "--prompt", help="Generate after this text instead of after BOS (realistic draft acceptance).")] = None,
     no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Skip the warm-up run of each test.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Load even if the model seems too big for RAM.")] = False,
+    force: Force = False,
 ) -> None:
     """Measure prompt processing (pp) and generation (tg) speed, median and spread over repetitions."""
     from localseek.planning.plan import Request
@@ -93,7 +97,7 @@ def bench(
         }
         typer.echo(json.dumps(doc, indent=2))
         return
-    _render(info, n_params, results)
+    _render(info, n_params, results, prep.ref.name)
 
 
 def _elements(shape: tuple[int, ...]) -> int:
@@ -109,13 +113,13 @@ def _system_info() -> str:
     return llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
 
 
-def _render(info, n_params: int, results) -> None:
+def _render(info, n_params: int, results, name: str) -> None:
     from rich.table import Table
 
-    from localseek.tui import make_console
+    from localseek.cli.output import out_console
 
-    console = make_console()
-    table = Table(title=f"{info.path.name} · {info.arch} · {format_size(info.total_bytes)} · "
+    console = out_console()
+    table = Table(title=f"{name} · {info.arch} · {format_size(info.total_bytes)} · "
                   f"{format_count(n_params)} params", title_justify="left")
     for col in ("test", "threads", "batch", "t/s (median)", "min – max", "±stdev", "notes"):
         table.add_column(col, justify="left" if col in ("test", "notes") else "right")

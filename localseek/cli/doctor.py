@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from localseek.cli import app
+from localseek.cli.output import out_console
 from localseek.planning import boards, hardware
 from localseek.sizes import format_size
-from localseek.tui import make_console
 
 
 def report() -> dict:
@@ -42,7 +41,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the repor
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
-    out = make_console(sys.stdout)
+    out = out_console()
     hw = data["hardware"]
     cpu, mem = hw["cpu"], hw["memory"]
     out.print(f"[bold]System[/]  {hw['system']} {cpu['arch']}" + (f" · {hw['board']['model']}" if hw["board"] else ""))

@@ -15,19 +15,27 @@ from rich.table import Table
 from rich.text import Text
 
 from localseek.cli import app
+from localseek.cli.completion import complete_model
+from localseek.cli.offload import Force
+from localseek.cli.output import out_console
 from localseek.cli.progress import RichProgress, err_console, make_progress
-from localseek.errors import Interrupted, UsageError
+from localseek.errors import Interrupted, LocalseekError, UsageError
 from localseek.models import store
 from localseek.models.catalog import DEFAULT_CTX, ModelSpec, load_catalog
 from localseek.planning import hardware
 from localseek.sizes import format_count, format_size
 from localseek.text import printable
-from localseek.tui import make_console
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-NameArg = Annotated[str, typer.Argument(help="A model name (see `localseek models`), OWNER/REPO[:QUANT], or a path.",
-                                        show_default=False)]
+NameArg = Annotated[str, typer.Argument(
+    help="A model name (`localseek models`, `localseek list --all`), OWNER/REPO[:QUANT], or a path.",
+    show_default=False, autocompletion=complete_model)]
+PullArg = Annotated[str, typer.Argument(
+    help="A catalog name (`localseek models`), or OWNER/REPO[:QUANT|FILE] on the Hub (also hf.co/OWNER/REPO:QUANT).",
+    show_default=False, autocompletion=complete_model)]
+RmArg = Annotated[str, typer.Argument(help="An installed model (`localseek list`).", show_default=False,
+                                      autocompletion=complete_model)]
 
 
 def _print_json(data: Any) -> None:
@@ -35,10 +43,7 @@ def _print_json(data: Any) -> None:
 
 
 def _out() -> Console:
-    console = make_console()
-    if not console.is_terminal:
-        console.width = 160  # pipes and logs: one row per line, no wrapping at 80 columns
-    return console
+    return out_console()  # pipes and logs: one row per line, no wrapping at 80 columns
 
 
 def _params(spec: ModelSpec) -> str:
@@ -59,7 +64,6 @@ def confirm(question: str, *, assume_yes: bool) -> bool:
 @app.command()
 def models(as_json: JsonOpt = False) -> None:
     """The catalog: every DeepSeek model localseek knows, what it needs, and whether it fits this machine."""
-    from localseek.planning.footprint import from_catalog
     from localseek.planning.plan import Request, make_plan
 
     catalog = load_catalog()
@@ -70,8 +74,9 @@ def models(as_json: JsonOpt = False) -> None:
     rows = []
     for spec in catalog.models:
         have = sorted(m.quant or "?" for m in installed.values() if m.catalog_id == spec.id)
-        # The same planner and margins as `run`, from the catalog's sizes (no header read before a download).
-        fp = from_catalog(spec)
+        # The same planner and margins as `run`: from the GGUF header when it is here (installed, or read from the
+        # Hub by `plan`/`pull`), else from the catalog's sizes.
+        fp, basis, size = _footprint(spec, installed)
         plan = make_plan(fp, hw, Request()) if fp is not None and mem.total else None
         need = (plan.ram.total + (plan.gpu.total if plan.gpu else 0)) if plan else spec.memory_need()
         fits = plan.fits if plan else None
@@ -80,7 +85,8 @@ def models(as_json: JsonOpt = False) -> None:
             "repo": spec.repo, "hf_arch": spec.hf_arch, "gguf_arch": spec.gguf_arch, "params": spec.params,
             "active_params": spec.active, "context": spec.context, "license": spec.license,
             "reasoning": spec.reasoning, "status": spec.status, "default_quant": spec.default_quant,
-            "size": spec.size_of(), "memory_needed": need, "memory_ctx": min(DEFAULT_CTX, spec.context),
+            "size": size, "memory_needed": need, "memory_ctx": min(DEFAULT_CTX, spec.context),
+            "planned_from": basis if plan else None,
             "kv_bytes_per_token": spec.kv.bytes_per_token() if spec.kv else None,
             "fits": fits, "installed": have, "note": spec.note,
             "sampling": {"temperature": spec.sampling.temperature, "top_p": spec.sampling.top_p}
@@ -95,9 +101,11 @@ def models(as_json: JsonOpt = False) -> None:
     out = _out()
     gpu = f" + {format_size(vram)} free GPU memory" if vram else ""
     table = Table(title=f"DeepSeek models (this machine: {format_size(mem.total)} RAM{gpu}; needs = weights + "
-                  f"{DEFAULT_CTX}-token context, planned as `run` would)", title_justify="left", box=None, header_style="bold")
+                  f"{DEFAULT_CTX}-token context, planned as `run` would, from the GGUF header when read — "
+                  "`localseek plan NAME` reads it — else from the catalog's sizes)",
+                  title_justify="left", box=None, header_style="bold")
     wide = out.width >= 110
-    for col in ("name", "also", "params", "default", "size", "needs", "fits", "installed"):
+    for col in ("name", "also", "params", "default", "size", "needs", "fits", "from", "installed"):
         if col == "also" and not wide:
             continue
         table.add_column(col, no_wrap=col != "installed")
@@ -106,13 +114,40 @@ def models(as_json: JsonOpt = False) -> None:
         default = r["default_quant"] or "convert"
         cells = [spec.id, spec.aliases[0] if spec.aliases else "", _params(spec), default,
                  format_size(r["size"]) if r["size"] else "—",
-                 format_size(r["memory_needed"]) if r["memory_needed"] else "—", fits, ", ".join(r["installed"])]
+                 format_size(r["memory_needed"]) if r["memory_needed"] else "—", fits, r["planned_from"] or "—",
+                 ", ".join(r["installed"])]
         if not wide:
             del cells[1]
         table.add_row(*cells)
     out.print(table)
     out.print("Pull with `localseek pull NAME` (or NAME:QUANT); `convert` models need "
                  "`localseek pull NAME --original --quantize Q4_K_M`.", style="stats")
+
+
+def _footprint(spec: ModelSpec, installed: dict[str, store.InstalledModel]) -> tuple[Any, str, int | None]:
+    """(footprint, "header" | "catalog", size) of a catalog model at its default quant: from the installed file's
+    header, else a header read from the Hub earlier (cached, no network here), else the catalog's sizes."""
+    from localseek.models.gguf_info import read_gguf
+    from localseek.models.remote import cached_remote, label_for
+    from localseek.planning.footprint import from_catalog, from_gguf
+
+    mine = next((m for m in installed.values() if m.catalog_id == spec.id and m.kind == "gguf"
+                 and m.quant == spec.default_quant and not m.missing()), None)
+    info = None
+    if mine is not None:
+        try:
+            info = read_gguf(mine.primary)
+        except LocalseekError:
+            info = None
+    if info is None and spec.gguf:
+        head = cached_remote(label_for(spec, None))
+        info = head.info if head else None
+    if info is not None:
+        try:
+            return from_gguf(info), "header", info.total_bytes
+        except LocalseekError:
+            pass
+    return from_catalog(spec), "catalog", spec.size_of()
 
 
 # ───────────────────────────── pull ─────────────────────────────
@@ -150,7 +185,7 @@ def do_pull(name: str, *, original: bool = False, quantize: str | None = None, v
 
 @app.command()
 def pull(
-    name: NameArg,
+    name: PullArg,
     original: Annotated[bool, typer.Option("--original", help="Download the original safetensors weights.")] = False,
     quantize: Annotated[str | None, typer.Option(
         "--quantize", metavar="TYPE", help="Convert the original weights to this GGUF type (implies --original).",
@@ -160,18 +195,90 @@ def pull(
                             "their size checked; `list` and `show` say so.",
     )] = False,
     as_json: JsonOpt = False,
+    force: Force = False,
+    yes: YesOpt = False,
 ) -> None:
     """Download a model: NAME[:QUANT] from the catalog, or OWNER/REPO[:QUANT|FILE] from the Hub.
 
-    Files go to the Hugging Face cache (HF_HOME) and are verified against the Hub's sha256 (git hash for small
-    files); a file with no hash to check is refused unless --no-verify. An interrupted pull resumes where it stopped.
+    First its GGUF header is read from the Hub (a few MB) and planned on this machine: a model that will not fit is
+    downloaded only after you say so (or with --force). Files go to the Hugging Face cache (HF_HOME) and are
+    verified against the Hub's sha256 (git hash for small files); a file with no hash to check is refused unless
+    --no-verify. An interrupted pull resumes where it stopped. A model Ollama, LM Studio or
+    llama.cpp already keeps here is used in place instead (`list --all`).
     """
+    if not (original or quantize):
+        if _already_elsewhere(name, as_json=as_json):
+            return
+        plan_before_download(name, force=force, assume_yes=yes)
     result = do_pull(name, original=original, quantize=quantize, verify=not no_verify)
     if as_json:
         data = result.model.to_json()
         data.update(already_installed=result.already_installed, downloaded=result.downloaded,
                     reused=result.reused, notes=result.notes)
         _print_json(data)
+
+
+def plan_before_download(name: str, *, force: bool, assume_yes: bool, request: Any = None,
+                         ask: bool = True) -> str | None:
+    """Plan a model that is not here from its header on the Hub, before downloading it. Says on stderr whether it
+    fits; one that does not is downloaded only if the user says so (a terminal), or with --force / --yes.
+
+    Returns the plan's one-line summary (None when there was nothing to plan: installed, offline, no header).
+    Raises InsufficientMemoryError when the answer is no (without asking when `ask` is off: `run` could not load
+    it anyway).
+    """
+    from localseek.cli.offload import summary_line
+    from localseek.errors import InsufficientMemoryError
+    from localseek.models.hub import offline_mode
+    from localseek.models.pull import find_installed
+    from localseek.planning.plan import Request
+    from localseek.runtime.open import prepare
+
+    if offline_mode() or find_installed(name) is not None:
+        return None
+    console = err_console()
+    try:
+        prep = prepare(name, request or Request(), remote=True)
+    except LocalseekError as exc:  # the pull itself says what is wrong with the name, the network or the Hub
+        console.print(f"Could not plan {name} before downloading it ({exc}).", style="stats", markup=False)
+        return None
+    if prep.ref.remote is None:
+        return None
+    plan = prep.plan
+    size = format_size(prep.ref.remote.size)
+    if plan.fits:
+        line = summary_line(plan).removeprefix("plan: ")
+        console.print(f"{name} ({size}) fits this machine: {line} (planned from its header on the Hub).",
+                      style="stats", markup=False)
+        return line
+    console.print(f"{name} ({size}) will not fit this machine: {plan.problem}", style="notice", markup=False)
+    if force or assume_yes:
+        console.print("Downloading it anyway (--force).", style="notice", markup=False)
+        return None
+    if ask and sys.stdin.isatty() and sys.stderr.isatty():
+        if typer.confirm(f"Download {size} anyway?", default=False, err=True):
+            return None
+        raise InsufficientMemoryError(f"Not downloaded: {name} will not fit; `localseek plan {name}` shows why.")
+    raise InsufficientMemoryError(f"{name} ({size}) will not fit this machine (`localseek plan {name}` shows why); "
+                                  "pass --force to download it anyway, or pick a smaller quant as NAME:QUANT.")
+
+
+def _already_elsewhere(name: str, *, as_json: bool) -> bool:
+    """A model another tool already keeps here is used in place, not downloaded again: say so (True)."""
+    from localseek.models.pull import find_installed
+    from localseek.models.resolve import elsewhere_copy
+
+    if find_installed(name) is not None:
+        return False  # localseek's own copy: `pull` says it is installed (or repairs it)
+    found = elsewhere_copy(name)
+    if found is None or found.source == "hf-cache":  # pull's own cache: pull verifies and registers what it finds
+        return False
+    if as_json:
+        _print_json({"name": found.name, "already_installed": True, "downloaded": 0, "found": found.to_json()})
+    err_console().print(f"{found.name} is already on this machine ({found.tool}: {found.path}, "
+                        f"{format_size(found.size)}); nothing to download — `localseek run {name}` uses it in place.",
+                        markup=False)
+    return True
 
 
 # ───────────────────────────── list ─────────────────────────────
@@ -198,25 +305,50 @@ def checked_label(model: store.InstalledModel) -> str:
 
 
 @app.command("list")
-def list_models(as_json: JsonOpt = False) -> None:
-    """Installed models: name, quant, size, what was verified, path, last used."""
+def list_models(
+    as_json: JsonOpt = False,
+    every: Annotated[bool, typer.Option(
+        "--all", "-a", help="Also models other tools keep here (Ollama, LM Studio, llama.cpp, the Hugging Face "
+        "cache, LOCALSEEK_MODELS_PATH), which `run` uses in place.")] = False,
+) -> None:
+    """Installed models: name, quant, size, what was verified, path, last used (also: `localseek ls`)."""
+    from localseek.models import elsewhere
+
     models = sorted(store.installed().values(), key=lambda m: m.name)
+    found = sorted(elsewhere.find_all(), key=lambda m: (m.source, m.name)) if every else []
     if as_json:
-        _print_json([m.to_json() | {"missing": m.missing()} for m in models])
+        rows = [m.to_json() | {"missing": m.missing(), "tool": "localseek"} for m in models]
+        _print_json(rows + [f.to_json() for f in found])
         return
-    if not models:
+    if not models and not found:
+        more = "" if every else " `localseek list --all` also shows models other tools keep here."
         err_console().print("Nothing installed yet. `localseek models` lists the catalog; "
-                            "`localseek pull deepseek-r1:1.5b` fetches a small one.", markup=False)
+                            f"`localseek pull deepseek-r1:1.5b` fetches a small one.{more}", markup=False)
         return
     table = Table(box=None, header_style="bold")
-    for col in ("name", "quant", "size", "verified", "path", "last used"):
+    columns = ("name", "source", "quant", "size", "verified", "path", "last used") if every else \
+        ("name", "quant", "size", "verified", "path", "last used")
+    for col in columns:
         table.add_column(col, overflow="fold")
     for m in models:
         broken = " (files missing: pull again)" if m.missing() else ""
-        cells = (m.name, m.quant or m.kind, format_size(m.size), checked_label(m), f"{m.primary}{broken}",
-                 _ago(m.last_used))
+        row = [m.name, m.quant or m.kind, format_size(m.size), checked_label(m), f"{m.primary}{broken}",
+               _ago(m.last_used)]
+        cells = row[:1] + ["localseek"] + row[1:] if every else row
+        table.add_row(*(Text(printable(c)) for c in cells))
+    for f in found:
+        cells = [f.name, f.tool, f.quant or "?", format_size(f.size), "—", str(f.path), "—"]
         table.add_row(*(Text(printable(c)) for c in cells))
     _out().print(table)
+    if found:
+        err_console().print("Models of other tools are used in place, read-only: `localseek run NAME`.",
+                            style="stats", markup=False)
+
+
+@app.command("ls", hidden=True)
+def ls(as_json: JsonOpt = False, every: Annotated[bool, typer.Option("--all", "-a")] = False) -> None:
+    """Same as `list` (Ollama's spelling)."""
+    list_models(as_json=as_json, every=every)
 
 
 # ───────────────────────────── show ─────────────────────────────
@@ -246,13 +378,18 @@ def show(
         summarize_types,
     )
     from localseek.models.pull import find_installed, looks_like_path, parse_ref
+    from localseek.models.resolve import elsewhere_copy
 
     catalog = load_catalog()
     model = None
+    found = None
     path = Path(name).expanduser()
     if not path.exists() and not looks_like_path(name):
         model = find_installed(name, catalog)
-        if model is None:
+        found = elsewhere_copy(name) if model is None else None
+        if found is not None:  # another tool's model: its header, read in place
+            path = found.path
+        elif model is None:
             target = parse_ref(name, catalog)  # unknown names: "did you mean"
             info = _catalog_info(target.spec)
             if as_json:
@@ -263,17 +400,18 @@ def show(
             if info:
                 _print_catalog(info)
             return
-        if model.kind != "gguf":
+        elif model.kind != "gguf":
             raise UsageError(f"{model.name} holds original safetensors weights ({model.primary}); convert them with "
                              f"`localseek pull {model.catalog_id or model.repo} --original --quantize Q4_K_M`.")
-        path = model.primary
+        else:
+            path = model.primary
     info = read_gguf(path)
     spec = catalog.get(model.catalog_id) if model and model.catalog_id else None
     counts = summarize_types(info.tensors)
     sizes = bytes_by_type(info.tensors)
     value = _file_value
     data = {
-        "name": model.name if model else str(info.path), "path": str(info.path),
+        "name": model.name if model else found.name if found else str(info.path), "path": str(info.path),
         "parts": [str(p) for p in info.parts], "size": info.total_bytes, "architecture": info.arch,
         "model_name": value(info.metadata.get(Keys.General.NAME)), "parameters": parameter_count(info),
         "size_label": value(info.metadata.get(Keys.General.SIZE_LABEL)), "quant": file_type_name(info),
@@ -348,16 +486,13 @@ def _print_catalog(info: dict) -> None:
 # ───────────────────────────── rm ─────────────────────────────
 
 @app.command()
-def rm(name: NameArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
+def rm(name: RmArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
     """Remove an installed model. Files another model (or another tool's cache entry) still uses are kept."""
     from localseek.models.pull import find_installed
 
     model = find_installed(name)
     if model is None:
-        names = list(store.installed())
-        hits = load_catalog().suggest(name, extra=names)
-        hint = f" Did you mean {' or '.join(repr(h) for h in hits)}?" if hits else ""
-        raise UsageError(f"{name} is not installed.{hint} `localseek list` shows what is.")
+        raise UsageError(_not_installed(name))
     if not yes:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
             raise UsageError(f"Removing {model.name} needs confirmation: pass --yes.")
@@ -373,6 +508,32 @@ def rm(name: NameArg, yes: YesOpt = False, as_json: JsonOpt = False) -> None:
     console.print(f"Removed {printable(model.name)}: freed {format_size(result.freed)}.", markup=False)
     for p, why in result.kept:
         console.print(f"  kept {printable(p)}: {printable(why)}", style="stats", markup=False)
+
+
+def _not_installed(name: str) -> str:
+    """Why `rm NAME` has nothing to remove, and what to do instead."""
+    import difflib
+
+    from localseek.models import elsewhere
+
+    found = elsewhere.lookup(name)
+    if found is not None:
+        return (f"{found.name} belongs to {found.tool} ({found.path}); localseek only uses it in place and never "
+                f"deletes it: remove it with {found.remove_hint()}.")
+    installed = list(store.installed())
+    typed = name.strip().lower()
+    hits = [h for h in difflib.get_close_matches(typed, [n.lower() for n in installed], n=3, cutoff=0.55)
+            if h != typed]
+    by_lower = {n.lower(): n for n in installed}
+    if hits:
+        return (f"{name} is not installed. Did you mean {' or '.join(repr(by_lower[h]) for h in hits)}? "
+                "`localseek list` shows what is.")
+    try:
+        known = load_catalog().resolve(name) is not None
+    except LocalseekError:  # NAME:NOT-A-QUANT
+        known = False
+    nothing = " (it is in the catalog, but was never pulled)" if known else ""
+    return f"{name} is not installed{nothing}, so there is nothing to remove; `localseek list` shows what is."
 
 
 __all__ = ["checked_label", "confirm", "do_pull"]

@@ -22,7 +22,9 @@ NCpuMoe = Annotated[
     typer.Option("--n-cpu-moe", min=0, metavar="N", help="Keep the routed experts of the first N layers in RAM."),
 ]
 Ctx = Annotated[int | None, typer.Option("--ctx", "-c", min=64, help="Context size in tokens (default: planned).")]
-Threads = Annotated[int | None, typer.Option("--threads", "-t", min=1, help="CPU threads (default: physical cores).")]
+Threads = Annotated[
+    int | None, typer.Option("--threads", "-t", min=1, help="CPU threads (default: planned; `localseek plan` says why).")
+]
 Mlock = Annotated[bool, typer.Option("--mlock", help="Pin the weights in RAM (never paged out).")]
 NoMmap = Annotated[bool, typer.Option("--no-mmap", help="Read the weights into RAM instead of memory-mapping them.")]
 Force = Annotated[bool, typer.Option("--force", help="Go ahead even when the plan does not fit in memory.")]

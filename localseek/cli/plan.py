@@ -11,14 +11,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from localseek.cli import app
+from localseek.cli.completion import complete_model
 from localseek.cli.offload import CpuMoe, Ctx, Force, GpuLayers, Mlock, NCpuMoe, NoMmap, Threads, make_request
+from localseek.cli.output import out_console
 from localseek.planning import hardware
 from localseek.planning.footprint import Footprint
 from localseek.planning.hardware import Hardware
 from localseek.planning.plan import Plan
 from localseek.runtime.open import prepare
 from localseek.sizes import format_count, format_size, parse_size
-from localseek.tui import make_console
 
 _CLASS_LABEL = {
     "attention": "attention", "dense_ffn": "dense FFN", "shared_experts": "shared experts",
@@ -30,7 +31,9 @@ _CLASS_LABEL = {
 @app.command("plan")
 def plan_command(
     model: Annotated[str, typer.Argument(
-        help="A .gguf file (split models: any part), an installed model, or nano. Only its header is read.")],
+        help="A .gguf file (split models: any part), an installed model, nano, or a catalog name or OWNER/REPO[:QUANT] "
+             "not downloaded yet. Only its header is read (from the Hub, with a few range requests, for those).",
+        autocompletion=complete_model)],
     vram: Annotated[str | None, typer.Option("--vram", help="What-if: one GPU with this much memory (0 = none).")] = None,
     ram: Annotated[str | None, typer.Option("--ram", help="What-if: this much RAM, e.g. 192GiB.")] = None,
     unified: Annotated[bool, typer.Option("--unified", help="What-if: GPU shares RAM (Apple silicon).")] = False,
@@ -62,17 +65,26 @@ def plan_command(
         vram=parse_size(vram, "--vram") if vram is not None else None,
         unified=unified, cores=cores, board=board,
     )
-    prep = prepare(model, request, hw=hw, notify=lambda msg: sys.stderr.write(msg + "\n"))
+    prep = prepare(model, request, hw=hw, notify=_say, remote=True)
     fp, plan = prep.footprint, prep.plan
+    remote = prep.ref.remote
     if as_json:
-        typer.echo(json.dumps({"model": footprint_dict(fp), "hardware": hw.to_dict(), "plan": plan.to_dict()}, indent=2))
+        where = {"installed": False, "repo": remote.repo, "commit": remote.commit,
+                 "files": [f.path for f in remote.files], "header_cached": remote.from_cache} if remote else \
+            {"installed": True, "path": str(prep.ref.path)}
+        typer.echo(json.dumps({"model": footprint_dict(fp), "source": where, "hardware": hw.to_dict(),
+                               "plan": plan.to_dict()}, indent=2))
     else:
-        render(fp, hw, plan, prep.ref.text)
+        render(fp, hw, plan, prep.ref.text, title=prep.ref.name, download=remote.size if remote else None)
     if not plan.fits and not force:
         from localseek.cli import error_line
 
         error_line(plan.problem)
         raise typer.Exit(2)
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(message + "\n")
 
 
 def footprint_dict(fp: Footprint) -> dict:
@@ -97,10 +109,13 @@ def _machine_line(hw: Hardware) -> str:
     return line + (" [what-if]" if hw.simulated else "")
 
 
-def render(fp: Footprint, hw: Hardware, plan: Plan, name: str) -> None:
-    out = make_console(sys.stdout)
+def render(fp: Footprint, hw: Hardware, plan: Plan, name: str, *, title: str | None = None,
+           download: int | None = None) -> None:
+    """The plan as tables; `name` is what to pass to `run`, `title` what to call the model (default: the file);
+    `download`: the model is not here yet and weighs this much (planned from its header on the Hub)."""
+    out = out_console()
     mtp = f", +{fp.n_layer_all - fp.n_layer} MTP" if fp.n_layer_all > fp.n_layer else ""
-    out.print(f"[bold]{escape(fp.name)}[/] · {fp.arch} · {fp.file_type} · {format_count(fp.n_params)} params · "
+    out.print(f"[bold]{escape(title or fp.name)}[/] · {fp.arch} · {fp.file_type} · {format_count(fp.n_params)} params · "
               f"{format_size(fp.weights(load_mtp=True))} ({fp.bits_per_weight:.2f} bits/weight) · "
               f"{fp.n_layer} layers{mtp}")
     out.print(f"Machine: {_machine_line(hw)}")
@@ -140,5 +155,8 @@ def render(fp: Footprint, hw: Hardware, plan: Plan, name: str) -> None:
         out.print(f"Overrides (regex → CPU): {' '.join(plan.overrides)}")
     for w in plan.warnings:
         out.print(f"[notice]warning:[/] {w}")
-    if plan.fits:
+    if plan.fits and download is not None:
+        out.print(f"[green]Fits.[/] Not downloaded yet: `localseek pull {escape(name)}` fetches it "
+                  f"({format_size(download)}); `localseek run {escape(name)}` then uses this plan.", highlight=False)
+    elif plan.fits:
         out.print(f"[green]Fits.[/] `localseek run {escape(name)}` uses this plan.", highlight=False)

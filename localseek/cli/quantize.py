@@ -44,7 +44,8 @@ def quantize(
         str,
         typer.Option(
             "--type",
-            "-t",
+            "-q",
+            "--quantize",
             help="Target: Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q4_0, BF16, F16, IQ2_XXS… (see docs/QUANTIZE.md).",
         ),
     ] = "Q8_0",
@@ -72,18 +73,29 @@ def quantize(
         str | None,
         typer.Option("--split-max-size", help="Split the output into parts of at most this size (e.g. 50G = 50 GiB; binary units, as everywhere)."),
     ] = None,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Quantizer threads.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    threads: Annotated[int | None, typer.Option("--threads", "-t", min=1, help="Quantizer threads.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    force: Annotated[bool, typer.Option("--force", hidden=True, help="Not for quantize: see --overwrite.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show per-tensor detail.")] = False,
 ) -> None:
     """Convert and quantize a model to GGUF — DeepSeek FP8 weights go straight to the target type."""
+    if force:  # --force means "ignore the memory plan" in every other command
+        raise UsageError("quantize replaces an existing output with --overwrite (--force is for run and plan: go "
+                         "ahead when the memory plan does not fit).")
     import quantize as q
+    from localseek.cli.output import out_console
     from localseek.tui import make_console
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     logging.getLogger("gguf").setLevel(logging.INFO if verbose else logging.ERROR)
     _quiet_llama(verbose)
     console = make_console(sys.stderr)
+    already = _quantized_type(source)
+    if already:
+        console.print(f"warning: {source.name} is already quantized ({already}): quantizing it again to "
+                      f"{qtype.upper()} cannot bring back what {already} lost and adds its own error; for the best "
+                      "quality quantize the original weights (a Hugging Face folder, or an F16/BF16 GGUF).",
+                      style="notice", markup=False, highlight=False)
     bar = _ProgressView(console, verbose)
     previous = signal.signal(signal.SIGTERM, _terminate)  # stopped by a service manager: clean up like Ctrl-C
     try:
@@ -96,12 +108,14 @@ def quantize(
             imatrix=imatrix,
             pure=pure,
             split_max_size=parse_size(split_max_size, "--split-max-size") if split_max_size else None,
-            force=force,
+            force=overwrite,
             threads=threads,
             progress=bar.update,
         )
     except (q.SourceError, q.BadWeights) as exc:
         raise ModelFileError(str(exc)) from exc
+    except q.OutputExists as exc:  # the library names its own switch; the command's is --overwrite
+        raise UsageError(str(exc).replace("--force", "--overwrite")) from exc
     except q.QuantizeError as exc:
         raise UsageError(str(exc)) from exc
     except KeyboardInterrupt as exc:  # the library has removed its partial output by now
@@ -113,7 +127,7 @@ def quantize(
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
-    out = make_console()
+    out = out_console()
     size = sum(p.stat().st_size for p in result.paths)
     out.print(
         f"Wrote {result.paths[0]}"
@@ -146,6 +160,21 @@ class _Terminated(KeyboardInterrupt):
 
 def _terminate(signum: int, frame: object) -> None:
     raise _Terminated
+
+
+def _quantized_type(source: Path) -> str | None:
+    """The quant a source GGUF already has (Q4_K_M, Q8_0…), or None for float weights, folders, unreadable files
+    (the conversion itself reports those)."""
+    from localseek.errors import LocalseekError
+    from localseek.models.gguf_info import file_type_name, read_gguf
+
+    if not source.is_file():
+        return None
+    try:
+        name = file_type_name(read_gguf(source))
+    except (LocalseekError, OSError, ValueError):
+        return None
+    return name if name and name not in ("F32", "F16", "BF16") and not name.startswith("type ") else None
 
 
 class _ProgressView:

@@ -14,6 +14,7 @@ from localseek.chat.conversation import read_template_file
 from localseek.chat.generation import Done, Turn, template_for
 from localseek.chat.session import ChatSession, ChatSettings
 from localseek.cli import app
+from localseek.cli.completion import complete_model
 from localseek.cli.offload import (
     CpuMoe,
     Ctx,
@@ -32,8 +33,9 @@ from localseek.sizes import format_size
 from localseek.text import printable
 
 ModelArg = Annotated[str, typer.Argument(
-    help="A catalog name (deepseek-r1:7b, see `localseek models`), an installed model, OWNER/REPO[:QUANT], or a "
-         ".gguf file (split models: any part).", show_default=False)]
+    help="A catalog name (deepseek-r1:7b, see `localseek models`), an installed model, a model Ollama, LM Studio "
+         "or llama.cpp keeps here (`localseek list --all`), OWNER/REPO[:QUANT], or a .gguf file (split models: any "
+         "part).", show_default=False, autocompletion=complete_model)]
 _SAMPLING = "Sampling (defaults: catalog entry, else GGUF, else DeepSeek R1 advice)"
 _THINK = "Reasoning"
 _SPEED = "Speculative decoding"
@@ -48,8 +50,11 @@ def run(
     prompt: Annotated[
         str | None, typer.Argument(help="Answer this once and exit (piped stdin is appended). Omit to chat.")
     ] = None,
+    prompt_file: Annotated[Path | None, Opt(
+        "--file", "-f", help="Read the prompt from this file (- for stdin); PROMPT, if given, comes first.")] = None,
     max_tokens: Annotated[
-        int | None, Opt("--max-tokens", "-n", min=1, help="Cap the reply length.", rich_help_panel=_SAMPLING)
+        int | None,
+        Opt("--max-tokens", "-n", min=1, help="Generate at most N tokens (reasoning included).", rich_help_panel=_SAMPLING)
     ] = None,
     temperature: Annotated[
         float | None, Opt(min=0.0, help="Temperature, 0 = greedy (default 0.6).", rich_help_panel=_SAMPLING)
@@ -111,18 +116,20 @@ def run(
         "--draft-max", min=1, max=32, rich_help_panel=_SPEED,
         help="Most tokens drafted per step (MTP 3, draft model 6); the length used is tuned as it runs.")] = None,
 ) -> None:
-    """Run a model: one answer for PROMPT (also reads piped stdin), or an interactive chat.
+    """Run a model: one answer for PROMPT (also piped stdin, or a file with -f), or an interactive chat.
 
     Memory is planned first (see `localseek plan MODEL`); the offload flags override the plan.
     Exit codes: 0 done, 2 bad input or model, 130 interrupted (Ctrl-C).
     """
+    from localseek.models.resolve import check
     from localseek.runtime.open import Speculation, open_model
 
+    check(model)  # an unknown name gets its "did you mean" before anything else is said
     request = make_request(
         ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads, mlock=mlock,
         no_mmap=no_mmap, force=force,
     )
-    piped = _read_stdin()
+    piped = _read_prompt_file(prompt_file) if prompt_file is not None else _read_stdin()
     if prompt is not None and piped:
         prompt = f"{prompt}\n\n{piped}"
     elif prompt is None and piped:
@@ -140,7 +147,7 @@ def run(
     }
     with open_model(
         model, request, speculation=Speculation(mtp=mtp, draft=draft, n_draft=draft_max), sampling=flags,
-        verbose=verbose, fetch=lambda ref: _pull_first(ref, assume_yes=yes), notify=_say,
+        verbose=verbose, fetch=lambda ref: _pull_first(ref, assume_yes=yes, force=force, request=request), notify=_say,
         on_plan=lambda prep: _report_plan(prep.plan, verbose=verbose),
     ) as opened:
         plan = opened.plan
@@ -150,7 +157,7 @@ def run(
         settings = ChatSettings(
             sampling=opened.sampling, think=think, show_thinking=not hide_thinking, think_budget=think_budget
         )
-        facts = {**_facts(opened.info), "plan": summary_line(plan).removeprefix("plan: ")}
+        facts = {**_facts(opened.info, opened.ref), "plan": summary_line(plan).removeprefix("plan: ")}
         template = None
         if template_source is not None and template_file is not None:
             template = template_for(opened.engine, template_source, f"The chat template in {template_file.name}")
@@ -167,15 +174,17 @@ def _say(message: str) -> None:
     sys.stderr.write(message + "\n")
 
 
-def _pull_first(ref: str, *, assume_yes: bool) -> InstalledModel:
-    """`run NAME` of a model that is not here yet: ask (on a terminal) or take --yes, then pull it."""
-    from localseek.cli.models import confirm, do_pull
+def _pull_first(ref: str, *, assume_yes: bool, force: bool, request: Any) -> InstalledModel:
+    """`run NAME` of a model that is not here yet: plan it from its header on the Hub, ask (on a terminal) or take
+    --yes, then pull it."""
+    from localseek.cli.models import confirm, do_pull, plan_before_download
     from localseek.errors import NotInstalledError
     from localseek.models.pull import expected_size, parse_ref
 
     size = expected_size(parse_ref(ref))
     if not assume_yes and not (sys.stdin.isatty() and sys.stderr.isatty()):
         raise NotInstalledError(f"{ref} is not installed: pass --yes to download it now, or `localseek pull {ref}`.")
+    plan_before_download(ref, force=force, assume_yes=False, request=request, ask=False)
     about = f" (about {format_size(size)})" if size else ""
     if not confirm(f"{ref} is not installed. Download it{about} from Hugging Face now?", assume_yes=assume_yes):
         raise NotInstalledError(f"Not downloaded; `localseek pull {ref}` fetches it when you are ready.")
@@ -192,6 +201,28 @@ def _report_plan(plan, *, verbose: bool) -> None:
         sys.stderr.write(summary_line(plan) + "\n")
 
 
+def _read_prompt_file(path: Path) -> str | None:
+    """`--file PATH` (or `-` for stdin): the prompt text, or a one-line error that says what is wrong."""
+    if str(path) == "-":
+        text = sys.stdin.read() if sys.stdin is not None else ""
+        if not text.strip():
+            raise UsageError("--file - read nothing from stdin; pipe the prompt in.")
+        return text
+    try:
+        data = path.expanduser().read_bytes()
+    except IsADirectoryError:
+        raise UsageError(f"--file {path} is a folder; give a text file.") from None
+    except OSError as exc:
+        raise UsageError(f"Cannot read --file {path}: {exc.strerror or exc}.") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--file {path} is not UTF-8 text.") from None
+    if not text.strip():
+        raise UsageError(f"--file {path} is empty; put the prompt in it.")
+    return text
+
+
 def _read_stdin() -> str | None:
     if sys.stdin is None or sys.stdin.isatty():
         return None
@@ -199,8 +230,10 @@ def _read_stdin() -> str | None:
     return data if data.strip() else None
 
 
-def _facts(info: Any) -> dict[str, str]:
+def _facts(info: Any, ref: Any) -> dict[str, str]:
     facts = {"file": str(info.path), "architecture": info.arch}
+    if ref.found is not None:
+        facts["from"] = f"{ref.found.tool}, used in place (read-only)"
     name = info.metadata.get(Keys.General.NAME)
     if name:
         facts["name"] = printable(name, limit=200)  # from the file: shown by /model
@@ -208,6 +241,9 @@ def _facts(info: Any) -> dict[str, str]:
     facts["size"] = format_size(size) + (
         f" in {len(info.parts)} parts" if len(info.parts) > 1 else ""
     )
+    license_ = ref.spec.license if ref.spec is not None else info.metadata.get(Keys.General.LICENSE)
+    if license_:
+        facts["license"] = str(license_)
     return facts
 
 

@@ -184,9 +184,11 @@ class Catalog:
         return None
 
     def suggest(self, name: str, extra: list[str] | None = None, n: int = 3) -> list[str]:
+        """Known names close to `name` (never `name` itself: "did you mean" the very thing typed helps nobody)."""
+        typed = name.strip().lower()
         pool = self.names() + list(extra or [])
-        lowered = {p.lower(): p for p in pool}
-        hits = difflib.get_close_matches(name.strip().lower(), list(lowered), n=n, cutoff=0.55)
+        lowered = {p.lower(): p for p in pool if p.lower() != typed}
+        hits = difflib.get_close_matches(typed, list(lowered), n=n, cutoff=0.55)
         return [lowered[h] for h in hits]
 
     def unknown(self, name: str, extra: list[str] | None = None) -> UnknownModelError:

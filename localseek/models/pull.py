@@ -38,6 +38,7 @@ from localseek.models.listing import (
 )
 from localseek.models.paths import OutsideRootError, inside
 from localseek.models.quants import FALLBACK_ORDER, is_quant, normalize_quant
+from localseek.models.refs import canonical
 from localseek.sizes import format_size
 
 HUB_REF_RE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?::(?P<sel>.+))?$")
@@ -73,6 +74,7 @@ class PullResult:
 
 
 def looks_like_path(ref: str) -> bool:
+    ref = canonical(ref)  # hf.co/OWNER/REPO is a Hub reference, not a folder
     if ref.startswith(("./", "../", "/", "~", ".\\")) or "\\" in ref:
         return True
     if ref.lower().endswith(".gguf") and ":" not in ref:
@@ -83,7 +85,7 @@ def looks_like_path(ref: str) -> bool:
 def parse_ref(ref: str, catalog: Catalog | None = None) -> Target:
     """Raises UnknownModelError with "did you mean" for names that are neither catalog names nor Hub repos."""
     catalog = catalog or load_catalog()
-    ref = ref.strip()
+    ref = canonical(ref)
     resolved = catalog.resolve(ref)
     if resolved:
         return Target(spec=resolved.spec, quant=resolved.quant)
@@ -98,6 +100,7 @@ def parse_ref(ref: str, catalog: Catalog | None = None) -> Target:
 def find_installed(ref: str, catalog: Catalog | None = None) -> store.InstalledModel | None:
     """The installed model a name refers to, or None. Several quants of one model: the catalog default, else the
     most recently used or pulled."""
+    ref = canonical(ref)
     models = store.installed()
     if ref in models:
         return models[ref]
@@ -148,6 +151,7 @@ def pull(ref: str, *, original: bool = False, quantize: str | None = None, progr
     progress = progress or Progress()
     hub = hub or Hub()
     catalog = load_catalog()
+    ref = canonical(ref)
     if looks_like_path(ref) and catalog.resolve(ref) is None:
         raise UsageError(f"{ref} is a file path: `localseek run {ref}` uses a local GGUF as it is; `pull` fetches "
                          "catalog names and Hub repos (OWNER/REPO).")

@@ -36,7 +36,12 @@ def ensure_gguf(quant: str = DEFAULT_QUANT, *, on_convert: Callable[[str], None]
             f"localseek-nano's checkpoint is missing from this install ({CHECKPOINT}); reinstall localseek."
         )
     from quantize import QuantizeError, UnsupportedType, convert
+    from quantize.types import parse_ftype
 
+    try:  # checked before anything is announced or written
+        quant = parse_ftype(quant)[0]
+    except UnsupportedType as exc:
+        raise UsageError(f"{exc} (nano:{quant})") from exc
     out_dir = store.home() / "converted"
     out = out_dir / f"localseek-nano-{_fingerprint(CHECKPOINT)}-{quant}.gguf"
     if out.is_file():

@@ -361,6 +361,11 @@ def _explain(plan: Plan, fp: Footprint, hw: Hardware, req: Request, wanted: int)
     # context
     kv_tok = fp.kv_bytes_per_token()
     kind = "MLA latent cache" if fp.mla else ("full K/V per head (pre-MLA conversion)" if fp.legacy_mla else "K/V cache")
+    if req.n_ctx and req.n_ctx > fp.context_train:
+        plan.warnings.append(
+            f"--ctx {req.n_ctx} is more than the {fp.context_train} tokens the model was trained for: past "
+            f"{fp.context_train} tokens its answers degrade (--ctx {fp.context_train} or less avoids that)"
+        )
     if plan.n_ctx < wanted:
         msg = (f"only {plan.n_ctx} of the requested {wanted} tokens fit ({fs(kv_tok)} per token, {kind})")
         why(Reason("context", str(plan.n_ctx), msg))

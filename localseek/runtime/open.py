@@ -74,10 +74,12 @@ class OpenModel:
 
 
 def prepare(ref: str | ModelRef, request: Request = Request(), *, speculation: Speculation = Speculation(),
-            hw: hardware.Hardware | None = None, fetch: Fetch | None = None, notify: Notify | None = None) -> Prepared:
-    """Resolve, read the header and plan (a plan that does not fit is returned, not refused: `plan.fits`)."""
-    model = ref if isinstance(ref, ModelRef) else resolve(ref, fetch=fetch, notify=notify)
-    info = read_gguf(model.path)
+            hw: hardware.Hardware | None = None, fetch: Fetch | None = None, notify: Notify | None = None,
+            remote: bool = False) -> Prepared:
+    """Resolve, read the header and plan (a plan that does not fit is returned, not refused: `plan.fits`).
+    `remote`: a model that is not here is planned from its header on the Hub (nothing is downloaded)."""
+    model = ref if isinstance(ref, ModelRef) else resolve(ref, fetch=fetch, notify=notify, remote=remote)
+    info = model.read()  # a file's header, or (plan before a download) the one read from the Hub
     use_mtp = speculative.resolve(info, mtp=speculation.mtp, draft=speculation.draft)
     if use_mtp != request.load_mtp:
         request = replace(request, load_mtp=use_mtp)  # the MTP block's memory is part of the plan

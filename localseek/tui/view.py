@@ -221,13 +221,14 @@ class ChatView(_EventView):
             self.show_reasoning(reply.reasoning)
         if reply.text:
             style = {"error": "error", "notice": "notice"}.get(reply.kind, "info")
-            self.console.print(reply.text, style=style, markup=False, highlight=False)
+            # text from the model's file (a template, a name) never reaches the terminal as escape sequences
+            self.console.print(printable(reply.text), style=style, markup=False, highlight=False)
         if reply.rows:
             table = Table.grid(padding=(0, 2))
             table.add_column(style="key", no_wrap=True)
             table.add_column()
             for key, value in reply.rows:
-                table.add_row(key, value)
+                table.add_row(Text(printable(key)), Text(printable(value)))
             self.console.print(table)
         if reply.transcript:
             self.show_transcript(reply.transcript)
