@@ -137,7 +137,7 @@ def response_format(body: dict[str, Any]) -> Grammar | None:
 def tool_fields(body: dict[str, Any], parsed: Parsed) -> None:
     tools = body.get("tools")
     if tools is None:
-        return
+        tools = []
     if not isinstance(tools, list):
         raise bad_request("`tools` must be a list.", "tools")
     for i, tool in enumerate(tools):
