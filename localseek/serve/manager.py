@@ -198,6 +198,7 @@ class ModelManager:
         finally:
             self.loading.pop(key, None)
         self.models[key] = loaded
+        self.named.setdefault(ref.name, ref)  # known by its name from now on, loaded or not
         future.set_result(loaded)
         return loaded
 
