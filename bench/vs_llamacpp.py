@@ -100,7 +100,7 @@ def write_test_model(out: Path, *, n_layer: int = 28, d: int = 1536, n_ff: int =
             arr = (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(dt)
         w.write_tensor_data(arr)
     w.close()
-    from localseek.engine import _install_log_capture
+    from localseek.runtime.engine import _install_log_capture
 
     _install_log_capture()  # llama.cpp's quantizer log goes to localseek's capture, not the terminal
     params = llama_cpp.llama_model_quantize_default_params()
