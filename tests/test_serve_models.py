@@ -126,3 +126,30 @@ def test_bad_keep_alive_is_a_usage_error(bad: str) -> None:
 
     with pytest.raises(UsageError, match="--keep-alive"):
         parse_keep_alive(bad)
+
+
+def test_a_model_with_mtp_is_served_speculatively_one_at_a_time(tmp_path: Path, model_dir: Path) -> None:
+    from deepseek_factory import TinyDeepseekConfig, write_deepseek2_gguf
+
+    from localseek.chat.generation import respond
+    from localseek.runtime.engine import Engine
+    from localseek.runtime.options import LoadOptions, Sampling
+
+    path = model_dir / "tiny-ds-mtp.gguf"
+    if not path.exists():
+        write_deepseek2_gguf(path, TinyDeepseekConfig())
+    plain = Engine.load(path, LoadOptions(n_ctx=512, n_threads=1))
+    try:
+        want = list(respond(plain, HELLO, Sampling(temperature=0, max_tokens=40)))[-1]
+    finally:
+        plain.close()
+    srv = Server([str(path), "--ctx", "512"], tmp_path, env=server_env(tmp_path))
+    try:
+        reply = ask(srv, path.stem, max_tokens=40).json()
+        message = reply["choices"][0]["message"]
+        assert (message.get("reasoning_content") or "", message["content"]) == (want.reasoning, want.answer)
+        assert reply["timings"]["draft_n"] > 0 and reply["timings"]["draft_n_accepted"] > 0
+        status = httpx.get(srv.url + "/localseek/ps").json()["models"][0]
+        assert status["speculation"] == "mtp" and len(status["slots"]) == 1
+    finally:
+        srv.stop()

@@ -347,10 +347,14 @@ def _log_usage(request: Request, finish: Finish) -> None:
 
 
 def _timings(finish: Finish) -> dict[str, Any]:
+    """llama-server's `timings` object (its field names), with the speculative counters when a drafter ran."""
     s = finish.stats
-    return {"prompt_n": s.prompt_tokens, "prompt_ms": round(s.prompt_seconds * 1000, 2),
-            "predicted_n": s.generated_tokens, "predicted_ms": round(s.generation_seconds * 1000, 2),
-            "predicted_per_second": round(s.tokens_per_second, 2)}
+    out: dict[str, Any] = {"prompt_n": s.prompt_tokens, "prompt_ms": round(s.prompt_seconds * 1000, 2),
+                           "predicted_n": s.generated_tokens, "predicted_ms": round(s.generation_seconds * 1000, 2),
+                           "predicted_per_second": round(s.tokens_per_second, 2)}
+    if s.spec is not None:
+        out.update(draft_n=s.spec.drafted, draft_n_accepted=s.spec.accepted)
+    return out
 
 
 async def list_models(request: Request) -> Response:
