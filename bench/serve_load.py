@@ -12,9 +12,10 @@ What it does:
    to Q4_0 with llama.cpp's quantizer (bench/vs_llamacpp.py's writer), deleted at the end unless --keep-model;
 3. starts each server in turn on a free loopback port (`localseek serve MODEL --parallel P --ctx C --threads T`;
    `llama-server -m MODEL -np P -c C -t T -fa on -kvu`: flash attention and a unified KV cache, as localseek);
-4. for each client count N, N clients each stream R chat requests one after another (their own prompt, greedy,
-   max_tokens M) through /v1/chat/completions with usage; total tokens/s = completion tokens ÷ wall time of the
-   whole load, after one warm-up request. Servers alternate (A B, B A) for --rounds rounds; medians are reported.
+4. for each client count N, N clients each stream R raw completions one after another (their own prompt, greedy,
+   max_tokens M) through /v1/completions with usage; total tokens/s = completion tokens ÷ wall time of the
+   whole load, after one warm-up request. Servers alternate (A B, B A) for --rounds rounds; the table gives
+   each server's median and range and the same-round ratios (localseek ÷ llama-server) with their median.
 
 Only 127.0.0.1 is ever contacted. Exit status 0 when it measured, 1 when it could not.
 """
@@ -55,7 +56,8 @@ class Server:
         self.kind, self.port = kind, port
         self.url = f"http://127.0.0.1:{port}"
         self._log = logfile.open("w")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env)
 
     def wait(self, timeout: float = 300) -> None:
         import httpx
@@ -81,7 +83,7 @@ class Server:
         self._log.close()
 
 
-def start(kind: str, model: Path, args: argparse.Namespace, bin_dir: Path, workdir: Path) -> Server:
+def start(kind: str, model: Path, args: argparse.Namespace, bin_dir: Path, workdir: Path, rnd: int) -> Server:
     port = free_port()
     env = dict(os.environ)
     if kind == "localseek":
@@ -92,18 +94,22 @@ def start(kind: str, model: Path, args: argparse.Namespace, bin_dir: Path, workd
         cmd = [str(bin_dir / "llama-server"), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
                "-c", str(args.ctx), "-t", str(args.threads), "-tb", str(args.threads), "-np", str(args.parallel),
                "-fa", "on", "-kvu", "--no-webui"]
-    server = Server(kind, cmd, port, env, workdir / f"{kind}.log")
+    server = Server(kind, cmd, port, env, workdir / f"{kind}-{rnd}.log")
     server.wait()
     return server
 
 
 async def one_client(client: object, url: str, model: str, client_id: int, requests: int, max_tokens: int) -> int:
+    """Raw completions (the same prompt text for both servers: no chat template of either side in the way)."""
     tokens = 0
     for r in range(requests):
         body = {"model": model, "stream": True, "stream_options": {"include_usage": True}, "temperature": 0,
-                "max_tokens": max_tokens,
-                "messages": [{"role": "user", "content": f"client {client_id} request {r}: tell me a story"}]}
-        async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:  # type: ignore
+                "max_tokens": max_tokens, "prompt": f"<｜User｜>client {client_id} request {r}: tell me a story"
+                                                    "<｜Assistant｜>"}
+        # A connection per request: llama-server (cpp-httplib) may close a kept-alive connection after a stream,
+        # and a POST on a connection the server just closed fails instead of being retried.
+        async with client.stream("POST", url + "/v1/completions", json=body,  # type: ignore
+                                 headers={"Connection": "close"}) as response:
             response.raise_for_status()
             async for line in response.aiter_lines():
                 if line.startswith("data: {"):
@@ -158,7 +164,7 @@ def main() -> int:
         for rnd in range(args.rounds):
             order = ["llama-server", "localseek"] if rnd % 2 else ["localseek", "llama-server"]
             for kind in order:
-                server = start(kind, model, args, bin_dir, workdir)
+                server = start(kind, model, args, bin_dir, workdir, rnd)
                 try:
                     name = model.stem if kind == "localseek" else "model"
                     for n in clients:
@@ -176,12 +182,16 @@ def main() -> int:
         if generated and not args.keep_model and model.exists():
             model.unlink()
     print(f"\nmodel {model.name}, {args.threads} threads, {args.parallel} slots, ctx {args.ctx}, "
-          f"{args.requests} requests × {args.max_tokens} tokens per client, {args.rounds} rounds (median)\n")
-    print("| clients | localseek tok/s | llama-server tok/s | ratio |")
-    print("|---:|---:|---:|---:|")
+          f"{args.requests} requests × {args.max_tokens} tokens per client, {args.rounds} rounds\n")
+    print("| clients | localseek tok/s (median, range) | llama-server tok/s (median, range) | ratio per round | "
+          "median ratio |")
+    print("|---:|---:|---:|---|---:|")
     for n in clients:
-        a, b = statistics.median(results["localseek"][n]), statistics.median(results["llama-server"][n])
-        print(f"| {n} | {a:.1f} | {b:.1f} | {a / b:.2f} |")
+        a, b = results["localseek"][n], results["llama-server"][n]
+        ratios = [x / y for x, y in zip(a, b)]
+        print(f"| {n} | {statistics.median(a):.1f} ({min(a):.1f}–{max(a):.1f}) | {statistics.median(b):.1f} "
+              f"({min(b):.1f}–{max(b):.1f}) | {', '.join(f'{r:.2f}' for r in ratios)} | "
+              f"{statistics.median(ratios):.2f} |")
     return 0
 
 

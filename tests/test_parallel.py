@@ -12,7 +12,7 @@ import pytest
 from factory import SCRIPT_ANSWER, SCRIPT_REASONING
 from tuimodels import loop_model
 
-from localseek.chat.generation import Done, respond
+from localseek.chat.generation import Done, respond, template_for
 from localseek.runtime.decode import prompt_phase
 from localseek.runtime.engine import Engine
 from localseek.runtime.options import Grammar, LoadOptions, Sampling
@@ -59,7 +59,7 @@ def test_parallel_sequences_equal_the_single_sequence_loop(tiny_random_gguf: Pat
         assert decoder.batched_tokens > decoder.steps  # sequences really shared batches
         # A second turn of the same conversation reuses its slot's cache (prefix match), not a fresh prefill.
         slots, waiting = decoder.info()
-        assert waiting == 0 and not any(s.busy for s in slots) and all(s.cached_tokens for s in slots)
+        assert waiting == 0 and not any(s.busy for s in slots) and any(s.cached_tokens for s in slots)
     finally:
         decoder.close()
         engine.close()
@@ -151,3 +151,49 @@ def test_prompt_phase() -> None:
     assert prompt_phase([5, 1, 2], think) == "answer"
     assert prompt_phase([5, 1, 8, 2, 9, 9], think) == "answer"  # the forced "\n</think>\n\n"
     assert prompt_phase([1, 8, 2, 9, 9, 9, 9, 9, 9], think) == "start"  # an old turn's block
+
+
+def test_a_cached_prefix_is_reused_and_shared_between_slots(tiny_gguf: Path) -> None:
+    """A long system prompt read once: the next requests that start with it decode only their own part, also when
+    they run at the same time in other slots (llama_memory_seq_cp shares the cells)."""
+    engine = Engine.load(tiny_gguf, LoadOptions(n_ctx=4096, n_threads=1, n_seq_max=4))
+    decoder = ParallelDecoder(engine, 4)
+    system = "You are a helpful assistant who says hello. " * 60
+
+    def messages(i: int) -> list[dict[str, str]]:
+        return [{"role": "system", "content": system}, {"role": "user", "content": f"hello {i}"}]
+
+    def ask(i: int) -> Done:
+        view = SequenceEngine(engine, decoder, threading.Event())
+        try:
+            return list(respond(view, messages(i), Sampling(temperature=0)))[-1]  # type: ignore[return-value]
+        finally:
+            view.close()
+
+    try:
+        first = ask(0)
+        prompt = first.stats.prompt_tokens
+        assert prompt > 500 and first.answer == SCRIPT_ANSWER
+        before = decoder.batched_tokens
+        # Three more requests at once: each reader takes its first token before the next one starts, so all three
+        # hold a slot together (the first lands in the slot that read the system prompt, the others share it).
+        template = template_for(engine)
+        streams = [decoder.tokens(i, engine.tokenize(template.render(messages(i), add_generation_prompt=True)),
+                                  Sampling(temperature=0), threading.Event()) for i in (1, 2, 3)]
+        replies = [[next(s)] for s in streams]
+        assert sum(1 for s in decoder.info()[0] if s.busy) == 3
+        for stream, reply in zip(streams, replies):
+            for token in stream:
+                reply.append(token)
+                if engine.is_eog(token):
+                    break
+            stream.close()
+        for reply in replies:
+            assert engine.llm.detokenize(reply).decode().endswith(SCRIPT_ANSWER)
+        decoded = decoder.batched_tokens - before
+        # Three replies of 18 tokens and three short suffixes, not three more copies of the system prompt.
+        assert decoded < 3 * (18 + 20), decoded
+        assert sum(1 for s in decoder.info()[0] if s.cached_tokens > prompt // 2) >= 3
+    finally:
+        decoder.close()
+        engine.close()

@@ -139,7 +139,8 @@ class ParallelDecoder:
 
     def info(self) -> tuple[list[SlotInfo], int]:
         with self._cond:
-            return [SlotInfo(s.seq, s.job is not None, len(s.tokens)) for s in self.slots], len(self.waiting)
+            slots = [SlotInfo(s.seq, s.job is not None and not s.job.gone, len(s.tokens)) for s in self.slots]
+            return slots, sum(1 for j in self.waiting if not j.gone)
 
     def close(self) -> None:
         with self._cond:
