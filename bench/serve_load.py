@@ -99,6 +99,12 @@ def start(kind: str, model: Path, args: argparse.Namespace, bin_dir: Path, workd
     return server
 
 
+def decoder_counters(server: Server) -> dict[str, float]:
+    import httpx
+
+    return httpx.get(server.url + "/localseek/ps", timeout=30).json()["models"][0]["decoder"]
+
+
 async def one_client(client: object, url: str, model: str, client_id: int, requests: int, max_tokens: int) -> int:
     """Raw completions (the same prompt text for both servers: no chat template of either side in the way)."""
     tokens = 0
@@ -160,6 +166,7 @@ def main() -> int:
             write_test_model(model, n_layer=24, d=896, n_ff=4864, n_head=14, n_head_kv=2, qtype="Q4_0")
     clients = [int(c) for c in args.clients.split(",")]
     results: dict[str, dict[int, list[float]]] = {"localseek": {}, "llama-server": {}}
+    overhead: dict[int, list[float]] = {}
     try:
         for rnd in range(args.rounds):
             order = ["llama-server", "localseek"] if rnd % 2 else ["localseek", "llama-server"]
@@ -168,11 +175,22 @@ def main() -> int:
                 try:
                     name = model.stem if kind == "localseek" else "model"
                     for n in clients:
+                        before = decoder_counters(server) if kind == "localseek" else None
                         tokens, seconds = asyncio.run(load(server.url, name, n, args.requests, args.max_tokens))
                         rate = tokens / seconds
                         results[kind].setdefault(n, []).append(rate)
+                        extra = ""
+                        if before is not None:
+                            after = decoder_counters(server)
+                            step = after["step_s"] - before["step_s"]
+                            outside = 1 - (after["decode_s"] - before["decode_s"]) / step if step else 0.0
+                            overhead.setdefault(n, []).append(outside)
+                            per_step = (after["batched_tokens"] - before["batched_tokens"]) / max(
+                                1, after["steps"] - before["steps"])
+                            extra = (f"; decoder: {per_step:.1f} tokens/step, {100 * outside:.1f}% of step time "
+                                     "outside llama_decode")
                         log(f"round {rnd + 1} {kind:12s} {n:2d} clients: {tokens} tokens in {seconds:.1f}s = "
-                            f"{rate:.1f} tok/s")
+                            f"{rate:.1f} tok/s{extra}")
                 finally:
                     server.stop()
     except Exception as exc:  # noqa: BLE001
@@ -192,6 +210,9 @@ def main() -> int:
         print(f"| {n} | {statistics.median(a):.1f} ({min(a):.1f}–{max(a):.1f}) | {statistics.median(b):.1f} "
               f"({min(b):.1f}–{max(b):.1f}) | {', '.join(f'{r:.2f}' for r in ratios)} | "
               f"{statistics.median(ratios):.2f} |")
+    print("\nlocalseek's decoding thread, share of its step time outside llama_decode (batch building, sampling, "
+          "hand-over to the request threads): " + ", ".join(
+              f"{n} clients {100 * statistics.median(v):.1f}%" for n, v in sorted(overhead.items())))
     return 0
 
 

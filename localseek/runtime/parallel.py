@@ -91,6 +91,8 @@ class ParallelDecoder:
         self.waiting: deque[_Job] = deque()
         self.steps = 0
         self.batched_tokens = 0
+        self.decode_seconds = 0.0  # inside llama_decode
+        self.step_seconds = 0.0  # whole steps: batch building, llama_decode, sampling, hand-over
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="localseek-decoder", daemon=True)
@@ -167,6 +169,7 @@ class ParallelDecoder:
                     if work:
                         break
                     self._cond.wait(_POLL)
+            started = time.perf_counter()
             try:
                 self._step(work)
             except BaseException as exc:  # noqa: BLE001 — every reader hears of it; the thread keeps serving
@@ -176,6 +179,7 @@ class ParallelDecoder:
                         if slot.job is not None:
                             self._end(slot.job, error)
                             self._forget(slot)
+            self.step_seconds += time.perf_counter() - started
 
     @staticmethod
     def _ready(job: _Job) -> bool:
@@ -276,9 +280,11 @@ class ParallelDecoder:
             added.append((slot, chunk))
         if not added:
             return
+        started = time.perf_counter()
         rc = self._lib.llama_decode(self.ctx, batch.raw)
         if rc == 1 and self._make_room():
             rc = self._lib.llama_decode(self.ctx, batch.raw)
+        self.decode_seconds += time.perf_counter() - started
         if rc == 1:
             # The cache is full even without idle slots' caches: the longest sequence stops ("context").
             longest = max((s for s, _ in added), key=lambda s: len(s.tokens))

@@ -108,6 +108,7 @@ class Loaded:
             "waiting": waiting,
             "requests": [{"id": r.id, "endpoint": r.endpoint, "running_s": round(now - r.started, 1)}
                          for r in self.running.values()],
+            "decoder": _decoder_counters(self.scheduler),
         }
 
 
@@ -291,6 +292,14 @@ class ModelManager:
 
     def status(self) -> list[dict[str, Any]]:
         return [m.status() for m in self.models.values()]
+
+
+def _decoder_counters(scheduler: Scheduler) -> dict[str, float] | None:
+    """How the decoding thread spent its time (for benchmarks): steps, tokens per batch, llama_decode's share."""
+    if not isinstance(scheduler, ParallelDecoder):
+        return None
+    return {"steps": scheduler.steps, "batched_tokens": scheduler.batched_tokens,
+            "decode_s": round(scheduler.decode_seconds, 3), "step_s": round(scheduler.step_seconds, 3)}
 
 
 def _close(loaded: Loaded) -> None:
