@@ -17,8 +17,8 @@ from localseek import __version__
 from localseek.serve import params as p
 from localseek.serve.errors import HTTPError, bad_request
 from localseek.serve.manager import Loaded
-from localseek.serve.openai_api import Parsed, _log_usage
-from localseek.serve.streaming import error_body, read_json, start
+from localseek.serve.openai_api import Parsed, tool_fields
+from localseek.serve.streaming import error_body, log_usage, read_json, start
 from localseek.serve.tools import JSON_OBJECT, schema_grammar
 from localseek.serve.turn import Delta, Finish
 
@@ -74,8 +74,6 @@ def _parse(body: dict[str, Any], chat: bool) -> tuple[Parsed, float | None | boo
         parsed.messages = p.messages(body)
         tools = body.get("tools")
         if tools is not None:
-            from localseek.serve.openai_api import tool_fields
-
             tool_fields({"tools": tools}, parsed)
     else:
         prompt = p.string(body, "prompt") or ""
@@ -159,7 +157,7 @@ async def _respond(request: Request, chat: bool) -> Response:
             async for item in gen.items:
                 if isinstance(item, Finish):
                     result = final(item)
-                    _log_usage(request, item)
+                    log_usage(request, item)
         finally:
             await gen.close()
         if result is None:
@@ -172,7 +170,7 @@ async def _respond(request: Request, chat: bool) -> Response:
                 if isinstance(item, Delta):
                     yield (json.dumps(piece(item), ensure_ascii=False) + "\n").encode()
                 elif isinstance(item, Finish):
-                    _log_usage(request, item)
+                    log_usage(request, item)
                     yield (json.dumps(final(item), ensure_ascii=False) + "\n").encode()
         except Exception as exc:  # noqa: BLE001 — the status is sent: the error goes in the stream
             yield (json.dumps({"error": error_body(exc).message}) + "\n").encode()

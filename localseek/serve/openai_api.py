@@ -22,7 +22,7 @@ from localseek.runtime.options import Grammar
 from localseek.serve import params as p
 from localseek.serve.errors import HTTPError, bad_request
 from localseek.serve.manager import Loaded
-from localseek.serve.streaming import Generation, error_body, read_json, start
+from localseek.serve.streaming import Generation, error_body, log_usage, read_json, start
 from localseek.serve.tools import JSON_OBJECT, schema_grammar
 from localseek.serve.turn import Delta, Finish, TurnRequest
 
@@ -253,7 +253,7 @@ async def chat_completions(request: Request) -> Response:
             finish = await _finish(gen)
         finally:
             await gen.close()
-        _log_usage(request, finish)
+        log_usage(request, finish)
         return JSONResponse({
             "id": ident, "object": "chat.completion", "created": created, "model": gen.loaded.name,
             "system_fingerprint": FINGERPRINT,
@@ -283,7 +283,7 @@ async def chat_completions(request: Request) -> Response:
                     yield chunk({}, item.reason)
                     if parsed.include_usage:
                         yield _sse({**head, "choices": [], "usage": item.usage})
-                    _log_usage(request, item)
+                    log_usage(request, item)
             yield _sse("[DONE]")
         except Exception as exc:  # noqa: BLE001 — the status is sent: the error goes in the stream
             yield _sse(error_body(exc).body())
@@ -307,7 +307,7 @@ async def completions(request: Request) -> Response:
             finish = await _finish(gen)
         finally:
             await gen.close()
-        _log_usage(request, finish)
+        log_usage(request, finish)
         return JSONResponse({**head, "choices": [{"text": finish.content, "index": 0, "logprobs": None,
                                                   "finish_reason": finish.reason}], "usage": finish.usage})
 
@@ -322,7 +322,7 @@ async def completions(request: Request) -> Response:
                                                      "finish_reason": item.reason}]})
                     if parsed.include_usage:
                         yield _sse({**head, "choices": [], "usage": item.usage})
-                    _log_usage(request, item)
+                    log_usage(request, item)
             yield _sse("[DONE]")
         except Exception as exc:  # noqa: BLE001
             yield _sse(error_body(exc).body())
@@ -338,12 +338,6 @@ async def _finish(gen: Generation) -> Finish:
         if isinstance(item, Finish):
             return item
     raise bad_request("The request was cancelled.")
-
-
-def _log_usage(request: Request, finish: Finish) -> None:
-    request.state.log["tokens"] = f"{finish.stats.prompt_tokens}+{finish.stats.generated_tokens}"
-    if request.app.state.config.log_prompts:
-        request.state.log["prompt"] = finish.prompt_text
 
 
 def _timings(finish: Finish) -> dict[str, Any]:

@@ -97,3 +97,10 @@ def error_body(exc: BaseException) -> HTTPError:
     if isinstance(exc, LocalseekError):
         return from_localseek(exc)
     return HTTPError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error")
+
+
+def log_usage(request: Request, finish: Finish) -> None:
+    """What the access line of this request shows: tokens; the prompt text only with --log-prompts."""
+    request.state.log["tokens"] = f"{finish.stats.prompt_tokens}+{finish.stats.generated_tokens}"
+    if request.app.state.config.log_prompts:
+        request.state.log["prompt"] = finish.prompt_text
