@@ -24,18 +24,19 @@ def build_tools(version: str, targets: tuple[str, ...] = ("llama-bench",), jobs:
     """Build llama.cpp's tools (CPU, Release) once; return the bin directory."""
     tree = sdist_tree(version, log)
     src = tree / "vendor" / "llama.cpp"
-    build = cache_dir() / f"build-{version}"
+    server = "llama-server" in targets  # configured apart: the server (and its web UI) is off in the plain build
+    build = cache_dir() / (f"build-{version}-server" if server else f"build-{version}")
     binaries = [build / "bin" / t for t in targets]
     if all(b.exists() for b in binaries):
         return build / "bin"
     jobs = jobs or os.cpu_count() or 2
-    build_log = cache_dir() / f"build-{version}.log"
+    build_log = cache_dir() / f"{build.name}.log"
     log(f"building {', '.join(targets)} from {src} into {build} ({jobs} jobs; several minutes; log: {build_log})")
     with open(build_log, "a") as out:
         for cmd in (
             ["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF",
              "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-             "-DLLAMA_BUILD_SERVER=OFF", "-DGGML_NATIVE=ON"],
+             f"-DLLAMA_BUILD_SERVER={'ON' if server else 'OFF'}", "-DGGML_NATIVE=ON"],
             ["cmake", "--build", str(build), "--config", "Release", "-j", str(jobs), "--target", *targets],
         ):
             if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode != 0:

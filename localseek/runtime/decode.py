@@ -5,7 +5,8 @@ the KV cache; this module does the same work with one reusable `llama_batch`, a 
 record of which tokens sit in the cache (`DecodeContext.tokens`), so that speculative decoding (localseek/speculative.py)
 can verify several tokens in one batch and roll the cache back to the accepted prefix.
 
-Only sequence 0 is used: one conversation per context.
+`DecodeContext` uses sequence 0 only: one conversation per context. Several sequences in one context (the HTTP
+server) are runtime/parallel.py's, which shares `Batch` and `Sampler` with this module.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Batch:
     def clear(self) -> None:
         self.raw.n_tokens = 0
 
-    def add(self, token: int, pos: int, logits: bool, embd: np.ndarray | None = None) -> int:
+    def add(self, token: int, pos: int, logits: bool, embd: np.ndarray | None = None, seq: int = 0) -> int:
         i = int(self.raw.n_tokens)
         if i >= self.capacity:
             raise EngineError(f"internal: batch of {self.capacity} tokens overflowed")
@@ -61,6 +62,7 @@ class Batch:
         raw.token[i] = token
         raw.pos[i] = pos
         raw.logits[i] = logits
+        raw.seq_id[i][0] = seq
         if embd is not None:
             self.embd[i] = embd
         raw.n_tokens = i + 1
@@ -157,43 +159,123 @@ PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over (llama.cpp's de
 
 class Sampler:
     """A native llama.cpp sampler chain, in the order `Llama` builds it (penalties, top-k, top-p, min-p, temperature,
-    random draw; greedy when temperature is 0)."""
+    random draw; greedy when temperature is 0).
 
-    def __init__(self, settings: Sampling, n_vocab: int) -> None:
+    With `settings.grammar` a second chain puts llama.cpp's grammar sampler in front of the same samplers, and is used
+    only for the answer: `think` (the ids of `<think>` and `</think>`) tells where the reasoning is. The phase starts
+    from the prompt (`accept`): a block the prompt left open is reasoning (free); a block it just closed means the
+    answer starts now (constrained); otherwise the model may open a block first, so its first token is either
+    `<think>` or the grammar's. A `</think>` sampled later starts the grammar afresh."""
+
+    def __init__(self, settings: Sampling, n_vocab: int, *, vocab: object = None,
+                 think: tuple[int, int] | None = None) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
         self.settings = settings
-        params = llama_cpp.llama_sampler_chain_default_params()
-        params.no_perf = True
-        self.chain = llama_cpp.llama_sampler_chain_init(params)
-        add = lambda s: llama_cpp.llama_sampler_chain_add(self.chain, s)
+        self.n_vocab = n_vocab
         self.penalized = settings.repeat_penalty != 1.0
+        self.chain = self._chain(None)
+        self.free_chain = self.chain
+        self._vocab = vocab
+        self._think = think
+        self.phase = "free"  # free (no grammar) | start | thinking | answer
+        if settings.grammar is not None:
+            if vocab is None:
+                raise EngineError("internal: a grammar needs the model's vocabulary")
+            self.phase = "start" if think else "answer"
+            self.chain = self._grammar_chain(gate=think is not None)
+
+    def _chain(self, grammar: object) -> object:
+        lib, settings = self._lib, self.settings
+        params = lib.llama_sampler_chain_default_params()
+        params.no_perf = True
+        chain = lib.llama_sampler_chain_init(params)
+        add = lambda s: lib.llama_sampler_chain_add(chain, s)
+        if grammar is not None:
+            add(grammar)
         if self.penalized:
-            add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, settings.repeat_penalty, 0.0, 0.0))
+            add(lib.llama_sampler_init_penalties(self.n_vocab, PENALTY_LAST_N, settings.repeat_penalty, 0.0, 0.0))
         if settings.temperature <= 0:
-            add(llama_cpp.llama_sampler_init_greedy())
+            add(lib.llama_sampler_init_greedy())
         else:
-            add(llama_cpp.llama_sampler_init_top_k(settings.top_k))
-            add(llama_cpp.llama_sampler_init_top_p(settings.top_p, 1))
-            add(llama_cpp.llama_sampler_init_min_p(settings.min_p, 1))
-            add(llama_cpp.llama_sampler_init_temp(settings.temperature))
-            seed = settings.seed if settings.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
-            add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+            add(lib.llama_sampler_init_top_k(settings.top_k))
+            add(lib.llama_sampler_init_top_p(settings.top_p, 1))
+            add(lib.llama_sampler_init_min_p(settings.min_p, 1))
+            add(lib.llama_sampler_init_temp(settings.temperature))
+            seed = settings.seed if settings.seed is not None else lib.LLAMA_DEFAULT_SEED
+            add(lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    def _grammar_chain(self, *, gate: bool) -> object:
+        """A chain led by the grammar; with `gate` its root also allows `<think>` as the whole first token."""
+        grammar = self.settings.grammar
+        assert grammar is not None
+        text, root = grammar.gbnf, grammar.root
+        if gate:
+            text, root = f'{text}\nthink-or-answer ::= "<think>" | {root}\n', "think-or-answer"
+        sampler = self._lib.llama_sampler_init_grammar(self._vocab, text.encode(), root.encode())
+        if not sampler:
+            raise EngineError("The grammar does not parse (llama.cpp refused it).")
+        return self._chain(sampler)
+
+    def _switch(self, phase: str) -> None:
+        if phase == self.phase:
+            return
+        if self.chain is not self.free_chain:
+            self._lib.llama_sampler_free(self.chain)
+        self.phase = phase
+        self.chain = self._grammar_chain(gate=False) if phase == "answer" else self.free_chain
 
     def sample(self, ctx: object, i: int) -> int:
         """Sample from logits row i of the last decode (and record the token for the penalties)."""
-        return int(self._lib.llama_sampler_sample(self.chain, ctx, i))
+        token = int(self._lib.llama_sampler_sample(self.chain, ctx, i))
+        if self._think is not None and self.phase in ("start", "thinking"):
+            if token == self._think[0]:
+                self._switch("thinking")
+            elif token == self._think[1]:
+                self._switch("answer")
+            elif self.phase == "start":
+                self.phase = "answer"  # no think block: the grammar chain is already the answer's
+        return token
 
     def accept(self, tokens: Sequence[int]) -> None:
+        """The tokens before the first sample (the prompt): for the penalties, and where the grammar starts."""
         if self.penalized:
+            for tok in tokens[-PENALTY_LAST_N:]:
+                self._lib.llama_sampler_accept(self.free_chain, tok)
+        if self._think is not None and self.phase == "start":
+            phase = prompt_phase(tokens, self._think)
+            if phase != "start":
+                self._switch(phase)
+        if self.penalized and self.chain is not self.free_chain:
             for tok in tokens[-PENALTY_LAST_N:]:
                 self._lib.llama_sampler_accept(self.chain, tok)
 
     def close(self) -> None:
-        if self.chain is not None:
+        if self.chain is not None and self.chain is not self.free_chain:
             self._lib.llama_sampler_free(self.chain)
-            self.chain = None
+        if self.free_chain is not None:
+            self._lib.llama_sampler_free(self.free_chain)
+        self.chain = self.free_chain = None
+
+
+def prompt_phase(tokens: Sequence[int], think: tuple[int, int]) -> str:
+    """Where a prompt leaves the reply: "thinking" (a block is open), "answer" (a block closed at its very end: a
+    template that skips reasoning, or a budget that closed it) or "start" (the model may open one)."""
+    opened = closed = -1
+    for i in range(len(tokens) - 1, -1, -1):
+        if opened < 0 and tokens[i] == think[0]:
+            opened = i
+        if closed < 0 and tokens[i] == think[1]:
+            closed = i
+        if opened >= 0 and closed >= 0:
+            break
+    if opened > closed:
+        return "thinking"
+    if closed >= 0 and closed >= len(tokens) - 4:  # "</think>" and at most the newlines after it
+        return "answer"
+    return "start"
 
 
 def prefill(dc: DecodeContext, prompt: Sequence[int], keep: int | None = None) -> int:

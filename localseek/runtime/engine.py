@@ -103,7 +103,7 @@ class Engine:
         _LOG.clear()
         overrides = _override_array(options.tensor_overrides)
         try:
-            with _model_params(overrides, load_mtp=options.load_mtp):
+            with _model_params(overrides, load_mtp=options.load_mtp), _context_params(options.n_seq_max):
                 llm = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=options.n_ctx,
@@ -200,17 +200,33 @@ class Engine:
         `speculate`), counting into `spec_stats`. Unbounded: the caller stops it (end of generation, length); it
         ends when the context is full."""
         dc = self.decoder
-        sampler = Sampler(sampling, dc.n_vocab)
+        sampler = self.sampler(sampling)
         try:
             if self.drafter is None:
                 yield from plain_tokens(dc, sampler, prompt_tokens)
-            elif not speculate:
+            elif not speculate or sampling.grammar is not None:  # a grammar's state cannot follow rejected drafts
                 with self.drafter.suspended(dc):
                     yield from plain_tokens(dc, sampler, prompt_tokens)
             else:
                 yield from speculative_tokens(dc, sampler, self.drafter, prompt_tokens, spec_stats or SpecStats())
         finally:
             sampler.close()
+
+    def sampler(self, sampling: Sampling) -> Sampler:
+        """A sampler chain for `sampling` on this model (with its grammar, if any, gated by the think tags)."""
+        return Sampler(sampling, self.n_vocab, vocab=self.llm._model.vocab, think=self.think_tokens)
+
+    @property
+    def n_vocab(self) -> int:
+        return int(self.llm.n_vocab())
+
+    @property
+    def think_tokens(self) -> tuple[int, int] | None:
+        """The ids of `<think>` and `</think>` when each is one token of this vocabulary."""
+        if not hasattr(self, "_think_tokens"):
+            ids = [self.llm.tokenize(tag.encode(), add_bos=False, special=True) for tag in ("<think>", "</think>")]
+            self._think_tokens = (ids[0][0], ids[1][0]) if all(len(i) == 1 for i in ids) else None
+        return self._think_tokens
 
     def stream(self, prompt_tokens: list[int], sampling: Sampling, stats: Stats | None = None) -> Iterator[str]:
         """Yield decoded text pieces; `stats` (the caller's) is filled in as it goes, and final when it ends.
@@ -377,6 +393,33 @@ def _model_params(overrides: tuple[ctypes.Array, list[bytes]] | None, *, load_mt
         yield
     finally:
         internals.LlamaModel = original
+
+
+@contextmanager
+def _context_params(n_seq_max: int) -> Iterator[None]:
+    """Set `llama_context_params.n_seq_max` (and a unified KV cache, so that every sequence may use the whole
+    context) for one load: `Llama` does not expose them; its context constructor is wrapped like the model's."""
+    if n_seq_max <= 1:
+        yield
+        return
+    import llama_cpp
+    import llama_cpp._internals as internals
+
+    if n_seq_max > llama_cpp.llama_max_parallel_sequences():
+        raise EngineError(f"llama.cpp serves at most {llama_cpp.llama_max_parallel_sequences()} sequences at once.")
+    original = internals.LlamaContext
+
+    class _WithParams(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *, model, params, verbose: bool = True) -> None:  # type: ignore[no-untyped-def]
+            params.n_seq_max = n_seq_max
+            params.kv_unified = True
+            super().__init__(model=model, params=params, verbose=verbose)
+
+    internals.LlamaContext = _WithParams
+    try:
+        yield
+    finally:
+        internals.LlamaContext = original
 
 
 def _last_error_line() -> str:

@@ -99,10 +99,12 @@ def open_model(
     fetch: Fetch | None = None,
     notify: Notify | None = None,
     on_plan: Callable[[Prepared], None] | None = None,
+    n_seq_max: int = 1,
 ) -> OpenModel:
     """Resolve, plan, load. `sampling` holds the user's sampling flags (None = not given). `on_plan` sees the plan
-    before the (possibly long) load. Raises InsufficientMemoryError when the plan does not fit and
-    `request.force` is not set, and the typed errors of each step otherwise."""
+    before the (possibly long) load. `n_seq_max`: sequences the context will serve at once (the HTTP server's slots;
+    the KV cache is then unified, the same n_ctx cells). Raises InsufficientMemoryError when the plan does not fit
+    and `request.force` is not set, and the typed errors of each step otherwise."""
     prep = prepare(ref, request, speculation=speculation, hw=hw, fetch=fetch, notify=notify)
     plan = prep.plan
     if not plan.fits and not request.force:
@@ -112,7 +114,8 @@ def open_model(
         on_plan(prep)
     drafter, kind, draft_engine = _drafter(prep, speculation, verbose=verbose)
     try:
-        engine = Engine.load(prep.info.path, load_options(plan, verbose=verbose), drafter=drafter)
+        engine = Engine.load(prep.info.path, replace(load_options(plan, verbose=verbose), n_seq_max=n_seq_max),
+                             drafter=drafter)
     except BaseException:
         if draft_engine is not None:
             draft_engine.close()

@@ -25,6 +25,18 @@ class LoadOptions:
     tensor_overrides: tuple[tuple[str, str], ...] = ()
     op_offload: bool | None = None  # None: llama.cpp's default (GPU runs big-batch ops on RAM-resident weights)
     load_mtp: bool = False  # also load a deepseek2 GGUF's MTP block (blk.<n_layer>.nextn.*) for speculative drafting
+    # Sequences the context serves at once (runtime/parallel.py). Above 1 the KV cache is unified: every sequence
+    # draws on the same n_ctx cells, so memory is what the plan counted for n_ctx, whatever the number.
+    n_seq_max: int = 1
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """A GBNF grammar the reply must follow (llama.cpp's grammar sampler). The reasoning stays free: the grammar
+    applies from the first token after `</think>`, or from the start when the model does not open a think block."""
+
+    gbnf: str
+    root: str = "root"
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,7 @@ class Sampling:
     repeat_penalty: float = 1.0
     max_tokens: int | None = None
     seed: int | None = None
+    grammar: Grammar | None = None
 
 
 @dataclass
