@@ -474,11 +474,11 @@ def test_registry_names_are_printed_as_text(world: World, served: dict[str, Path
     gguf = world.top / "localseek-home" / "converted" / "m.gguf"
     gguf.parent.mkdir(parents=True)
     gguf.write_bytes(served["gguf"].read_bytes())
-    name = "[/nope][bold]x\x1b[2J\n"
+    name = "[/nope][bold]x\x1b[2J\ny"  # (names are stripped of surrounding whitespace when typed)
     _write_registry(world.top, {name: {"source": "converted", "files": [{"path": str(gguf), "blob": str(gguf)}]}})
     listed = _cli(world, "list")
-    assert listed.returncode == 0 and "[/nope][bold]x\\x1b[2J\\n" in listed.stdout, listed.stderr
+    assert listed.returncode == 0 and "[/nope][bold]x\\x1b[2J\\x0ay" in listed.stdout, listed.stderr
     assert "\x1b[2J" not in listed.stdout
     removed = _cli(world, "rm", name, "--yes")
-    assert removed.returncode == 0 and "Removed [/nope][bold]x\\x1b[2J\\n: freed" in removed.stderr, removed.stderr
+    assert removed.returncode == 0 and "Removed [/nope][bold]x\\x1b[2J\\x0ay: freed" in removed.stderr, removed.stderr
     assert not gguf.exists() and world.changed_outside() == []
