@@ -144,7 +144,7 @@ class ModelManager:
     def add(self, text: str) -> ModelRef:
         """A model named on the command line: resolved now (an error stops the server before it listens)."""
         ref = resolve(text)
-        for alias in (text, ref.name, ref.path.name):
+        for alias in (text, ref.key, ref.name, ref.path.name):
             self.named.setdefault(alias, ref)
         return ref
 
@@ -199,7 +199,7 @@ class ModelManager:
         finally:
             self.loading.pop(key, None)
         self.models[key] = loaded
-        self.named.setdefault(ref.name, ref)  # known by its name from now on, loaded or not
+        self.named.setdefault(ref.key, ref)  # known by its name from now on, loaded or not
         future.set_result(loaded)
         return loaded
 
@@ -219,14 +219,14 @@ class ModelManager:
                 break
             idle = sorted((m for m in self.models.values() if not m.running), key=lambda m: m.last_used)
             if idle:
-                log.info("unloading %s to make room for %s", idle[0].name, ref.name)
+                log.info("unloading %s to make room for %s", idle[0].name, ref.key)
                 await self.unload(idle[0])
                 continue
             if not self.models:
                 raise InsufficientMemoryError(prep.plan.problem)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise HTTPError(503, f"{ref.name} does not fit beside the models serving requests now; retry when "
+                raise HTTPError(503, f"{ref.key} does not fit beside the models serving requests now; retry when "
                                      "they finish.", type="unavailable_error", code="busy")
             async with self.changed:
                 try:
@@ -236,7 +236,7 @@ class ModelManager:
         speculative = prep.use_mtp or bool(self.speculation.draft)
         n = self.parallel if self.parallel is not None else (1 if speculative else DEFAULT_PARALLEL)
         spec = self.speculation if n == 1 else Speculation(mtp=False)  # a draft is verified for one sequence
-        log.info("loading %s (%s)", ref.name, ref.path)
+        log.info("loading %s (%s)", ref.key, ref.path)
         started = time.monotonic()
         opened = await asyncio.to_thread(open_model, ref, self.request, speculation=spec, hw=hw, n_seq_max=n,
                                          verbose=self.verbose)
@@ -246,9 +246,9 @@ class ModelManager:
         except BaseException:
             opened.close()
             raise
-        log.info("loaded %s in %.1fs: %d slot%s%s", ref.name, time.monotonic() - started, n, "s" * (n > 1),
+        log.info("loaded %s in %.1fs: %d slot%s%s", ref.key, time.monotonic() - started, n, "s" * (n > 1),
                  f", speculative ({opened.drafter})" if opened.drafter else "")
-        return Loaded(key, ref.name, ref, opened, scheduler, template, self.keep_alive)
+        return Loaded(key, ref.key, ref, opened, scheduler, template, self.keep_alive)
 
     # -- unloading -------------------------------------------------------------------------------------
     def find(self, name: str) -> Loaded | None:
