@@ -13,9 +13,10 @@ import pytest
 from inventory import header_only_quant, llama_dry_run
 from inventory_dsv import V4_FLASH, V32
 
+from localseek.models.catalog import load_catalog
 from localseek.models.gguf_info import read_gguf
 from localseek.planning import hardware
-from localseek.planning.footprint import EXPERT_RE, classify, from_gguf
+from localseek.planning.footprint import EXPERT_RE, classify, from_catalog, from_gguf
 from localseek.planning.plan import Request, make_plan
 from localseek.sizes import GiB
 
@@ -169,3 +170,20 @@ def test_plan_places_v4_caches_with_their_layers(dsv: dict[str, Path]) -> None:
     assert any("V4 compressed K cache" in r.why for r in plan.reasons)
     cpu = make_plan(fp, hardware.simulated(ram=256 * GiB, cores=16), Request(n_ctx=32768))
     assert cpu.ram.kv_cache == fp.kv_bytes(32768) and cpu.fits
+
+
+@pytest.mark.parametrize("model_id, name", [("v3.2", "V3.2-Q4_K_M"), ("v4-flash", "V4-Flash-Q4_K_M")])
+def test_catalog_kv_shape_agrees_with_the_header(dsv: dict[str, Path], model_id: str, name: str) -> None:
+    """`models` plans from the catalog before any download: its KV shape gives the header's bytes per token."""
+    spec = load_catalog().get(model_id)
+    assert spec is not None and spec.kv is not None
+    fp = from_gguf(read_gguf(dsv[name]))
+    assert spec.kv.bytes_per_token() == fp.kv_bytes_per_token()
+    coarse = from_catalog(spec)
+    if spec.size_of() is None:  # V3.2: no ready-made GGUF in the catalog, so nothing to plan before a download
+        assert coarse is None
+        return
+    assert coarse is not None and coarse.kv_bytes_per_token() == fp.kv_bytes_per_token()
+    assert coarse.kv_bytes(4096) == fp.kv_bytes(4096)  # same layer kinds, so the same padded caches and states
+    plan = make_plan(coarse, hardware.simulated(ram=256 * GiB, cores=16), Request())
+    assert plan.fits and plan.ram.kv_cache == fp.kv_bytes(4096)
