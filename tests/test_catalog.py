@@ -143,14 +143,16 @@ sizes_gb = { Q4_K_M = 0.5 }
     (("default_quant = \"Q4_K_M\"", "default_quant = \"Q4KM\""), "is not a quantization type"),
     (("sizes_gb = { Q4_K_M = 0.5 }", "sizes_gb = { Q4_K_M = -1 }"), "must be a positive number"),
     (("kv = { layers = 2, kv_heads = 2, head_dim = 64 }", "kv = { layers = 2, kv_heads = 2 }"), "'kv' needs"),
-    (("kv = { layers = 2, kv_heads = 2, head_dim = 64 }", "kv = { layers = 2, kv_heads = 2, head_dim = 64, "
-      "indexer_dim = 8 }"), "'kv' needs"),  # an indexer key only beside MLA's latent (V3.2) or in V4's form
+    # an indexer key only beside MLA's latent (V3.2) or in V4's compressed form
+    (("kv = { layers = 2, kv_heads = 2, head_dim = 64 }",
+      "kv = { layers = 2, kv_heads = 2, head_dim = 64, indexer_dim = 8 }"), "'kv' needs"),
     (("kv = { layers = 2, kv_heads = 2, head_dim = 64 }", "kv = { layers = 2, head_dim = 64, csa_layers = 1 }"),
      "'kv' needs"),
-    (("kv = { layers = 2, kv_heads = 2, head_dim = 64 }", "kv = { layers = 2, head_dim = 64, indexer_dim = 8, "
-      "csa_layers = 2, hca_layers = 1 }"), "more compressed layers than layers"),
-    (("kv = { layers = 2, kv_heads = 2, head_dim = 64 }", "kv = { layers = 2, kv_lora_rank = 8, rope_dim = 4, "
-      "indexer_dim = 0 }"), "positive integers"),
+    (("kv = { layers = 2, kv_heads = 2, head_dim = 64 }",
+      "kv = { layers = 2, head_dim = 64, indexer_dim = 8, csa_layers = 2, hca_layers = 1 }"),
+     "more compressed layers than layers"),
+    (("kv = { layers = 2, kv_heads = 2, head_dim = 64 }",
+      "kv = { layers = 2, kv_lora_rank = 8, rope_dim = 4, indexer_dim = 0 }"), "positive integers"),
     (("active = 1e9", "active = 2e9"), "0 < active <= params"),
     (("schema = 1", "schema = 2"), "'schema' must be 1"),
     (("[[models.gguf]]", "[[models.gguff]]"), "unknown key 'gguff'"),
