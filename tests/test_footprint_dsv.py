@@ -187,3 +187,24 @@ def test_catalog_kv_shape_agrees_with_the_header(dsv: dict[str, Path], model_id:
     assert coarse.kv_bytes(4096) == fp.kv_bytes(4096)  # same layer kinds, so the same padded caches and states
     plan = make_plan(coarse, hardware.simulated(ram=256 * GiB, cores=16), Request())
     assert plan.fits and plan.ram.kv_cache == fp.kv_bytes(4096)
+
+
+@pytest.mark.parametrize("name", ["V3.2-Q4_K_M", "V4-Flash-Q4_K_M", "tiny-v4"])
+def test_plan_command_shows_the_new_classes(dsv: dict[str, Path], name: str) -> None:
+    import json
+    import subprocess
+    import sys
+
+    def plan(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "localseek", "plan", str(dsv[name]), "--ram", "768GiB",
+                               "--vram", "24GiB", *extra], capture_output=True, text=True, timeout=120, check=False)
+
+    text, as_json = plan(), plan("--json")
+    assert text.returncode == as_json.returncode == 0, text.stderr + as_json.stderr
+    assert "sparse-attention indexer" in text.stdout
+    data = json.loads(as_json.stdout)
+    v4 = name != "V3.2-Q4_K_M"
+    assert data["model"]["kv_kind"] == ("V4 compressed K cache" if v4 else "MLA latent + indexer keys")
+    assert data["model"]["bytes_by_class"]["indexer"] > 0
+    assert ("hyper_connections" in data["model"]["bytes_by_class"]) == v4
+    assert (data["model"]["kv_kind"] in text.stdout) and ("hyper-connections" in text.stdout) == v4
