@@ -223,8 +223,8 @@ class Footprint:
 
         The largest of three phases, each a few live f32 tensors per token of the micro-batch: the output head
         (logits), attention (the KQ mask; without flash attention the full KQ score matrix, n_head × n_ctx per
-        token), and the feed-forward block. DSA (deepseek32) adds the indexer's scores to attention: n_idx_head
-        f32 per selected key (top-k) and a few bytes per cached token. The constants were fitted to llama.cpp's
+        token), and the feed-forward block. DSA (deepseek32) adds the indexer's mask and scores: n_idx_head f32
+        per selected key (top-k) and a few bytes per cached token. The constants were fitted to llama.cpp's
         own dry runs of the DeepSeek family (tests/test_footprint.py, tests/test_footprint_dsv.py keep them honest).
 
         `n_outputs` (default: every token) is how many rows of logits are computed. llama.cpp reserves the buffer
@@ -248,12 +248,11 @@ class Footprint:
             attention += self.n_head * cells * ub * 4
             if self.mla:  # V is a view of the latent cache and is made contiguous for the matmul
                 attention += cells * self.value_length * F16
-        if self.indexer_dim:  # DSA: the indexer's mask (an input: alive all graph long), its scores per head of
-            # the selected keys and per cached token
-            lid_mask = cells * ub * (F16 if flash_attn else 4)
-            attention += lid_mask + ub * 4 * (self.indexer_heads * min(cells, self.indexer_top_k or cells) +
-                                              cells * (1 if flash_attn else 1.5))
-            logits += lid_mask
+        dsa = 0
+        if self.indexer_dim:  # DSA: the indexer's mask (a graph input, alive throughout) and its scores (per head of
+            # the selected keys, and per cached token), measured on top of whichever phase is largest
+            dsa = cells * ub * (F16 if flash_attn else 4) + ub * 4 * (
+                self.indexer_heads * min(cells, self.indexer_top_k or cells) + cells * (1 if flash_attn else 1.5))
         if self.is_moe:
             ffn_width = max(2 * self.n_expert_used * self.n_ff_exp, 2 * self.n_ff if self.n_ff else 0)
         else:
@@ -261,7 +260,7 @@ class Footprint:
         ffn = ub * 4 * (ffn_width + 2 * self.n_embd)
         if self.mla:  # deepseek2's graph keeps the mask alive across the whole layer
             logits += mask
-        return max(logits, attention, ffn)
+        return max(logits, attention, ffn) + dsa
 
     def _dsv4_compute(self, cells: int, ub: int, rows: int, flash_attn: bool, swa_full: bool) -> int:
         """deepseek4 (src/models/deepseek4.cpp): attention runs over the raw window cache concatenated with the
