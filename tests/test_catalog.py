@@ -220,6 +220,7 @@ def test_models_command_reports_fit_against_ram() -> None:
     ("DeepSeek-R1-Q8_0/DeepSeek-R1-BF16-256x20B-Q8_0-00001-of-00016.gguf", "Q8_0"),
     ("DeepSeek-R1-Q8_0/DeepSeek-R1.Q8_0-00001-of-00015.gguf", "Q8_0"),
     ("UD-IQ1_S/DeepSeek-R1-0528-UD-IQ1_S-00001-of-00004.gguf", "UD-IQ1_S"),
+    ("UD-IQ1_M/DeepSeek-V4-Flash-UD-IQ1_M-00001-of-00003.gguf", "UD-IQ1_M"),  # unsloth/DeepSeek-V4-Flash-GGUF
     ("DeepSeek-V3-0324-Q4_K_M-V2.gguf", "Q4_K_M"),
     ("DeepSeek-Coder-V2-Instruct-Q4_K_M.gguf/DeepSeek-Coder-V2-Instruct-Q4_K_M-00001-of-00004.gguf", "Q4_K_M"),
     ("DeepSeek-R1-Distill-Qwen-14B-f16.gguf", "F16"),
