@@ -478,11 +478,13 @@ class DryRun:
 
 
 def llama_dry_run(
-    path: Path, n_ctx: int, n_ubatch: int = 512, flash_attn: bool = True, *, swa_full: bool | None = None
+    path: Path, n_ctx: int, n_ubatch: int = 512, flash_attn: bool = True, *, swa_full: bool | None = None,
+    mtp_context: bool = False,
 ) -> DryRun:
     """Load `path` with `no_alloc` (metadata only, allocations simulated) and create a context: llama.cpp reports
     the KV cache and compute buffer it *would* allocate on this (CPU-only) machine. `swa_full`: None keeps
-    llama.cpp's default (a full-size sliding-window cache, as llama-cpp-python and localseek run it)."""
+    llama.cpp's default (a full-size sliding-window cache, as llama-cpp-python and localseek run it).
+    `mtp_context`: load the MTP block and create the MTP context speculative decoding runs it in."""
     import llama_cpp
 
     chunks: list[str] = []
@@ -499,6 +501,7 @@ def llama_dry_run(
         mp.no_alloc = True
         mp.n_gpu_layers = 0
         mp.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE  # no_alloc maps nothing
+        mp.load_mtp = mtp_context
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), mp)
         if not model:
             raise RuntimeError("".join(chunks)[-2000:])
@@ -509,6 +512,8 @@ def llama_dry_run(
             llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         if swa_full is not None:
             cp.swa_full = swa_full
+        if mtp_context:
+            cp.ctx_type = llama_cpp.LLAMA_CONTEXT_TYPE_MTP
         ctx = llama_cpp.llama_init_from_model(model, cp)
         if not ctx:
             raise RuntimeError("".join(chunks)[-2000:])

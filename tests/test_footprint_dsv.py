@@ -147,12 +147,15 @@ def test_v4_window_sized_cache(dsv: dict[str, Path], name: str) -> None:
         assert 0.9 * run.compute_bytes <= estimate <= 1.3 * run.compute_bytes, (n_ctx, n_ubatch)
 
 
-def test_v32_mtp_layer_has_a_latent_cache_of_its_own(dsv: dict[str, Path]) -> None:
+@pytest.mark.parametrize("name", ["V3.2-Q4_K_M", "tiny-v32"])
+def test_v32_mtp_layer_has_a_latent_cache_of_its_own(dsv: dict[str, Path], name: str) -> None:
     """With MTP on, llama.cpp's MTP context caches the MTP layer's latent (dense MLA, no indexer)."""
-    fp = from_gguf(read_gguf(dsv["tiny-v32"]))
+    fp = from_gguf(read_gguf(dsv[name]))
     assert fp.n_layer_all == fp.n_layer + 1 and fp.totals["mtp"] > 0
     assert fp.kv_layer_bytes(fp.n_layer, 4096) == 4096 * (fp.kv_lora + fp.rope_dim) * 2
     assert fp.kv_layer_bytes(0, 4096) == 4096 * (fp.kv_lora + fp.rope_dim + fp.indexer_dim) * 2
+    run = llama_dry_run(dsv[name], 4096, 512, True, mtp_context=True)
+    assert abs(run.kv_bytes - fp.kv_layer_bytes(fp.n_layer, 4096)) < LOG_ROUNDING
 
 
 def test_plan_places_v4_caches_with_their_layers(dsv: dict[str, Path]) -> None:
