@@ -77,7 +77,7 @@ class V4Shape:
                 yield p + f"hc_{part}_fn.weight", (hc_dim, mix)
                 yield p + f"hc_{part}_base.weight", (mix,)
                 yield p + f"hc_{part}_scale.weight", (3,)
-            ratio = s.compress_ratios[i]
+            ratio = s.compress_ratios[i] if i < len(s.compress_ratios) else 0
             if ratio:
                 coff = 2 if ratio == 4 else 1
                 yield p + "attn_compressor_kv.weight", (s.n_embd, coff * s.head_dim)

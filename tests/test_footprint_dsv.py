@@ -211,3 +211,17 @@ def test_plan_command_shows_the_new_classes(dsv: dict[str, Path], name: str) -> 
     assert data["model"]["bytes_by_class"]["indexer"] > 0
     assert ("hyper_connections" in data["model"]["bytes_by_class"]) == v4
     assert (data["model"]["kv_kind"] in text.stdout) and ("hyper-connections" in text.stdout) == v4
+
+
+@pytest.mark.parametrize("ratios", [(0,) * 43 + (7,), (0,) * 41])
+def test_damaged_compress_ratios_are_one_error(tmp_path: Path, ratios: tuple[int, ...]) -> None:
+    """A ratio llama.cpp cannot load, or fewer ratios than layers: a ModelFileError before anything is sized."""
+    from dataclasses import replace
+
+    from inventory import write_header_only
+
+    from localseek.errors import ModelFileError
+
+    path = write_header_only(tmp_path / "bad.gguf", replace(V4_FLASH, n_layer=42, compress_ratios=ratios))[0]
+    with pytest.raises(ModelFileError, match="compress_ratios"):
+        from_gguf(read_gguf(path))
