@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import gguf
 import numpy as np
@@ -55,6 +56,10 @@ class DeepseekShape:
     routed_scale: float = 1.0
     pre: str = "deepseek-v3"
     legacy_mla: bool = False  # converted before llama.cpp split attn_kv_b into attn_k_b/attn_v_b (early 2025 GGUFs)
+    arch: str = "deepseek2"  # "deepseek32": V3.2's layout, with the DSA lightning indexer in every layer
+    index_heads: int = 0
+    index_dim: int = 0
+    index_topk: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,12 @@ def deepseek_tensors(s: DeepseekShape, n_vocab: int) -> Iterator[Tensor]:
             yield p + "attn_k_b.weight", (s.nope, s.kv_lora, s.n_head)
             yield p + "attn_v_b.weight", (s.kv_lora, s.v_dim, s.n_head)
         yield p + "attn_output.weight", (s.n_head * s.v_dim, s.n_embd)
+        if s.index_heads:  # deepseek32: the lightning indexer of DeepSeek Sparse Attention
+            yield p + "indexer.k_norm.weight", (s.index_dim,)
+            yield p + "indexer.k_norm.bias", (s.index_dim,)
+            yield p + "indexer.proj.weight", (s.n_embd, s.index_heads)
+            yield p + "indexer.attn_k.weight", (s.n_embd, s.index_dim)
+            yield p + "indexer.attn_q_b.weight", (s.q_lora or 0, s.index_heads * s.index_dim)
         yield p + "ffn_norm.weight", (s.n_embd,)
         if i < s.n_dense:
             yield p + "ffn_gate.weight", (s.n_embd, s.n_ff)
@@ -187,13 +198,41 @@ def dense_tensors(s: DenseShape, n_vocab: int) -> Iterator[Tensor]:
         yield p + "ffn_down.weight", (s.n_ff, s.n_embd)
 
 
-def tensors_of(shape: DeepseekShape | DenseShape, n_vocab: int) -> list[Tensor]:
-    return list(deepseek_tensors(shape, n_vocab) if isinstance(shape, DeepseekShape) else dense_tensors(shape, n_vocab))
+class CustomShape(Protocol):
+    """A layout with its own tensor table and keys (tests/inventory_dsv.py: DeepSeek-V4's `deepseek4`)."""
+
+    name: str
+    arch: str
+    ctx: int
+    n_embd: int
+    n_head: int
+    n_vocab: int
+    pre: str
+
+    def tensors(self, n_vocab: int) -> Iterator[Tensor]: ...
+
+    def write_metadata(self, w: gguf.GGUFWriter, n_vocab: int) -> None: ...
+
+    def source_type(self, name: str, ne: tuple[int, ...], default: Q) -> Q: ...
 
 
-def source_type(name: str, ne: tuple[int, ...], default: Q = Q.BF16) -> Q:
-    """The type a converter writes: 1-D tensors and the expert router in F32, the rest in `default`."""
-    if len(ne) == 1 or "ffn_gate_inp" in name:
+Shape = DeepseekShape | DenseShape | CustomShape
+
+
+def tensors_of(shape: Shape, n_vocab: int) -> list[Tensor]:
+    if isinstance(shape, DeepseekShape):
+        return list(deepseek_tensors(shape, n_vocab))
+    if isinstance(shape, DenseShape):
+        return list(dense_tensors(shape, n_vocab))
+    return list(shape.tensors(n_vocab))
+
+
+def source_type(name: str, ne: tuple[int, ...], default: Q = Q.BF16, shape: Shape | None = None) -> Q:
+    """The type a converter writes: 1-D tensors, the expert router and DSA's indexer.proj in F32, the rest in
+    `default` (a custom layout decides for itself)."""
+    if shape is not None and not isinstance(shape, (DeepseekShape, DenseShape)):
+        return shape.source_type(name, ne, default)
+    if len(ne) == 1 or "ffn_gate_inp" in name or "indexer.proj" in name:
         return Q.F32
     return default
 
@@ -201,10 +240,14 @@ def source_type(name: str, ne: tuple[int, ...], default: Q = Q.BF16) -> Q:
 # -- metadata -------------------------------------------------------------------------------------------------
 
 
-def _write_metadata(w: gguf.GGUFWriter, shape: DeepseekShape | DenseShape, n_vocab: int, ftype: int) -> None:
+def _write_metadata(w: gguf.GGUFWriter, shape: Shape, n_vocab: int, ftype: int) -> None:
     w.add_name(shape.name)
     w.add_file_type(ftype)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    if not isinstance(shape, (DeepseekShape, DenseShape)):
+        shape.write_metadata(w, n_vocab)
+        _write_padded_vocab(w, n_vocab, shape.pre)
+        return
     w.add_context_length(shape.ctx)
     w.add_embedding_length(shape.n_embd)
     w.add_head_count(shape.n_head)
@@ -243,6 +286,10 @@ def _write_metadata(w: gguf.GGUFWriter, shape: DeepseekShape | DenseShape, n_voc
         w.add_rope_dimension_count(s.rope)
         if s.nextn:
             w.add_nextn_predict_layers(s.nextn)
+        if s.index_heads:
+            w.add_uint32(f"{s.arch}.attention.indexer.head_count", s.index_heads)
+            w.add_uint32(f"{s.arch}.attention.indexer.key_length", s.index_dim)
+            w.add_uint32(f"{s.arch}.attention.indexer.top_k", s.index_topk)
     else:
         d = shape
         hd = d.head_dim or d.n_embd // d.n_head
@@ -281,7 +328,7 @@ def _write_padded_vocab(w: gguf.GGUFWriter, n_vocab: int, pre: str) -> None:
     w.add_chat_template(R1_TEMPLATE)
 
 
-def vocab_size(shape: DeepseekShape | DenseShape) -> int:
+def vocab_size(shape: Shape) -> int:
     return shape.n_vocab or len(build_vocab().tokens)
 
 
@@ -300,7 +347,7 @@ def nbytes(qtype: Q, ne: tuple[int, ...]) -> int:
 
 def write_header_only(
     path: Path,
-    shape: DeepseekShape | DenseShape,
+    shape: Shape,
     types: dict[str, Q] | None = None,
     *,
     default: Q = Q.BF16,
@@ -311,7 +358,7 @@ def write_header_only(
     (several `-0000i-of-0000N.gguf` parts when `split_max_size` is set, like the published R1 quants)."""
     n_vocab = vocab_size(shape)
     tensors = tensors_of(shape, n_vocab)
-    types = types or {name: source_type(name, ne, default) for name, ne in tensors}
+    types = types or {name: source_type(name, ne, default, shape) for name, ne in tensors}
     w = gguf.GGUFWriter(str(path), _arch_of(shape), split_max_size=split_max_size, dry_run=False)
     _write_metadata(w, shape, n_vocab, ftype)
     for name, ne in tensors:
@@ -336,8 +383,8 @@ def write_header_only(
     return written
 
 
-def _arch_of(shape: DeepseekShape | DenseShape) -> str:
-    return "deepseek2" if isinstance(shape, DeepseekShape) else shape.arch
+def _arch_of(shape: Shape) -> str:
+    return shape.arch
 
 
 # -- llama.cpp's own quantization mixes -------------------------------------------------------------------------
@@ -376,7 +423,7 @@ def quantized_types(source: Path, ftype: int) -> dict[str, Q]:
 
 
 def header_only_quant(
-    directory: Path, shape: DeepseekShape | DenseShape, ftype: gguf.LlamaFileType, *, split_max_size: int = 0
+    directory: Path, shape: Shape, ftype: gguf.LlamaFileType, *, split_max_size: int = 0
 ) -> list[Path]:
     """A header-only GGUF of `shape` quantized to `ftype` with llama.cpp's own per-tensor type choices."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -427,11 +474,17 @@ class DryRun:
     compute_bytes: int
     output_bytes: int
     log: str
+    state_bytes: int = 0  # deepseek4: the compressors' F32 state buffers (beside its KV caches)
 
 
-def llama_dry_run(path: Path, n_ctx: int, n_ubatch: int = 512, flash_attn: bool = True) -> DryRun:
+def llama_dry_run(
+    path: Path, n_ctx: int, n_ubatch: int = 512, flash_attn: bool = True, *, swa_full: bool | None = None,
+    mtp_context: bool = False,
+) -> DryRun:
     """Load `path` with `no_alloc` (metadata only, allocations simulated) and create a context: llama.cpp reports
-    the KV cache and compute buffer it *would* allocate on this (CPU-only) machine."""
+    the KV cache and compute buffer it *would* allocate on this (CPU-only) machine. `swa_full`: None keeps
+    llama.cpp's default (a full-size sliding-window cache, as llama-cpp-python and localseek run it).
+    `mtp_context`: load the MTP block and create the MTP context speculative decoding runs it in."""
     import llama_cpp
 
     chunks: list[str] = []
@@ -448,6 +501,7 @@ def llama_dry_run(path: Path, n_ctx: int, n_ubatch: int = 512, flash_attn: bool 
         mp.no_alloc = True
         mp.n_gpu_layers = 0
         mp.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE  # no_alloc maps nothing
+        mp.load_mtp = mtp_context
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), mp)
         if not model:
             raise RuntimeError("".join(chunks)[-2000:])
@@ -456,6 +510,10 @@ def llama_dry_run(path: Path, n_ctx: int, n_ubatch: int = 512, flash_attn: bool 
         cp.n_threads = cp.n_threads_batch = 1
         cp.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else \
             llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        if swa_full is not None:
+            cp.swa_full = swa_full
+        if mtp_context:
+            cp.ctx_type = llama_cpp.LLAMA_CONTEXT_TYPE_MTP
         ctx = llama_cpp.llama_init_from_model(model, cp)
         if not ctx:
             raise RuntimeError("".join(chunks)[-2000:])
@@ -476,6 +534,7 @@ def llama_dry_run(path: Path, n_ctx: int, n_ubatch: int = 512, flash_attn: bool 
         compute_bytes=mib(r"compute buffer size =\s*([\d.]+) MiB"),
         output_bytes=mib(r"output buffer size =\s*([\d.]+) MiB"),
         log=log,
+        state_bytes=mib(r"state buffer size =\s*([\d.]+) MiB"),
     )
 
 

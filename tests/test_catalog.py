@@ -59,6 +59,31 @@ def test_memory_needs_derive_from_sizes_and_kv_shape() -> None:
             assert spec.memory_need() > spec.size_of()
 
 
+def test_v32_and_v4_entries() -> None:
+    """V3.2 caches the indexer's key beside MLA's latent; V4's cache is per layer kind (tests/test_footprint_dsv.py
+    checks both against llama.cpp). V4-Flash has a llama.cpp GGUF source with the sizes its publisher gives."""
+    cat = load_catalog()
+    for name in ("v3.2", "v3.2-exp", "deepseek-v3.2"):
+        spec = cat.get(name)
+        assert spec is not None and spec.gguf_arch == "deepseek32" and spec.status == "convert"
+        assert spec.kv is not None and spec.kv.bytes_per_token() == 61 * (512 + 64 + 128) * 2
+        assert spec.original_bytes and spec.reasoning
+    flash = cat.get("deepseek-v4:flash")
+    assert flash is not None and flash.id == "v4-flash" and flash.status == "ready" and flash.is_moe
+    assert (flash.params, flash.active, flash.context) == (284e9, 13e9, 1 << 20)
+    assert [src.repo for src in flash.gguf] == ["unsloth/DeepSeek-V4-Flash-GGUF"]
+    assert flash.size_of() == flash.size_of("UD-Q4_K_XL") == 155 * 10**9 and flash.size_of("ud-q8_k_xl") == 162e9
+    assert flash.kv is not None and flash.kv.compressed
+    # 43 layers' raw K (512), + per 4 tokens 21 CSA layers' K and indexer key, + per 128 tokens 20 HCA layers' K
+    assert flash.kv.bytes_per_token() == (43 * 512 + 21 * (512 + 128) // 4 + 20 * 512 // 128) * 2
+    assert flash.memory_need() == flash.size_of() + flash.kv.bytes_per_token() * DEFAULT_CTX
+    resolved = cat.resolve("deepseek-v4-flash:UD-Q8_K_XL")
+    assert resolved is not None and resolved.spec is flash and resolved.quant == "UD-Q8_K_XL"
+    pro = cat.get("deepseek-v4:pro")
+    assert pro is not None and pro.status == "convert" and pro.kv is not None
+    assert pro.kv.bytes_per_token() == (61 * 512 + 30 * (512 + 128) // 4 + 31 * 512 // 128) * 2
+
+
 @pytest.mark.parametrize(("ref", "model", "quant"), [
     ("deepseek-r1:7b", "r1-distill-qwen-7b", None),
     ("r1-distill-qwen-7b", "r1-distill-qwen-7b", None),
@@ -118,6 +143,16 @@ sizes_gb = { Q4_K_M = 0.5 }
     (("default_quant = \"Q4_K_M\"", "default_quant = \"Q4KM\""), "is not a quantization type"),
     (("sizes_gb = { Q4_K_M = 0.5 }", "sizes_gb = { Q4_K_M = -1 }"), "must be a positive number"),
     (("kv = { layers = 2, kv_heads = 2, head_dim = 64 }", "kv = { layers = 2, kv_heads = 2 }"), "'kv' needs"),
+    # an indexer key only beside MLA's latent (V3.2) or in V4's compressed form
+    (("kv = { layers = 2, kv_heads = 2, head_dim = 64 }",
+      "kv = { layers = 2, kv_heads = 2, head_dim = 64, indexer_dim = 8 }"), "'kv' needs"),
+    (("kv = { layers = 2, kv_heads = 2, head_dim = 64 }", "kv = { layers = 2, head_dim = 64, csa_layers = 1 }"),
+     "'kv' needs"),
+    (("kv = { layers = 2, kv_heads = 2, head_dim = 64 }",
+      "kv = { layers = 2, head_dim = 64, indexer_dim = 8, csa_layers = 2, hca_layers = 1 }"),
+     "more compressed layers than layers"),
+    (("kv = { layers = 2, kv_heads = 2, head_dim = 64 }",
+      "kv = { layers = 2, kv_lora_rank = 8, rope_dim = 4, indexer_dim = 0 }"), "positive integers"),
     (("active = 1e9", "active = 2e9"), "0 < active <= params"),
     (("schema = 1", "schema = 2"), "'schema' must be 1"),
     (("[[models.gguf]]", "[[models.gguff]]"), "unknown key 'gguff'"),
@@ -155,6 +190,8 @@ def test_models_command_reports_fit_against_ram() -> None:
     rows = {m["id"]: m for m in data["models"]}
     assert rows["r1-distill-qwen-1.5b"]["fits"] is True and rows["r1"]["fits"] is False
     assert rows["v3.2"]["fits"] is None and rows["v3.2"]["status"] == "convert"
+    assert rows["v4-flash"]["fits"] is False and rows["v4-flash"]["size"] == 155 * 10**9
+    assert rows["v4-flash"]["kv_bytes_per_token"] == 50912
     # "fits" and "needs" come from the planner `run` uses (same margins), fed by the catalog's sizes
     from localseek.planning import hardware
     from localseek.planning.footprint import from_catalog
@@ -183,6 +220,7 @@ def test_models_command_reports_fit_against_ram() -> None:
     ("DeepSeek-R1-Q8_0/DeepSeek-R1-BF16-256x20B-Q8_0-00001-of-00016.gguf", "Q8_0"),
     ("DeepSeek-R1-Q8_0/DeepSeek-R1.Q8_0-00001-of-00015.gguf", "Q8_0"),
     ("UD-IQ1_S/DeepSeek-R1-0528-UD-IQ1_S-00001-of-00004.gguf", "UD-IQ1_S"),
+    ("UD-IQ1_M/DeepSeek-V4-Flash-UD-IQ1_M-00001-of-00003.gguf", "UD-IQ1_M"),  # unsloth/DeepSeek-V4-Flash-GGUF
     ("DeepSeek-V3-0324-Q4_K_M-V2.gguf", "Q4_K_M"),
     ("DeepSeek-Coder-V2-Instruct-Q4_K_M.gguf/DeepSeek-Coder-V2-Instruct-Q4_K_M-00001-of-00004.gguf", "Q4_K_M"),
     ("DeepSeek-R1-Distill-Qwen-14B-f16.gguf", "F16"),

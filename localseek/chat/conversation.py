@@ -31,6 +31,7 @@ FALLBACK_TEMPLATE = (
 
 # A Jinja expression that reads `thinking` / `enable_thinking` (V3.1: "{%- if not thinking is defined -%}").
 _THINKING_FLAG = re.compile(r"{[{%][^}]*\b(?:enable_)?thinking\b")
+_THINK_TAG = re.compile(r"</?think>")
 MAX_TEMPLATE_FILE = 1024 * 1024  # a --template-file (DeepSeek's own templates are a few KB)
 MODEL_TEMPLATE = "The model's chat template"
 
@@ -89,6 +90,23 @@ class ChatTemplate:
         if exc.kind == "helper":
             return f"Cannot render the chat template: {detail}."
         return f"{self.origin} could not be rendered ({detail}); {fix}."
+
+
+def thinking_mode(template: str | None, catalog_reasoning: bool | None = None) -> tuple[str, str]:
+    """How a model reasons, and what says so: ("hybrid" | "reasoning" | "plain" | "unknown", "template" |
+    "catalog" | "").
+
+    A template that reads a `thinking`/`enable_thinking` flag is hybrid (V3.1, V3.2, V4: `/think off` and
+    `--no-think` switch reasoning off); one that handles `<think>` blocks without a flag belongs to a model that
+    always reasons (R1 and its distills); a template that does neither says nothing, and then the catalog's
+    `reasoning` flag decides."""
+    if template and _THINKING_FLAG.search(template):
+        return "hybrid", "template"
+    if template and _THINK_TAG.search(template):
+        return "reasoning", "template"
+    if catalog_reasoning is not None:
+        return ("reasoning" if catalog_reasoning else "plain"), "catalog"
+    return ("plain", "template") if template else ("unknown", "")
 
 
 def read_template_file(path: Path) -> str:

@@ -370,6 +370,7 @@ def show(
     template: Annotated[bool, typer.Option("--template", help="Print the whole chat template.")] = False,
 ) -> None:
     """What a model is, from its GGUF header: architecture, parameters, quant, context, chat template, tensors."""
+    from localseek.chat.conversation import thinking_mode
     from localseek.models.gguf_info import (
         bytes_by_type,
         file_type_name,
@@ -410,6 +411,7 @@ def show(
     counts = summarize_types(info.tensors)
     sizes = bytes_by_type(info.tensors)
     value = _file_value
+    thinking, thinking_source = thinking_mode(info.chat_template, spec.reasoning if spec else None)
     data = {
         "name": model.name if model else found.name if found else str(info.path), "path": str(info.path),
         "parts": [str(p) for p in info.parts], "size": info.total_bytes, "architecture": info.arch,
@@ -419,7 +421,7 @@ def show(
         "embedding_length": value(info.get(Keys.LLM.EMBEDDING_LENGTH)),
         "heads": value(info.get(Keys.Attention.HEAD_COUNT)), "kv_heads": value(info.get(Keys.Attention.HEAD_COUNT_KV)),
         "experts": value(info.get(Keys.LLM.EXPERT_COUNT)), "experts_used": value(info.get(Keys.LLM.EXPERT_USED_COUNT)),
-        "chat_template": info.chat_template,
+        "chat_template": info.chat_template, "thinking": thinking, "thinking_from": thinking_source or None,
         "tensors": {"count": len(info.tensors), "types": {t: {"count": counts[t], "bytes": sizes.get(t, 0)}
                                                           for t in counts}},
         "installed": model.to_json() if model else None, "catalog": _catalog_info(spec),
@@ -441,10 +443,10 @@ def show(
     ]
     if data["experts"]:
         rows.append(("experts", f"{_count(data['experts'])} ({_count(data['experts_used'])} used per token)"))
+    rows.append(("thinking", _THINKING[thinking] + (" (from the catalog)" if thinking_source == "catalog" else "")))
     if model:
         rows.append(("verified", checked_label(model)))
     if spec:
-        rows.append(("reasoning", "yes (<think>…</think>)" if spec.reasoning else "no"))
         if spec.sampling:
             rows.append(("sampling", f"temperature {spec.sampling.temperature}, top-p {spec.sampling.top_p}"))
         rows.append(("license", spec.license))
@@ -462,6 +464,14 @@ def show(
         first = tpl.strip().splitlines()[0] if tpl.strip() else ""
         out.print(f"  {'template':<13}{len(tpl):,} characters: {printable(first, limit=60)} "
                   "(--template prints it)", markup=False, highlight=False)
+
+
+_THINKING = {
+    "hybrid": "hybrid: reasons when asked (the template's thinking flag: --think/--no-think, /think on|off)",
+    "reasoning": "reasoning-only: always reasons in <think>…</think> (--no-think only hides it)",
+    "plain": "plain: answers without reasoning",
+    "unknown": "unknown (no chat template; localseek uses an R1-style one)",
+}
 
 
 def _file_value(value: Any) -> Any:

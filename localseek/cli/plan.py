@@ -22,9 +22,10 @@ from localseek.runtime.open import prepare
 from localseek.sizes import format_count, format_size, parse_size
 
 _CLASS_LABEL = {
-    "attention": "attention", "dense_ffn": "dense FFN", "shared_experts": "shared experts",
-    "routed_experts": "routed experts", "router": "router", "norms": "norms", "embeddings": "embeddings",
-    "output": "output head", "mtp": "MTP layer", "other": "other",
+    "attention": "attention", "indexer": "sparse-attention indexer", "hyper_connections": "hyper-connections",
+    "dense_ffn": "dense FFN", "shared_experts": "shared experts", "routed_experts": "routed experts",
+    "router": "router", "norms": "norms", "embeddings": "embeddings", "output": "output head", "mtp": "MTP layer",
+    "other": "other",
 }
 
 
@@ -92,7 +93,8 @@ def footprint_dict(fp: Footprint) -> dict:
         "name": fp.name, "arch": fp.arch, "file_type": fp.file_type, "params": fp.n_params,
         "file_bytes": fp.file_bytes, "bits_per_weight": round(fp.bits_per_weight, 3), "layers": fp.n_layer,
         "mtp_layers": fp.n_layer_all - fp.n_layer, "experts": fp.n_expert, "experts_used": fp.n_expert_used,
-        "mla": fp.mla, "kv_bytes_per_token": fp.kv_bytes_per_token(), "context_train": fp.context_train,
+        "mla": fp.mla, "kv_kind": fp.kv_kind, "kv_bytes_per_token": fp.kv_bytes_per_token(),
+        "context_train": fp.context_train,
         "bytes_by_class": {k: v for k, v in fp.totals.items() if v},
         "layers_detail": [
             {"layer": layer.index, "bytes": layer.bytes, "expert_bytes": layer.experts} for layer in fp.layers
@@ -129,8 +131,7 @@ def render(fp: Footprint, hw: Hardware, plan: Plan, name: str, *, title: str | N
         if size:
             tensors.add_row(_CLASS_LABEL[cls], format_size(size), f"{100 * size / weights:.1f}%")
     out.print(tensors)
-    kind = "MLA latent" if fp.mla else "K+V"
-    out.print(f"KV cache: {format_size(fp.kv_bytes_per_token())} per token ({kind}) → "
+    out.print(f"KV cache: {format_size(fp.kv_bytes_per_token())} per token ({fp.kv_kind}) → "
               f"{format_size(fp.kv_bytes(plan.n_ctx))} at {plan.n_ctx} tokens")
 
     mem = Table(title="Memory", title_justify="left", box=None, pad_edge=False)

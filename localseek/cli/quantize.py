@@ -46,7 +46,8 @@ def quantize(
             "--type",
             "-q",
             "--quantize",
-            help="Target: Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q4_0, BF16, F16, IQ2_XXS… (see docs/QUANTIZE.md).",
+            help="Target: Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q4_0, BF16, F16, IQ2_XXS…, or MXFP4_MOE (routed experts "
+                 "MXFP4, as DeepSeek-V4 ships them, every other matrix Q8_0); see docs/QUANTIZE.md.",
         ),
     ] = "Q8_0",
     output: Annotated[
@@ -56,7 +57,7 @@ def quantize(
     experts: Annotated[
         str | None,
         typer.Option(
-            "--experts", help="Quantize routed MoE experts to this type instead (e.g. Q2_K, IQ2_XXS)."
+            "--experts", help="Quantize routed MoE experts to this type instead (e.g. Q2_K, IQ2_XXS, MXFP4)."
         ),
     ] = None,
     imatrix: Annotated[
@@ -65,6 +66,15 @@ def quantize(
     ] = None,
     no_mtp: Annotated[
         bool, typer.Option("--no-mtp", help="Drop DeepSeek's multi-token-prediction layer.")
+    ] = False,
+    mtp_only: Annotated[
+        bool,
+        typer.Option(
+            "--mtp-only",
+            help="DeepSeek-V4: write only its multi-token-prediction block (with the embeddings and head it "
+                 "needs) as a draft model of its own, as llama.cpp's converter does with --mtp (default output: "
+                 "SOURCE-MTP-TYPE.gguf).",
+        ),
     ] = False,
     pure: Annotated[
         bool, typer.Option("--pure", help="No mixture rules: every matrix gets the type's base quantization.")
@@ -86,6 +96,12 @@ def quantize(
     from localseek.cli.output import out_console
     from localseek.tui import make_console
 
+    if mtp_only and no_mtp:
+        raise UsageError("--mtp-only writes the MTP block and --no-mtp drops it; pass one of them.")
+    if mtp_only and not source.is_dir():
+        raise UsageError(f"--mtp-only converts a Hugging Face DeepSeek-V4 folder; {printable(source)} is not one.")
+    if mtp_only and output is None:
+        output = q.default_output(source, "MTP-" + qtype.strip().upper())
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     logging.getLogger("gguf").setLevel(logging.INFO if verbose else logging.ERROR)
     _quiet_llama(verbose)
@@ -105,6 +121,7 @@ def quantize(
             qtype=qtype,
             experts_type=experts,
             keep_mtp=not no_mtp,
+            mtp_only=mtp_only,
             imatrix=imatrix,
             pure=pure,
             split_max_size=parse_size(split_max_size, "--split-max-size") if split_max_size else None,
@@ -141,7 +158,10 @@ def quantize(
         + f", {result.seconds:.1f} s",
         style="stats",
     )
-    if result.mtp_layers:
+    if mtp_only:
+        out.print("The MTP block as a draft model of its own (llama.cpp loads it with load_mtp); localseek's runtime "
+                  "does not pair it with the main model yet.", style="stats")
+    elif result.mtp_layers:
         out.print(f"Kept {result.mtp_layers} MTP layer(s) for speculative decoding.", style="stats")
     if result.fallbacks:
         out.print(

@@ -38,17 +38,32 @@ class UnknownModelError(LocalseekError):
 
 @dataclass(frozen=True)
 class KVShape:
-    """What one token of KV cache costs. GQA: kv_heads × head_dim per K and V; MLA: the compressed latent."""
+    """What one token of KV cache costs. GQA: kv_heads × head_dim per K and V; MLA: the compressed latent (V3.2:
+    plus the sparse-attention indexer's key, `indexer_dim`); DeepSeek-V4: one `head_dim` K per layer (llama.cpp's
+    full-size window cache, as llama-cpp-python runs it), plus per 4 tokens the `csa_layers`' compressed K and
+    indexer key, per 128 tokens the `hca_layers`' compressed K."""
 
     layers: int
     kv_heads: int | None = None
     head_dim: int | None = None
     kv_lora_rank: int | None = None
     rope_dim: int | None = None
+    indexer_dim: int | None = None
+    csa_layers: int | None = None
+    hca_layers: int | None = None
+
+    @property
+    def compressed(self) -> bool:
+        return self.csa_layers is not None
 
     def bytes_per_token(self, bytes_per_element: int = 2) -> int:
+        idx = self.indexer_dim or 0
+        if self.compressed:
+            hd = self.head_dim or 0
+            per = self.layers * hd + (self.csa_layers or 0) * (hd + idx) / 4 + (self.hca_layers or 0) * hd / 128
+            return round(per * bytes_per_element)
         if self.kv_lora_rank is not None:
-            return self.layers * (self.kv_lora_rank + (self.rope_dim or 0)) * bytes_per_element
+            return self.layers * (self.kv_lora_rank + (self.rope_dim or 0) + idx) * bytes_per_element
         return self.layers * 2 * (self.kv_heads or 0) * (self.head_dim or 0) * bytes_per_element
 
 
@@ -210,7 +225,12 @@ _MODEL_KEYS = {
 }
 _REQUIRED = ("id", "title", "family", "hf_arch", "gguf_arch", "params", "active", "context", "license",
              "reasoning", "status")
-_KV_KEYS = {"layers", "kv_heads", "head_dim", "kv_lora_rank", "rope_dim"}
+_KV_KEYS = {"layers", "kv_heads", "head_dim", "kv_lora_rank", "rope_dim", "indexer_dim", "csa_layers", "hca_layers"}
+_KV_FORMS = (  # GQA, MLA (V3.2: + indexer), DeepSeek-V4's compressed cache
+    ({"kv_heads", "head_dim"}, set()),
+    ({"kv_lora_rank", "rope_dim"}, {"indexer_dim"}),
+    ({"head_dim", "indexer_dim", "csa_layers", "hca_layers"}, set()),
+)
 _SOURCE_KEYS = {"repo": str, "sizes_gb": dict, "pattern": str}
 
 
@@ -290,10 +310,14 @@ def _parse_model(i: int, raw: Any) -> ModelSpec:
             raise CatalogError(f"{where}: unknown key 'kv.{min(bad)}'")
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in k.values()):
             raise CatalogError(f"{where}: 'kv' values must be positive integers")
-        gqa = {"kv_heads", "head_dim"} <= set(k)
-        mla = {"kv_lora_rank", "rope_dim"} <= set(k)
-        if "layers" not in k or gqa == mla:
-            raise CatalogError(f"{where}: 'kv' needs layers plus either kv_heads+head_dim or kv_lora_rank+rope_dim")
+        keys = set(k) - {"layers"}
+        if "layers" not in k or not any(need <= keys <= need | optional for need, optional in _KV_FORMS):
+            raise CatalogError(
+                f"{where}: 'kv' needs layers plus either kv_heads+head_dim, kv_lora_rank+rope_dim (and optionally "
+                "indexer_dim), or head_dim+indexer_dim+csa_layers+hca_layers (DeepSeek-V4)"
+            )
+        if k.get("csa_layers", 0) + k.get("hca_layers", 0) > k["layers"]:
+            raise CatalogError(f"{where}: 'kv' has more compressed layers than layers")
         kv = KVShape(**k)
     if raw["params"] <= 0 or raw["active"] <= 0 or raw["active"] > raw["params"]:
         raise CatalogError(f"{where}: need 0 < active <= params")

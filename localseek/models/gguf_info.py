@@ -48,6 +48,13 @@ LIMITS: dict[str, int] = {
     "expert_used_count": 1 << 16,
     "expert_shared_count": 1 << 16,
     "vocab_size": 1 << 24,
+    # V3.2 / V4 (deepseek32, deepseek4): the DSA indexer, V4's sliding window and hyper-connection streams
+    "attention.indexer.head_count": 1 << 14,
+    "attention.indexer.key_length": 1 << 16,
+    "attention.indexer.top_k": 1 << 24,
+    "attention.sliding_window": 1 << 24,
+    "hyper_connection.count": 64,
+    "embedding_length_out": 1 << 22,
 }
 
 

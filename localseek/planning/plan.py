@@ -132,7 +132,6 @@ def _usage(fp: Footprint, hw: Hardware, n_ctx: int, ub: int, lay: _Layout, req: 
     ram.weights = fp.totals["embeddings"] + fp.totals["other"]
     (gpu if has_gpu and start <= fp.n_layer_all else ram).weights += fp.totals["output"]
     cpu_experts = set(lay.cpu_experts)
-    kv_layer = fp.kv_bytes(n_ctx, layers=1)
     for layer in fp.layers:
         mtp = layer.index >= fp.n_layer
         if mtp and not req.load_mtp:
@@ -145,8 +144,8 @@ def _usage(fp: Footprint, hw: Hardware, n_ctx: int, ub: int, lay: _Layout, req: 
             (ram if layer.index in cpu_experts else gpu).weights += experts
         else:
             ram.weights += layer.total
-        if not mtp or req.load_mtp:
-            (gpu if on_gpu else ram).kv_cache += kv_layer
+        if not mtp or req.load_mtp:  # each layer's caches live with it (V4's differ by layer)
+            (gpu if on_gpu else ram).kv_cache += fp.kv_layer_bytes(layer.index, n_ctx, ub)
     compute = fp.compute_bytes(n_ctx, ub, req.flash_attn)
     everything_on_gpu = has_gpu and start == 0 and not cpu_experts
     if has_gpu:
@@ -360,7 +359,7 @@ def _explain(plan: Plan, fp: Footprint, hw: Hardware, req: Request, wanted: int)
 
     # context
     kv_tok = fp.kv_bytes_per_token()
-    kind = "MLA latent cache" if fp.mla else ("full K/V per head (pre-MLA conversion)" if fp.legacy_mla else "K/V cache")
+    kind = fp.kv_kind
     if req.n_ctx and req.n_ctx > fp.context_train:
         plan.warnings.append(
             f"--ctx {req.n_ctx} is more than the {fp.context_train} tokens the model was trained for: past "
