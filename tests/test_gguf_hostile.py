@@ -108,8 +108,11 @@ def test_architecture_names_llama_cpp_cannot_have(tmp_path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    # An explicit copy of the environment: under pytest a child otherwise sees COLUMNS=80 put there behind
+    # os.environ's back, and piped output is then wrapped at 80 columns.
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     return subprocess.run([sys.executable, "-m", "localseek", *args], capture_output=True, text=True, timeout=120,
-                          check=False)
+                          check=False, env=env)
 
 
 def test_show_prints_file_text_escaped(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ def test_mtp_only_writes_the_draft_file_beside_the_source(v4: Path) -> None:
 
     assert value("deepseek4.block_count") == n + 1 and value("deepseek4.nextn_predict_layers") == 1
     again = _cli(str(v4), "--type", "MXFP4_MOE", "--mtp-only")
-    assert again.returncode == 2 and "--force" in again.stderr  # an existing output is never overwritten silently
+    assert again.returncode == 2 and "--overwrite" in again.stderr  # an existing output is never overwritten silently
 
 
 def test_mtp_only_refusals_are_one_line(v4: Path, tmp_path: Path) -> None:

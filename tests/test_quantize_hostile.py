@@ -128,7 +128,7 @@ main()
 
 
 def _start_stalled(src: Path, out: Path, mark: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", _STALL, str(src), "-t", "Q8_0", "-o", str(out)],
+    proc = subprocess.Popen([sys.executable, "-c", _STALL, str(src), "-q", "Q8_0", "-o", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, MARK=str(mark)))
     deadline = time.monotonic() + 120
@@ -156,7 +156,7 @@ def test_kill_9_leaves_a_partial_that_the_next_run_removes(qwen: Path, tmp_path:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert partial.exists() and not out.exists()
-    r = _cli(str(qwen), "-t", "Q8_0", "-o", str(out))
+    r = _cli(str(qwen), "-q", "Q8_0", "-o", str(out))
     assert r.returncode == 0, r.stderr
     removed = [line for line in r.stderr.splitlines() if "Removed" in line]
     assert len(removed) == 1 and ".o.gguf.partial" in removed[0] and "earlier run" in removed[0]

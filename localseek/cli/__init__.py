@@ -24,6 +24,8 @@ ENVIRONMENT = (
     ("LOCALSEEK_RAM_BYTES", "plan as if the machine had this much RAM (e.g. 16GiB)"),
     ("LOCALSEEK_CATALOG", "a models.toml to use instead of the built-in catalog"),
     ("LOCALSEEK_DEBUG", "1: show tracebacks (same as --debug)"),
+    ("LOCALSEEK_HOST, LOCALSEEK_PORT", "where `serve` listens and `ps`/`stop` find it (default 127.0.0.1:11435)"),
+    ("LOCALSEEK_API_KEY", "the key `serve` requires and `ps`/`stop` send (same as --api-key)"),
     ("OLLAMA_MODELS", "Ollama's model folder, if not ~/.ollama/models (its models are used in place)"),
     ("LLAMA_CACHE", "llama.cpp's download cache, if not the default (its models are used in place)"),
     ("HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE", "Hugging Face cache, mirror, login and offline mode"),

@@ -239,8 +239,9 @@ def plan_before_download(name: str, *, force: bool, assume_yes: bool, request: A
     console = err_console()
     try:
         prep = prepare(name, request or Request(), remote=True)
-    except LocalseekError as exc:  # the pull itself says what is wrong with the name, the network or the Hub
-        console.print(f"Could not plan {name} before downloading it ({exc}).", style="stats", markup=False)
+    except LocalseekError:
+        # No header to plan from (an unknown name, the network, a file that is no GGUF…): the pull that follows
+        # meets the same problem and says it in one line; a second line here would only repeat it.
         return None
     if prep.ref.remote is None:
         return None

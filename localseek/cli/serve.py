@@ -27,7 +27,7 @@ _SPEED = "Speculative decoding"
 
 Host = Annotated[str, Opt("--host", envvar="LOCALSEEK_HOST", rich_help_panel=_SERVER,
                           help="Address to listen on (default loopback only). Anything else is reachable by others.")]
-Port = Annotated[int, Opt("--port", "-p", envvar="LOCALSEEK_PORT", min=0, max=65535, rich_help_panel=_SERVER,
+Port = Annotated[int, Opt("--port", envvar="LOCALSEEK_PORT", min=0, max=65535, rich_help_panel=_SERVER,
                           help="Port to listen on (0: any free port, printed at start).")]
 ApiKey = Annotated[str | None, Opt("--api-key", envvar="LOCALSEEK_API_KEY", show_default=False,
                                    rich_help_panel=_SERVER,
