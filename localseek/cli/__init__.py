@@ -45,7 +45,7 @@ def _root(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from localseek.cli import bench, doctor, models, plan, quantize, run  # noqa: F401
+    from localseek.cli import bench, doctor, models, plan, quantize, run, worker  # noqa: F401
 
 
 def error_line(message: str) -> None:

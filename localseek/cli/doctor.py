@@ -17,8 +17,15 @@ from localseek.tui import make_console
 def report() -> dict:
     import llama_cpp
 
+    from localseek.planning import backends
+    from localseek.planning import rpc as plan_rpc
+
     hw = hardware.detect()
     hint = hardware.gpu_install_hint(hw)
+    try:
+        has_rpc = backends.rpc_registry() is not None
+    except OSError:
+        has_rpc = False
     return {
         "hardware": hw.to_dict(),
         "llama_cpp": {
@@ -30,6 +37,11 @@ def report() -> dict:
         },
         "unused_cpu_features": hardware.unused_cpu_features(hw.cpu),
         "gpu_install_command": hint,
+        "rpc": {  # several machines: `localseek worker` and --rpc need llama.cpp's RPC backend (compile-time)
+            "available": has_rpc,
+            "protocol": ".".join(map(str, plan_rpc.PROTOCOL)),
+            "install_command": None if has_rpc else plan_rpc.install_command(hw.backends),
+        },
     }
 
 
@@ -71,5 +83,12 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the repor
     if data["gpu_install_command"]:
         out.print("[notice]This build cannot use the GPU above. Reinstall llama-cpp-python with GPU support:[/]")
         out.print(f"  {data['gpu_install_command']}", soft_wrap=True)
+    rpc = data["rpc"]
+    if rpc["available"]:
+        out.print(f"[bold]RPC[/]     yes (protocol {rpc['protocol']}): `localseek worker` serves this machine, "
+                  "--rpc HOST:PORT uses workers")
+    else:
+        out.print("[bold]RPC[/]     no: this build cannot use other machines (`localseek worker`, --rpc). Rebuild with:")
+        out.print(f"  {rpc['install_command']}", soft_wrap=True)
     for note in hw["notes"]:
         out.print(f"[notice]not detected:[/] {note}")

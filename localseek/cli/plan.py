@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -11,8 +12,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from localseek.cli import app
-from localseek.cli.offload import CpuMoe, Ctx, Force, GpuLayers, Mlock, NCpuMoe, NoMmap, Threads, make_request
+from localseek.cli.offload import (
+    CpuMoe,
+    Ctx,
+    Force,
+    GpuLayers,
+    Mlock,
+    NCpuMoe,
+    NoMmap,
+    Rpc,
+    Threads,
+    make_request,
+)
+from localseek.errors import UsageError
 from localseek.planning import hardware
+from localseek.planning import rpc as plan_rpc
 from localseek.planning.footprint import Footprint
 from localseek.planning.hardware import Hardware
 from localseek.planning.plan import Plan
@@ -46,6 +60,11 @@ def plan_command(
     mlock: Mlock = False,
     no_mmap: NoMmap = False,
     force: Force = False,
+    rpc: Rpc = None,
+    rpc_mem: Annotated[str | None, typer.Option(
+        "--rpc-mem", metavar="HOST=SIZE[,…]",
+        help="What-if: workers that do not exist yet, e.g. 192.168.1.20=128GiB,192.168.1.21=64GiB (no connection).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Plan memory for MODEL: GPU layers, experts kept in RAM, context, threads, batch — with the reason for each.
@@ -54,7 +73,7 @@ def plan_command(
     """
     request = make_request(
         ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads, mlock=mlock,
-        no_mmap=no_mmap, force=force,
+        no_mmap=no_mmap, force=force, rpc=rpc,
     )
     hw = hardware.what_if(
         hardware.detect(),
@@ -62,6 +81,10 @@ def plan_command(
         vram=parse_size(vram, "--vram") if vram is not None else None,
         unified=unified, cores=cores, board=board,
     )
+    if rpc_mem:
+        if request.rpc:
+            raise UsageError("Use either --rpc (workers that run now) or --rpc-mem (a what-if), not both.")
+        hw = replace(hw, workers=plan_rpc.simulated(rpc_mem), simulated=True)
     prep = prepare(model, request, hw=hw, notify=lambda msg: sys.stderr.write(msg + "\n"))
     fp, plan = prep.footprint, prep.plan
     if as_json:
@@ -94,6 +117,9 @@ def _machine_line(hw: Hardware) -> str:
     board = f", {hw.board.model}" if hw.board else ""
     line = f"{gpu + ' + ' if gpu else ''}{format_size(hw.memory.available)} RAM available, " \
         f"{hw.cpu.physical_cores} cores{board}"
+    for w in hw.workers:
+        rtt = f", round trip {w.rtt * 1000:.2f} ms" if w.rtt else ""
+        line += f" + worker {w.endpoint} ({format_size(w.free)}{rtt})"
     return line + (" [what-if]" if hw.simulated else "")
 
 
@@ -121,7 +147,7 @@ def render(fp: Footprint, hw: Hardware, plan: Plan, name: str) -> None:
     mem = Table(title="Memory", title_justify="left", box=None, pad_edge=False)
     for col in ("", "weights", "KV cache", "compute", "other", "total", "usable"):
         mem.add_column(col, justify="right" if col else "left")
-    for use in (plan.gpu, plan.ram):
+    for use in (plan.gpu, plan.ram, *(r.use for r in plan.remote)):
         if use is None:
             continue
         style = "" if use.fits else "red"
@@ -141,4 +167,9 @@ def render(fp: Footprint, hw: Hardware, plan: Plan, name: str) -> None:
     for w in plan.warnings:
         out.print(f"[notice]warning:[/] {w}")
     if plan.fits:
-        out.print(f"[green]Fits.[/] `localseek run {escape(name)}` uses this plan.", highlight=False)
+        if hw.workers and any(w.simulated for w in hw.workers):
+            out.print("[green]Fits[/] across these machines (what-if: `localseek worker` on each, then "
+                      f"`localseek run {escape(name)} --rpc HOST:PORT,…`).", highlight=False)
+        else:
+            rpc = f" --rpc {','.join(w.endpoint for w in hw.workers)}" if hw.workers else ""
+            out.print(f"[green]Fits.[/] `localseek run {escape(name)}{rpc}` uses this plan.", highlight=False)

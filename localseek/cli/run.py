@@ -20,6 +20,7 @@ from localseek.cli.offload import (
     Mlock,
     NCpuMoe,
     NoMmap,
+    Rpc,
     Threads,
     make_request,
     summary_line,
@@ -92,6 +93,7 @@ def run(
     mlock: Mlock = False,
     no_mmap: NoMmap = False,
     force: Force = False,
+    rpc: Rpc = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show the plan and llama.cpp's own log.")] = False,
     yes: Annotated[bool, Opt("--yes", "-y", help="Pull the model without asking if it is not installed.")] = False,
     mtp: Annotated[bool | None, Opt(
@@ -114,7 +116,7 @@ def run(
 
     request = make_request(
         ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads, mlock=mlock,
-        no_mmap=no_mmap, force=force,
+        no_mmap=no_mmap, force=force, rpc=rpc,
     )
     piped = _read_stdin()
     if prompt is not None and piped:
