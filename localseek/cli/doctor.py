@@ -77,7 +77,8 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the repor
             else "memory size unknown"
         out.print(f"[bold]GPU[/]     {g['name']} · {size}{' · unified memory' if g['unified'] else ''} · {state}")
     lc = data["llama_cpp"]
-    out.print(f"[bold]llama.cpp[/] llama-cpp-python {lc['llama_cpp_python']} · backends: {', '.join(lc['backends'])}"
+    shown = ", ".join(b for b in lc["backends"] if b != "RPC")  # RPC has its own line below
+    out.print(f"[bold]llama.cpp[/] llama-cpp-python {lc['llama_cpp_python']} · backends: {shown}"
               f" · GPU offload: {'yes' if lc['gpu_offload'] else 'no'} · mmap: {'yes' if lc['mmap'] else 'no'}"
               f" · mlock: {'yes' if lc['mlock'] else 'no'}")
     if data["gpu_install_command"]:

@@ -88,9 +88,10 @@ def plan_command(
     prep = prepare(model, request, hw=hw, notify=lambda msg: sys.stderr.write(msg + "\n"))
     fp, plan = prep.footprint, prep.plan
     if as_json:
-        typer.echo(json.dumps({"model": footprint_dict(fp), "hardware": hw.to_dict(), "plan": plan.to_dict()}, indent=2))
+        typer.echo(json.dumps({"model": footprint_dict(fp), "hardware": prep.hardware.to_dict(), "plan": plan.to_dict()},
+                              indent=2))
     else:
-        render(fp, hw, plan, prep.ref.text)
+        render(fp, prep.hardware, plan, prep.ref.text)
     if not plan.fits and not force:
         from localseek.cli import error_line
 

@@ -32,6 +32,8 @@ from localseek.planning import rpc as plan_rpc
 _ADD_SERVER = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)
 _ABORT = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
 _ATTACHED: dict[str, int] = {}  # endpoint → its ggml_backend_reg_t, registered once per process
+_GUARDED: dict[int, str] = {}  # file descriptor → endpoint, for sockets put under the timeout (a reset socket no
+# longer has a peer address to recognise it by)
 _ABORT_HANDLER: list[object] = []  # keeps the callback alive for C
 _LOCK = threading.Lock()
 _SIGNATURES: dict[str, tuple[object, list[object]]] = {
@@ -42,7 +44,10 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
 }
 TCP_INFO_BYTES_ACKED = 120  # struct tcp_info (linux/tcp.h): __u64 tcpi_bytes_acked
 TCP_INFO_BYTES_RECEIVED = 128  # __u64 tcpi_bytes_received
-TCP_INFO_LAST_DATA_RECV = 52  # __u32 tcpi_last_data_recv, ms
+TCP_INFO_LAST_DATA_SENT = 44  # __u32 tcpi_last_data_sent, ms ago
+TCP_INFO_LAST_DATA_RECV = 52  # __u32 tcpi_last_data_recv, ms ago
+TCP_CLOSE = 7  # tcpi_state: reset, or timed out by TCP itself
+TCP_CLOSE_WAIT = 8  # tcpi_state: the peer closed its end
 
 
 def _lib() -> ctypes.CDLL:
@@ -190,9 +195,10 @@ def guard(endpoints: tuple[str, ...], timeout: float | None = None) -> int:
     """Put every current connection to the workers under the read timeout. Returns how many were found."""
     timeout = plan_rpc.read_timeout() if timeout is None else timeout
     n = 0
-    for _, sock in worker_sockets(endpoints):
+    for endpoint, sock in worker_sockets(endpoints):
         try:
             _tune(sock, timeout)
+            _GUARDED[sock.fileno()] = endpoint
             n += 1
         except OSError:
             continue
@@ -234,6 +240,7 @@ def traffic(endpoints: tuple[str, ...]) -> dict[str, tuple[int, int]]:
         if len(raw) < TCP_INFO_BYTES_RECEIVED + 8:
             continue
         sent, received = struct.unpack_from("<QQ", raw, TCP_INFO_BYTES_ACKED)
+        sent = max(0, sent - 1)  # the kernel counts our SYN among the bytes acked
         old = out.get(ep, (0, 0))
         out[ep] = (old[0] + sent, old[1] + received)
     return out
@@ -256,16 +263,16 @@ def diagnose(message: str) -> str | None:
                     "check that it still runs and run again.")
     rpc_related = "RPC" in message or "rpc" in message
     silent = []
-    for ep, sock in worker_sockets(endpoints):
-        state = _peek(sock)
-        if state == "closed":
-            return (f"worker {ep} closed the connection (its process stopped or crashed); restart `localseek worker` "
-                    "there and run again, or leave it out of --rpc.")
-        if state == "reset":
-            return (f"worker {ep} reset the connection (its process or machine restarted); restart `localseek worker` "
-                    "there and run again.")
-        if _last_receive_s(sock) >= timeout * 0.9:
+    for ep, sock in _candidates(endpoints):
+        state, (sent, quiet) = _state(sock), _last_data_s(sock)
+        # Silent for the timeout while a request waits for its answer (we sent after we last heard from it): our
+        # read timeout, or TCP's, gave up on it. A worker the pipeline has not reached yet is quiet too, but owes
+        # nothing.
+        if quiet >= timeout * 0.9 and quiet > sent and state in ("open", "aborted"):
             silent.append(ep)
+        elif state in ("closed", "aborted"):
+            return (f"worker {ep} dropped the connection (its process stopped, crashed or restarted); restart "
+                    "`localseek worker` there and run again, or leave it out of --rpc.")
     if silent:
         return (f"worker {silent[0]} sent nothing for {timeout:g}s (LOCALSEEK_RPC_TIMEOUT): the machine, its network "
                 "or the worker stopped; check it and run again.")
@@ -275,27 +282,65 @@ def diagnose(message: str) -> str | None:
     return None
 
 
-def _peek(sock: socket.socket) -> str:
+def _candidates(endpoints: tuple[str, ...]) -> Iterator[tuple[str, socket.socket]]:
+    """The connections to the workers: those with a peer address, then guarded ones that lost theirs (reset)."""
+    seen = set()
+    for ep, sock in worker_sockets(endpoints):
+        seen.add(sock.fileno())
+        yield ep, sock
+    for fd, ep in list(_GUARDED.items()):
+        if fd in seen:
+            continue
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        try:
+            yield ep, sock
+        finally:
+            sock.detach()
+
+
+def _state(sock: socket.socket) -> str:
+    """"closed": the worker hung up (FIN); "aborted": the connection was reset, or TCP gave up on it; "open"."""
+    state = _tcp_state(sock)
+    if state == TCP_CLOSE_WAIT:
+        return "closed"
+    if state == TCP_CLOSE:
+        return "aborted"
     try:
         data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
         return "open"
-    except ConnectionResetError:
-        return "reset"
     except OSError:
-        return "error"
+        return "aborted"
     return "closed" if not data else "open"
 
 
-def _last_receive_s(sock: socket.socket) -> float:
+def _tcp_state(sock: socket.socket) -> int:
+    """tcpi_state, the first byte of struct tcp_info (-1 where the system does not say)."""
     tcp_info = getattr(socket, "TCP_INFO", None)
     if tcp_info is None:
-        return 0.0
+        return -1
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 8)[0]
+    except OSError:
+        return -1
+
+
+def _last_data_s(sock: socket.socket) -> tuple[float, float]:
+    """Seconds since data was last sent to, and received from, the peer (0, 0 where the system does not say)."""
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if tcp_info is None:
+        return 0.0, 0.0
     try:
         raw = sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 192)
-        return struct.unpack_from("<I", raw, TCP_INFO_LAST_DATA_RECV)[0] / 1000
+        sent = struct.unpack_from("<I", raw, TCP_INFO_LAST_DATA_SENT)[0] / 1000
+        return sent, struct.unpack_from("<I", raw, TCP_INFO_LAST_DATA_RECV)[0] / 1000
     except (OSError, struct.error):
-        return 0.0
+        return 0.0, 0.0
 
 
 def _on_abort(raw: bytes | None) -> None:
