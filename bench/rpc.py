@@ -3,6 +3,7 @@
 
     python bench/rpc.py                  # writes a ~0.8 GB Q4_0 qwen2 (Qwen2.5-1.5B shapes), measures, deletes it
     python bench/rpc.py --model X.gguf   # any GGUF
+    python bench/rpc.py --tiny           # a 12-layer model of 0.4M parameters: compute ≈ 0, what is left is the hop
 
 For each configuration — all layers here; half here and half on worker A; a third each here, on A and on B — it
 measures prompt processing (ppN: N random tokens from an empty cache to the first sampled token) and generation
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +83,26 @@ def options(n_layer: int, threads: int, n_ctx: int, here: int, workers: list[str
                    rpc_devices=tuple((w, 0) for w in workers), tensor_overrides=((OUTPUT_OVERRIDE, "CPU"),))
 
 
+@contextmanager
+def no_repack():
+    """Load without llama.cpp's CPU_REPACK buffer type (`use_extra_bufts = false`), as a worker's CPU runs: the RPC
+    server allocates plain CPU buffers, so repackable types (Q4_0, …) use the slower kernels there."""
+    import llama_cpp._internals as internals
+
+    original = internals.LlamaModel
+
+    class _Plain(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *, path_model: str, params, verbose: bool = True) -> None:
+            params.use_extra_bufts = False
+            super().__init__(path_model=path_model, params=params, verbose=verbose)
+
+    internals.LlamaModel = _Plain
+    try:
+        yield
+    finally:
+        internals.LlamaModel = original
+
+
 def measure(engine, endpoints: list[str], n_prompt: int, n_gen: int, rng: random.Random) -> dict:
     from localseek.runtime import rpc
     from localseek.runtime.bench import time_generation, time_prompt
@@ -103,6 +125,8 @@ def measure(engine, endpoints: list[str], n_prompt: int, n_gen: int, rng: random
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="a GGUF (default: write a ~0.8 GB Q4_0 qwen2 and delete it after)")
+    ap.add_argument("--tiny", action="store_true",
+                    help="a tiny 12-layer qwen2 instead: per-token time is then almost all overhead and hops")
     ap.add_argument("--threads", type=int, default=2, help="threads of every process (default 2)")
     ap.add_argument("--n-prompt", type=int, default=256)
     ap.add_argument("--n-gen", type=int, default=64)
@@ -120,11 +144,17 @@ def main() -> int:
     tmp = None
     model = args.model
     if model is None:
-        from vs_llamacpp import write_test_model
-
         tmp = Path(tempfile.mkdtemp(prefix="localseek-rpc-bench-"))
-        log("writing the test model (Qwen2.5-1.5B shapes, Q4_0)")
-        model = write_test_model(tmp / "bench-q4_0.gguf")
+        if args.tiny:
+            sys.path.insert(0, str(ROOT / "tests"))
+            from factory import TinyConfig, write_qwen2_gguf
+
+            model = write_qwen2_gguf(tmp / "tiny.gguf", TinyConfig(n_layer=12, weights="random", seed=1))
+        else:
+            from vs_llamacpp import write_test_model
+
+            log("writing the test model (Qwen2.5-1.5B shapes, Q4_0)")
+            model = write_test_model(tmp / "bench-q4_0.gguf")
     info = read_gguf(model)
     n_layer = int(info.get("block_count"))
     n_embd = int(info.get("embedding_length"))
@@ -137,12 +167,14 @@ def main() -> int:
         workers.append(b_proc)
         configs = {
             "local": (n_layer, []),
+            "local, no repack": (n_layer, []),
             "1 worker": (n_layer // 2, [a]),
             "2 workers": (n_layer // 3, [a, b]),
         }
         for name, (here, ws) in configs.items():
             log(f"loading: {name} ({here} layers here{', ' + ', '.join(ws) if ws else ''})")
-            engines[name] = Engine.load(model, options(n_layer, args.threads, 2048, here, ws))
+            with no_repack() if "no repack" in name else nullcontext():
+                engines[name] = Engine.load(model, options(n_layer, args.threads, 2048, here, ws))
         rng = random.Random(0)
         samples: dict[str, list[dict]] = {name: [] for name in configs}
         for name, engine in engines.items():  # warm-up
@@ -176,7 +208,8 @@ def main() -> int:
     return 0
 
 
-def summarize(samples: dict, configs: dict, args: argparse.Namespace, n_layer: int, n_embd: int, model: Path) -> dict:
+def summarize(samples: dict, configs: dict, args: argparse.Namespace, n_layer: int, n_embd: int,
+              model: Path) -> dict:
     med = statistics.median
     out: dict = {"model": model.name, "size_bytes": model.stat().st_size, "n_layer": n_layer, "n_embd": n_embd,
                  "threads": args.threads, "n_prompt": args.n_prompt, "n_gen": args.n_gen, "rounds": args.rounds,
@@ -192,6 +225,7 @@ def summarize(samples: dict, configs: dict, args: argparse.Namespace, n_layer: i
             "tg_tps_median": round(med(tg), 3), "tg_tps": [round(x, 3) for x in tg],
             "pp_tps_median": round(med(pp), 3), "pp_tps": [round(x, 3) for x in pp],
             "tg_ms_per_token": round(1000 / med(tg), 4),
+            "tg_ms_per_token_best": round(1000 / max(tg), 4),
             "tg_bytes_per_token_per_worker": {ep: round(med(v)) for ep, v in tg_bytes.items()},
             "pp_bytes_per_token_per_worker": {ep: round(med(v)) for ep, v in pp_bytes.items()},
         }
@@ -199,21 +233,37 @@ def summarize(samples: dict, configs: dict, args: argparse.Namespace, n_layer: i
     one = out["configs"]["1 worker"]["tg_ms_per_token"]
     two = out["configs"]["2 workers"]["tg_ms_per_token"]
     out["added_ms_per_token_per_worker"] = {"1 worker": round(one - base, 4), "2 workers": round((two - base) / 2, 4)}
+    best = {name: out["configs"][name]["tg_ms_per_token_best"] for name in ("local", "1 worker", "2 workers")}
+    out["added_ms_per_token_per_worker_best"] = {
+        "1 worker": round(best["1 worker"] - best["local"], 4),
+        "2 workers": round((best["2 workers"] - best["local"]) / 2, 4)}
+    # The layers on a worker run without repacking: expect each share at its own speed, the rest is the hop.
+    plain = out["configs"]["local, no repack"]["tg_ms_per_token"]
+    here1, here2 = configs["1 worker"][0] / n_layer, configs["2 workers"][0] / n_layer
+    out["repack_loss_ms_per_token"] = round(plain - base, 4)
+    out["hop_ms_per_token_per_worker"] = {
+        "1 worker": round(one - (here1 * base + (1 - here1) * plain), 4),
+        "2 workers": round((two - (here2 * base + (1 - here2) * plain)) / 2, 4)}
     return out
 
 
 def print_report(rep: dict) -> None:
     log(f"{rep['model']} ({rep['size_bytes'] / 2**30:.2f} GiB, {rep['n_layer']} layers, n_embd {rep['n_embd']}), "
         f"{rep['threads']} threads per process, {rep['rounds']} rounds, loopback")
-    log(f"{'config':<10} {'layers here':>11} {'pp t/s':>9} {'tg t/s':>9} {'tg ms/token':>12} "
+    log(f"{'config':<16} {'layers here':>11} {'pp t/s':>9} {'tg t/s':>9} {'tg ms/token':>12} {'best':>8} "
         f"{'tg B/token/worker':>18} {'pp B/token/worker':>18}")
     for name, c in rep["configs"].items():
         tgb = "/".join(str(v) for v in c["tg_bytes_per_token_per_worker"].values()) or "-"
         ppb = "/".join(str(v) for v in c["pp_bytes_per_token_per_worker"].values()) or "-"
-        log(f"{name:<10} {c['layers_here']:>11} {c['pp_tps_median']:>9.2f} {c['tg_tps_median']:>9.2f} "
-            f"{c['tg_ms_per_token']:>12.3f} {tgb:>18} {ppb:>18}")
-    added = rep["added_ms_per_token_per_worker"]
-    log(f"added per token per worker: {added['1 worker']:.3f} ms (1 worker), {added['2 workers']:.3f} ms (2 workers)")
+        log(f"{name:<16} {c['layers_here']:>11} {c['pp_tps_median']:>9.2f} {c['tg_tps_median']:>9.2f} "
+            f"{c['tg_ms_per_token']:>12.3f} {c['tg_ms_per_token_best']:>8.3f} {tgb:>18} {ppb:>18}")
+    for key, what in (("added_ms_per_token_per_worker", "medians"), ("added_ms_per_token_per_worker_best", "best runs")):
+        added = rep[key]
+        log(f"added per token per worker ({what}): {added['1 worker']:.3f} ms (1 worker), "
+            f"{added['2 workers']:.3f} ms (2 workers)")
+    hop = rep["hop_ms_per_token_per_worker"]
+    log(f"of which the worker's unrepacked kernels: {rep['repack_loss_ms_per_token']:.3f} ms per token for the whole "
+        f"model; the hop itself: {hop['1 worker']:.3f} ms (1 worker), {hop['2 workers']:.3f} ms per worker (2 workers)")
 
 
 if __name__ == "__main__":
