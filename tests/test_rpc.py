@@ -301,10 +301,11 @@ def test_an_address_where_nobody_answers_fails_within_the_connect_timeout(models
 
 
 def test_plan_shows_live_workers(models: dict[str, Path], pair: tuple[str, str]) -> None:
-    r = subprocess.run([sys.executable, "-m", "localseek", "plan", str(models["ds-random"]), "--rpc", ",".join(pair)],
-                       capture_output=True, text=True, timeout=120, env=dict(os.environ, COLUMNS="200",
-                                                                            LOCALSEEK_RAM_BYTES=str(1216 * MiB)),
-                       check=False)
+    """LOCALSEEK_RPC stands for --rpc."""
+    r = subprocess.run([sys.executable, "-m", "localseek", "plan", str(models["ds-random"])],
+                       capture_output=True, text=True, timeout=120, check=False,
+                       env=dict(os.environ, COLUMNS="200", LOCALSEEK_RAM_BYTES=str(1216 * MiB),
+                                LOCALSEEK_RPC=",".join(pair)))
     assert r.returncode == 0, r.stderr
     assert f"worker {pair[0]}" in r.stdout and "round trip" in r.stdout and "output head" in r.stdout
     assert f"--rpc {pair[0]},{pair[1]}" in r.stdout

@@ -86,6 +86,12 @@ def plan_command(
             raise UsageError("Use either --rpc (workers that run now) or --rpc-mem (a what-if), not both.")
         hw = replace(hw, workers=plan_rpc.simulated(rpc_mem), simulated=True)
     prep = prepare(model, request, hw=hw, notify=lambda msg: sys.stderr.write(msg + "\n"))
+    if request.rpc:
+        from localseek.runtime import rpc as runtime_rpc
+
+        if not runtime_rpc.available():  # planning only asks the workers; running needs the RPC backend here
+            sys.stderr.write("warning: this install has no RPC backend, so `run --rpc` will refuse; rebuild with: "
+                             f"{plan_rpc.install_command(hw.backends)}\n")
     fp, plan = prep.footprint, prep.plan
     if as_json:
         typer.echo(json.dumps({"model": footprint_dict(fp), "hardware": prep.hardware.to_dict(), "plan": plan.to_dict()},

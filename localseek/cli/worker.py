@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -83,7 +84,7 @@ def _stop(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _printer():
+def _printer() -> Callable[[str], None]:
     def say(line: str) -> None:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import socket
 import sys
 import threading
@@ -271,24 +272,39 @@ def run(offer: Offer, serve: Callable[[], None], *, log: Callable[[str], None],
         pass
 
 
-def _relay(fd: int, log: Callable[[str], None], started: threading.Event) -> None:
-    """C's stdout, line by line: the startup block and the readiness check's own connection are skipped."""
-    skipping = True
-    with open(fd, encoding="utf-8", errors="replace") as pipe:
-        for line in pipe:
-            text = line.strip()
+def _relay(fd: int, log: Callable[[str], None], started: threading.Event, quiet_s: float = 2.0) -> None:
+    """C's stdout, line by line, as "connected"/"disconnected" lines with the time. The startup block and the
+    readiness check's own connection are skipped. llama.cpp opens and closes several short connections while a
+    model loads, so a disconnection is only told once no new connection followed within `quiet_s` seconds."""
+    skipping, connected, closing_at = True, False, None
+    buf = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if closing_at is not None and time.monotonic() >= closing_at:
+            log(f"{time.strftime('%H:%M:%S')} the main process disconnected")
+            connected, closing_at = False, None
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for raw in lines:
+            text = raw.decode("utf-8", "replace").strip()
             if skipping:
                 if text == "Client connection closed":  # the end of the readiness check
                     skipping = False
                     started.set()
                 continue
-            stamp = time.strftime("%H:%M:%S")
             if text == "Accepted client connection":
-                log(f"{stamp} a main process connected")
+                if not connected:
+                    log(f"{time.strftime('%H:%M:%S')} a main process connected")
+                connected, closing_at = True, None
             elif text == "Client connection closed":
-                log(f"{stamp} the main process disconnected")
+                closing_at = time.monotonic() + quiet_s
             elif text:
-                log(f"{stamp} {text}")
+                log(f"{time.strftime('%H:%M:%S')} {text}")
 
 
 __all__ = ["Offer", "Offered", "check_host", "prepare", "run"]
