@@ -98,6 +98,7 @@ def test_r1_across_four_machines(r1_q2k: Footprint, inventories) -> None:
     assert reasons["split"].value == "4 machines" and "output head" in reasons
     assert "network" in reasons and "what-if" in reasons["network"].why
     assert "planned for a simulated machine (what-if), not this one" in plan.warnings
+    assert not any("fits on this machine alone" in w for w in plan.warnings)
 
 
 def test_refused_when_the_sum_does_not_fit(r1_q2k: Footprint) -> None:
@@ -143,6 +144,7 @@ def test_small_model_still_splits_and_mtp_slot_follows(tmp_path: Path) -> None:
         assert plan.fits and len(plan.remote) == 2
         check_consistent(fp, plan)
         assert plan.remote[-1].layers[-1] == fp.n_layer_all - 1  # the MTP slot rides with the last worker
+        assert any("fits on this machine alone" in w for w in plan.warnings)
 
 
 def test_draft_model_is_planned_on_this_machine_only(r1_q2k: Footprint, tmp_path: Path) -> None:

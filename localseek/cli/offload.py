@@ -8,6 +8,7 @@ import typer
 
 from localseek.errors import UsageError
 from localseek.planning.plan import Plan, Request
+from localseek.planning.rpc import parse_endpoints
 
 GpuLayers = Annotated[
     str,
@@ -55,8 +56,6 @@ def make_request(
     force: bool,
     rpc: str | None = None,
 ) -> Request:
-    from localseek.planning.rpc import parse_endpoints
-
     if cpu_moe and n_cpu_moe is not None:
         raise UsageError("Use either --cpu-moe (all experts in RAM) or --n-cpu-moe N, not both.")
     return Request(

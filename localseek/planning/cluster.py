@@ -102,20 +102,26 @@ def make_cluster_plan(fp: Footprint, hw: Hardware, req: Request | None = None) -
     result = replace(
         base, n_ctx=n_ctx, n_ctx_requested=wanted, n_batch=batch, n_ubatch=ub, n_gpu_layers=ngl,
         gpu_layers=tuple(gpu[0].layers) if gpu else (), cpu_expert_layers=(),
-        overrides=(OUTPUT_OVERRIDE,) if offloaded and not gpu else (), op_offload=True, ram=ram.use,
+        overrides=(), op_offload=True, ram=ram.use,
         gpu=gpu_use if hw.usable_gpus else None, fits=fits, problem="", forced=req.force and not fits,
         reasons=[], warnings=[],
         remote=tuple(RemoteShare(d.worker.endpoint, d.index, tuple(d.layers), d.use, d.worker.rtt)
                      for d in remote if d.worker is not None and d.layers),
         tensor_split=tuple(split),
     )
-    _explain(result, fp, replace(hw, workers=()), req, wanted)
+    _explain(result, fp, replace(hw, workers=()), req, wanted)  # (its mmap advice is about expert overrides)
+    result.overrides = (OUTPUT_OVERRIDE,) if offloaded and not gpu else ()
     result.reasons = _cluster_reasons(result, fp, hw, devs) + [
         r for r in result.reasons if r.setting not in _PLACEMENT_REASONS]
     result.warnings = [w for w in result.warnings if not w.startswith("no usable GPU")]
     if req.gpu_layers != "auto" or req.cpu_moe or req.n_cpu_moe is not None:
         result.warnings.insert(0, "with workers the planner places every layer (--gpu-layers, --cpu-moe and "
                                   "--n-cpu-moe are not applied)")
+    if base.fits and base.n_ctx >= n_ctx and result.remote:
+        result.warnings.append(
+            "this model fits on this machine alone: spread over workers, every token waits for the network, and CPU "
+            "workers run without llama.cpp's weight repacking (slower kernels, docs/PERFORMANCE.md); drop --rpc to "
+            "run it here")
     idle = [w.endpoint for w in hw.workers if not any(d.worker is w and d.layers for d in devs)]
     if idle and fits:
         result.warnings.append(f"worker {', '.join(idle)} gets no layers (too little memory to hold one)")
