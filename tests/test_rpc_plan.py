@@ -284,3 +284,27 @@ def test_install_command_keeps_the_gpu_backend() -> None:
     cmd = plan_rpc.install_command(("CUDA", "CPU", "RPC"), python="/venv/bin/python")
     assert cmd.startswith('CMAKE_ARGS="-DGGML_CUDA=on -DGGML_RPC=on" /venv/bin/python -m pip install')
     assert "--no-cache-dir" in cmd and "--no-binary llama-cpp-python" in cmd and "llama-cpp-python==" in cmd
+
+
+def test_without_the_rpc_backend_workers_are_refused_with_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from localseek.errors import NoRpcSupport
+    from localseek.planning import backends
+    from localseek.runtime import rpc
+
+    monkeypatch.setattr(backends, "rpc_registry", lambda: None)
+    assert not rpc.available()
+    with pytest.raises(NoRpcSupport) as err:
+        rpc.require("localseek worker")
+    text = str(err.value)
+    assert text.startswith("localseek worker needs llama.cpp's RPC backend") and "\n" not in text
+    assert 'CMAKE_ARGS="-DGGML_RPC=on"' in text and "--no-cache-dir" in text and sys.executable in text
+
+
+def test_doctor_reports_rpc() -> None:
+    from localseek.runtime import rpc
+
+    r = subprocess.run([sys.executable, "-m", "localseek", "doctor", "--json"], capture_output=True, text=True,
+                       timeout=120, check=False)
+    data = json.loads(r.stdout)["rpc"]
+    assert data["available"] == rpc.available() and data["protocol"] == "7.0.0"
+    assert (data["install_command"] is None) == data["available"]
