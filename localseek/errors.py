@@ -53,3 +53,11 @@ class DiskSpaceError(LocalseekError):
 
 class NotInstalledError(LocalseekError):
     """A catalog name or Hub repo that is not on this machine yet."""
+
+
+class WorkerError(LocalseekError):
+    """An RPC worker (`localseek worker`) could not be reached, speaks another protocol version, or failed."""
+
+
+class NoRpcSupport(LocalseekError):
+    """This llama.cpp build has no RPC backend (compile-time: CMAKE_ARGS="-DGGML_RPC=on")."""

@@ -72,7 +72,7 @@ def _root(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from localseek.cli import bench, doctor, models, plan, quantize, run, serve  # noqa: F401
+    from localseek.cli import bench, doctor, models, plan, quantize, run, serve, worker  # noqa: F401
 
 
 def command() -> typer.core.TyperGroup:

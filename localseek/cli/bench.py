@@ -11,8 +11,9 @@ import typer
 
 from localseek.cli import app
 from localseek.cli.completion import complete_model
-from localseek.cli.offload import Force
+from localseek.cli.offload import Force, Rpc
 from localseek.errors import UsageError
+from localseek.planning.rpc import parse_endpoints
 from localseek.runtime.engine import Engine
 from localseek.sizes import format_count, format_size
 
@@ -58,6 +59,7 @@ def bench(
     no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Skip the warm-up run of each test.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     force: Force = False,
+    rpc: Rpc = None,
 ) -> None:
     """Measure prompt processing (pp) and generation (tg) speed, median and spread over repetitions."""
     from localseek.planning.plan import Request
@@ -69,11 +71,12 @@ def bench(
         n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=_int_list(threads, "--threads"),
         batches=_int_list(batch, "--batch") or (512,), warmup=not no_warmup, gen_prompt=prompt or "",
     )
+    workers = parse_endpoints(rpc)
     prep = prepare(model, speculation=speculation)  # resolved once; each batch size is planned and loaded
     kinds: list[str] = []
 
     def load(n_ctx: int, n_batch: int) -> Engine:
-        request = Request(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, force=force)
+        request = Request(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, force=force, rpc=workers)
         opened = open_model(prep.ref, request, speculation=speculation)
         kinds.append(opened.drafter)
         return opened.engine

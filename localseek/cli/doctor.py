@@ -17,8 +17,15 @@ from localseek.sizes import format_size
 def report() -> dict:
     import llama_cpp
 
+    from localseek.planning import backends
+    from localseek.planning import rpc as plan_rpc
+
     hw = hardware.detect()
     hint = hardware.gpu_install_hint(hw)
+    try:
+        has_rpc = backends.rpc_registry() is not None
+    except OSError:
+        has_rpc = False
     return {
         "hardware": hw.to_dict(),
         "llama_cpp": {
@@ -31,6 +38,11 @@ def report() -> dict:
         "unused_cpu_features": hardware.unused_cpu_features(hw.cpu),
         "gpu_install_command": hint,
         "board": boards.summary(hw),
+        "rpc": {  # several machines: `localseek worker` and --rpc need llama.cpp's RPC backend (compile-time)
+            "available": has_rpc,
+            "protocol": ".".join(map(str, plan_rpc.PROTOCOL)),
+            "install_command": None if has_rpc else plan_rpc.install_command(hw.backends),
+        },
     }
 
 
@@ -66,7 +78,8 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the repor
             else "memory size unknown"
         out.print(f"[bold]GPU[/]     {g['name']} · {size}{' · unified memory' if g['unified'] else ''} · {state}")
     lc = data["llama_cpp"]
-    out.print(f"[bold]llama.cpp[/] llama-cpp-python {lc['llama_cpp_python']} · backends: {', '.join(lc['backends'])}"
+    shown = ", ".join(b for b in lc["backends"] if b != "RPC")  # RPC has its own line below
+    out.print(f"[bold]llama.cpp[/] llama-cpp-python {lc['llama_cpp_python']} · backends: {shown}"
               f" · GPU offload: {'yes' if lc['gpu_offload'] else 'no'} · mmap: {'yes' if lc['mmap'] else 'no'}"
               f" · mlock: {'yes' if lc['mlock'] else 'no'}")
     if data["gpu_install_command"]:
@@ -74,5 +87,12 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print the repor
         out.print(f"  {data['gpu_install_command']}", soft_wrap=True)
     for line in data["board"]:
         out.print(f"[bold]Board[/]   {escape(line)}", highlight=False)
+    rpc = data["rpc"]
+    if rpc["available"]:
+        out.print(f"[bold]RPC[/]     yes (protocol {rpc['protocol']}): `localseek worker` serves this machine, "
+                  "--rpc HOST:PORT uses workers")
+    else:
+        out.print("[bold]RPC[/]     no: this build cannot use other machines (`localseek worker`, --rpc). Rebuild with:")
+        out.print(f"  {rpc['install_command']}", soft_wrap=True)
     for note in hw["notes"]:
         out.print(f"[notice]not detected:[/] {note}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -12,9 +13,22 @@ from rich.table import Table
 
 from localseek.cli import app
 from localseek.cli.completion import complete_model
-from localseek.cli.offload import CpuMoe, Ctx, Force, GpuLayers, Mlock, NCpuMoe, NoMmap, Threads, make_request
+from localseek.cli.offload import (
+    CpuMoe,
+    Ctx,
+    Force,
+    GpuLayers,
+    Mlock,
+    NCpuMoe,
+    NoMmap,
+    Rpc,
+    Threads,
+    make_request,
+)
 from localseek.cli.output import out_console
+from localseek.errors import UsageError
 from localseek.planning import hardware
+from localseek.planning import rpc as plan_rpc
 from localseek.planning.footprint import Footprint
 from localseek.planning.hardware import Hardware
 from localseek.planning.plan import Plan
@@ -50,6 +64,11 @@ def plan_command(
     mlock: Mlock = False,
     no_mmap: NoMmap = False,
     force: Force = False,
+    rpc: Rpc = None,
+    rpc_mem: Annotated[str | None, typer.Option(
+        "--rpc-mem", metavar="HOST=SIZE[,…]",
+        help="What-if: workers that do not exist yet, e.g. 192.168.1.20=128GiB,192.168.1.21=64GiB (no connection).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Plan memory for MODEL: GPU layers, experts kept in RAM, context, threads, batch — with the reason for each.
@@ -58,7 +77,7 @@ def plan_command(
     """
     request = make_request(
         ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads, mlock=mlock,
-        no_mmap=no_mmap, force=force,
+        no_mmap=no_mmap, force=force, rpc=rpc,
     )
     hw = hardware.what_if(
         hardware.detect(),
@@ -66,17 +85,27 @@ def plan_command(
         vram=parse_size(vram, "--vram") if vram is not None else None,
         unified=unified, cores=cores, board=board,
     )
+    if rpc_mem:
+        if request.rpc:
+            raise UsageError("Use either --rpc (workers that run now) or --rpc-mem (a what-if), not both.")
+        hw = replace(hw, workers=plan_rpc.simulated(rpc_mem), simulated=True)
     prep = prepare(model, request, hw=hw, notify=_say, remote=True)
+    if request.rpc:
+        from localseek.runtime import rpc as runtime_rpc
+
+        if not runtime_rpc.available():  # planning only asks the workers; running needs the RPC backend here
+            sys.stderr.write("warning: this install has no RPC backend, so `run --rpc` will refuse; rebuild with: "
+                             f"{plan_rpc.install_command(hw.backends)}\n")
     fp, plan = prep.footprint, prep.plan
     remote = prep.ref.remote
     if as_json:
         where = {"installed": False, "repo": remote.repo, "commit": remote.commit,
                  "files": [f.path for f in remote.files], "header_cached": remote.from_cache} if remote else \
             {"installed": True, "path": str(prep.ref.path)}
-        typer.echo(json.dumps({"model": footprint_dict(fp), "source": where, "hardware": hw.to_dict(),
+        typer.echo(json.dumps({"model": footprint_dict(fp), "source": where, "hardware": prep.hardware.to_dict(),
                                "plan": plan.to_dict()}, indent=2))
     else:
-        render(fp, hw, plan, prep.ref.text, title=prep.ref.name, download=remote.size if remote else None)
+        render(fp, prep.hardware, plan, prep.ref.text, title=prep.ref.name, download=remote.size if remote else None)
     if not plan.fits and not force:
         from localseek.cli import error_line
 
@@ -108,6 +137,9 @@ def _machine_line(hw: Hardware) -> str:
     board = f", {hw.board.model}" if hw.board else ""
     line = f"{gpu + ' + ' if gpu else ''}{format_size(hw.memory.available)} RAM available, " \
         f"{hw.cpu.physical_cores} cores{board}"
+    for w in hw.workers:
+        rtt = f", round trip {w.rtt * 1000:.2f} ms" if w.rtt else ""
+        line += f" + worker {w.endpoint} ({format_size(w.free)}{rtt})"
     return line + (" [what-if]" if hw.simulated else "")
 
 
@@ -137,7 +169,7 @@ def render(fp: Footprint, hw: Hardware, plan: Plan, name: str, *, title: str | N
     mem = Table(title="Memory", title_justify="left", box=None, pad_edge=False)
     for col in ("", "weights", "KV cache", "compute", "other", "total", "usable"):
         mem.add_column(col, justify="right" if col else "left")
-    for use in (plan.gpu, plan.ram):
+    for use in (plan.gpu, plan.ram, *(r.use for r in plan.remote)):
         if use is None:
             continue
         style = "" if use.fits else "red"
@@ -160,4 +192,9 @@ def render(fp: Footprint, hw: Hardware, plan: Plan, name: str, *, title: str | N
         out.print(f"[green]Fits.[/] Not downloaded yet: `localseek pull {escape(name)}` fetches it "
                   f"({format_size(download)}); `localseek run {escape(name)}` then uses this plan.", highlight=False)
     elif plan.fits:
-        out.print(f"[green]Fits.[/] `localseek run {escape(name)}` uses this plan.", highlight=False)
+        if hw.workers and any(w.simulated for w in hw.workers):
+            out.print("[green]Fits[/] across these machines (what-if: `localseek worker` on each, then "
+                      f"`localseek run {escape(name)} --rpc HOST:PORT,…`).", highlight=False)
+        else:
+            rpc = f" --rpc {','.join(w.endpoint for w in hw.workers)}" if hw.workers else ""
+            out.print(f"[green]Fits.[/] `localseek run {escape(name)}{rpc}` uses this plan.", highlight=False)

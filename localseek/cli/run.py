@@ -23,6 +23,7 @@ from localseek.cli.offload import (
     Mlock,
     NCpuMoe,
     NoMmap,
+    Rpc,
     Threads,
     make_request,
     summary_line,
@@ -103,6 +104,7 @@ def run(
     mlock: Mlock = False,
     no_mmap: NoMmap = False,
     force: Force = False,
+    rpc: Rpc = None,
     verbose: Annotated[bool, Opt("--verbose", "-v", help="Show the plan and llama.cpp's own log.")] = False,
     yes: Annotated[bool, Opt("--yes", "-y", help="Pull the model without asking if it is not installed.")] = False,
     mtp: Annotated[bool | None, Opt(
@@ -127,7 +129,7 @@ def run(
     check(model)  # an unknown name gets its "did you mean" before anything else is said
     request = make_request(
         ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads, mlock=mlock,
-        no_mmap=no_mmap, force=force,
+        no_mmap=no_mmap, force=force, rpc=rpc,
     )
     piped = _read_prompt_file(prompt_file) if prompt_file is not None else _read_stdin()
     if prompt is not None and piped:

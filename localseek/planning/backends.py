@@ -49,6 +49,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "ggml_backend_dev_by_type": (ctypes.c_void_p, [ctypes.c_int]),
     "ggml_backend_dev_buffer_type": (ctypes.c_void_p, [ctypes.c_void_p]),
     "ggml_backend_buft_name": (ctypes.c_char_p, [ctypes.c_void_p]),
+    "ggml_backend_reg_by_name": (ctypes.c_void_p, [ctypes.c_char_p]),
 }
 
 
@@ -71,6 +72,16 @@ def _ggml() -> ctypes.CDLL:
     return lib
 
 
+def ggml() -> ctypes.CDLL:
+    """The libggml handle, for the runtime's few other calls (RPC registration, abort callback)."""
+    return _ggml()
+
+
+def rpc_registry() -> int | None:
+    """The RPC backend's registry (a `ggml_backend_reg_t`), or None when this build has no RPC backend."""
+    return _ggml().ggml_backend_reg_by_name(b"RPC") or None
+
+
 def _text(raw: bytes | None) -> str:
     return raw.decode("utf-8", "replace") if raw else ""
 
@@ -82,13 +93,17 @@ def registries() -> list[str]:
 
 
 def devices() -> list[Device]:
+    """This machine's devices. Registered RPC workers are left out: they are not this machine's, and asking one
+    for its memory is a network request (planning/rpc.py probes workers itself)."""
     g = _ggml()
     out = []
     for i in range(g.ggml_backend_dev_count()):
         dev = g.ggml_backend_dev_get(i)
+        reg = g.ggml_backend_dev_backend_reg(dev)
+        if reg and _text(g.ggml_backend_reg_name(reg)) == "RPC":
+            continue
         free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
         g.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        reg = g.ggml_backend_dev_backend_reg(dev)
         out.append(
             Device(
                 name=_text(g.ggml_backend_dev_name(dev)),
@@ -138,4 +153,5 @@ def buffer_type_name(buft: int) -> str:
     return _text(_ggml().ggml_backend_buft_name(ctypes.c_void_p(buft)))
 
 
-__all__ = ["Device", "buffer_type_name", "build_features", "cpu_buffer_type", "devices", "registries"]
+__all__ = ["Device", "buffer_type_name", "build_features", "cpu_buffer_type", "devices", "ggml", "registries",
+           "rpc_registry"]

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from localseek.errors import UsageError
+from localseek.planning.rpc import Worker
 from localseek.sizes import GiB, format_size, parse_size  # noqa: F401  (re-exported for what-if callers)
 
 ROOT = Path("/")  # where /proc and /sys are read from (tests point it at a fake tree)
@@ -94,6 +95,7 @@ class Hardware:
     backends: tuple[str, ...] = ("CPU",)
     notes: tuple[str, ...] = ()  # what could not be detected, said plainly
     simulated: bool = False
+    workers: tuple[Worker, ...] = ()  # other machines lending memory over RPC (planning/rpc.py), in --rpc order
 
     @property
     def usable_gpus(self) -> tuple[GPU, ...]:

@@ -39,6 +39,7 @@ class Request:
     flash_attn: bool = True
     load_mtp: bool = False
     force: bool = False
+    rpc: tuple[str, ...] = ()  # workers (HOST:PORT) to spread the model over; probed into Hardware.workers
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,21 @@ class DeviceUse:
 
 
 @dataclass
+class RemoteShare:
+    """A worker device's part of a plan that spans machines (planning/cluster.py)."""
+
+    endpoint: str  # HOST:PORT of the worker
+    device: int  # the device's index on that worker
+    layers: tuple[int, ...]
+    use: DeviceUse
+    rtt: float = 0.0  # measured round trip to the worker, seconds (0: simulated)
+
+    def to_dict(self) -> dict:
+        return {"endpoint": self.endpoint, "device": self.device, "layers": list(self.layers),
+                "use": self.use.to_dict(), "rtt_ms": round(self.rtt * 1000, 3)}
+
+
+@dataclass
 class Plan:
     model: str
     arch: str
@@ -100,11 +116,16 @@ class Plan:
     fits: bool = True
     problem: str = ""
     forced: bool = False
+    # Several machines (--rpc): the workers' shares in llama.cpp's device order, and that order's layer counts
+    # (llama_model_params.tensor_split: remote devices, then this machine's GPUs).
+    remote: tuple[RemoteShare, ...] = ()
+    tensor_split: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["ram"] = self.ram.to_dict()
         data["gpu"] = self.gpu.to_dict() if self.gpu else None
+        data["remote"] = [r.to_dict() for r in self.remote]
         data["reasons"] = [asdict(r) for r in self.reasons]
         return data
 
@@ -258,15 +279,21 @@ def _overrides(fp: Footprint, lay: _Layout, req: Request) -> tuple[str, ...]:
 # -- the plan --------------------------------------------------------------------------------------------------
 
 
-def make_plan(fp: Footprint, hw: Hardware, req: Request = Request()) -> Plan:
-    """Plan how to run `fp` on `hw`. Never raises for a plan that does not fit: `fits`/`problem` say so."""
+def sizes(fp: Footprint, hw: Hardware, req: Request) -> tuple[int, int, int]:
+    """(context wanted, micro-batch, batch) before memory is considered."""
     board = hw.is_small_arm_board
     trained = fp.context_train
     default_ctx = boards.BOARD_CTX if board else DEFAULT_CTX
     wanted = req.n_ctx or min(default_ctx, trained)
     small = hw.memory.total <= 8 * GiB or board
     ub = req.n_ubatch or (256 if small else 512)
-    batch = max(req.n_batch or ub, ub)
+    return wanted, ub, max(req.n_batch or ub, ub)
+
+
+def make_plan(fp: Footprint, hw: Hardware, req: Request = Request()) -> Plan:
+    """Plan how to run `fp` on `hw` (this machine alone: workers are planned by `planning.cluster`). Never raises
+    for a plan that does not fit: `fits`/`problem` say so."""
+    wanted, ub, batch = sizes(fp, hw, req)
 
     n_ctx = wanted
     lay = _layout(fp, hw, n_ctx, min(ub, n_ctx), req)
@@ -540,4 +567,4 @@ def _refusal(plan: Plan, fp: Footprint, hw: Hardware) -> str:
             f"Ways out: {'; '.join(ways)}.")
 
 
-__all__ = ["DEFAULT_CTX", "DeviceUse", "Plan", "Reason", "Request", "make_plan"]
+__all__ = ["DEFAULT_CTX", "DeviceUse", "Plan", "Reason", "RemoteShare", "Request", "make_plan"]

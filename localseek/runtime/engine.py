@@ -22,6 +22,7 @@ from gguf import Keys
 from localseek.errors import EngineError
 from localseek.planning import backends
 from localseek.planning.hardware import default_threads
+from localseek.runtime import rpc
 from localseek.runtime.decode import DecodeContext, Sampler, plain_tokens
 from localseek.runtime.options import LoadOptions, Sampling, SpecStats, Stats
 from localseek.runtime.speculative import Drafter, speculative_tokens
@@ -102,8 +103,11 @@ class Engine:
         threads = options.n_threads or default_threads()
         _LOG.clear()
         overrides = _override_array(options.tensor_overrides)
+        devices = rpc.model_devices(options.rpc_devices)  # registers the workers (None: no worker in this process)
+        workers = tuple(dict.fromkeys(ep for ep, _ in options.rpc_devices))
         try:
-            with _model_params(overrides, load_mtp=options.load_mtp), _context_params(options.n_seq_max):
+            with _model_params(overrides, load_mtp=options.load_mtp, devices=devices), rpc.guarding(workers), \
+                    _context_params(options.n_seq_max):
                 llm = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=options.n_ctx,
@@ -116,6 +120,7 @@ class Engine:
                     use_mlock=options.use_mlock,
                     flash_attn=options.flash_attn,
                     op_offload=options.op_offload,
+                    tensor_split=list(options.tensor_split) or None,
                     verbose=False,
                 )
         except (ValueError, RuntimeError) as exc:
@@ -124,7 +129,7 @@ class Engine:
                 f"llama.cpp could not load {path.name}: {reason}. "
                 "Upgrade localseek if the architecture is new, or re-convert the model."
             ) from exc
-        return cls(path, options, llm, keepalive=overrides, drafter=drafter)
+        return cls(path, options, llm, keepalive=(overrides, devices), drafter=drafter)
 
     def overridden_tensors(self) -> list[tuple[str, str]]:
         """(tensor, buffer type) for every tensor llama.cpp placed by an override, read from its own load log."""
@@ -370,10 +375,11 @@ def _override_array(pairs: tuple[tuple[str, str], ...]) -> tuple[ctypes.Array, l
 
 
 @contextmanager
-def _model_params(overrides: tuple[ctypes.Array, list[bytes]] | None, *, load_mtp: bool) -> Iterator[None]:
+def _model_params(overrides: tuple[ctypes.Array, list[bytes]] | None, *, load_mtp: bool,
+                  devices: ctypes.Array | None = None) -> Iterator[None]:
     """Set `llama_model_params` fields that llama-cpp-python's `Llama` builds itself and does not expose
-    (`tensor_buft_overrides`, `load_mtp`): its model constructor is wrapped for the duration of one load."""
-    if overrides is None and not load_mtp:
+    (`tensor_buft_overrides`, `load_mtp`, `devices`): its model constructor is wrapped for the duration of one load."""
+    if overrides is None and not load_mtp and devices is None:
         yield
         return
     import llama_cpp._internals as internals
@@ -386,6 +392,8 @@ def _model_params(overrides: tuple[ctypes.Array, list[bytes]] | None, *, load_mt
                 params.tensor_buft_overrides = ctypes.cast(overrides[0], ctypes.c_void_p)
             if load_mtp:
                 params.load_mtp = True
+            if devices is not None:
+                params.devices = ctypes.cast(devices, ctypes.c_void_p)
             super().__init__(path_model=path_model, params=params, verbose=verbose)
 
     internals.LlamaModel = _WithParams

@@ -15,10 +15,11 @@ from typing import Any
 from localseek.errors import InsufficientMemoryError
 from localseek.models.gguf_info import GGUFInfo, read_gguf
 from localseek.models.resolve import Fetch, ModelRef, Notify, resolve
-from localseek.planning import hardware
+from localseek.planning import cluster, hardware
+from localseek.planning import rpc as plan_rpc
 from localseek.planning.footprint import Footprint, from_gguf
 from localseek.planning.plan import Plan, Request, make_plan
-from localseek.runtime import speculative
+from localseek.runtime import rpc, speculative
 from localseek.runtime.defaults import resolve_sampling
 from localseek.runtime.engine import DrafterFactory, Engine
 from localseek.runtime.options import LoadOptions, Sampling
@@ -85,7 +86,9 @@ def prepare(ref: str | ModelRef, request: Request = Request(), *, speculation: S
         request = replace(request, load_mtp=use_mtp)  # the MTP block's memory is part of the plan
     fp = from_gguf(info)
     machine = hw or hardware.detect()
-    return Prepared(model, info, fp, make_plan(fp, machine, request), machine, use_mtp)
+    if request.rpc and not machine.workers:  # ask each worker what it offers (no llama.cpp involved yet)
+        machine = replace(machine, workers=plan_rpc.probe_all(request.rpc))
+    return Prepared(model, info, fp, cluster.plan(fp, machine, request), machine, use_mtp)
 
 
 def open_model(
@@ -105,6 +108,8 @@ def open_model(
     before the (possibly long) load. `n_seq_max`: sequences the context will serve at once (the HTTP server's slots;
     the KV cache is then unified, the same n_ctx cells). Raises InsufficientMemoryError when the plan does not fit
     and `request.force` is not set, and the typed errors of each step otherwise."""
+    if request.rpc:
+        rpc.require("--rpc")
     prep = prepare(ref, request, speculation=speculation, hw=hw, fetch=fetch, notify=notify)
     plan = prep.plan
     if not plan.fits and not request.force:
@@ -130,6 +135,7 @@ def load_options(plan: Plan, *, verbose: bool = False) -> LoadOptions:
         n_batch=plan.n_batch, n_ubatch=plan.n_ubatch, use_mmap=plan.use_mmap, use_mlock=plan.use_mlock,
         flash_attn=plan.flash_attn, tensor_overrides=tuple((p, "CPU") for p in plan.overrides),
         op_offload=plan.op_offload, load_mtp=plan.load_mtp, verbose=verbose,
+        rpc_devices=tuple((r.endpoint, r.device) for r in plan.remote), tensor_split=plan.tensor_split,
     )
 
 
@@ -151,7 +157,7 @@ def _drafter(prep: Prepared, spec: Speculation, *, verbose: bool
 
 def plan_for(info: GGUFInfo, request: Request, hw: hardware.Hardware | None = None) -> Plan:
     """Plan `info` on this machine (or on `hw`). Raises InsufficientMemoryError unless it fits or is forced."""
-    plan = make_plan(from_gguf(info), hw or hardware.detect(), request)
+    plan = cluster.plan(from_gguf(info), hw or hardware.detect(), request)
     if not plan.fits and not request.force:
         raise InsufficientMemoryError(plan.problem)
     return plan
@@ -174,7 +180,7 @@ def remaining(hw: hardware.Hardware, plan: Plan) -> hardware.Hardware:
 def plan_beside(main: Plan, info: GGUFInfo, hw: hardware.Hardware | None = None) -> Plan:
     """Plan a draft model in the memory the main model's plan leaves, with the main model's context and threads (it
     drafts for every token the main model sees). Raises InsufficientMemoryError when it does not fit."""
-    left = remaining(hw or hardware.detect(), main)
+    left = replace(remaining(hw or hardware.detect(), main), workers=())  # a draft model stays on this machine
     request = Request(n_ctx=main.n_ctx, threads=main.threads, n_batch=main.n_batch, n_ubatch=main.n_ubatch,
                       flash_attn=main.flash_attn, mmap=main.use_mmap, mlock=main.use_mlock)
     plan = make_plan(from_gguf(info), left, request)

@@ -25,6 +25,10 @@ class LoadOptions:
     tensor_overrides: tuple[tuple[str, str], ...] = ()
     op_offload: bool | None = None  # None: llama.cpp's default (GPU runs big-batch ops on RAM-resident weights)
     load_mtp: bool = False  # also load a deepseek2 GGUF's MTP block (blk.<n_layer>.nextn.*) for speculative drafting
+    # Workers (--rpc): the (HOST:PORT, device index) pairs that take layers, in llama.cpp's device order, and the
+    # layer slots per device (llama_model_params.tensor_split: these devices, then this machine's GPUs).
+    rpc_devices: tuple[tuple[str, int], ...] = ()
+    tensor_split: tuple[float, ...] = ()
     # Sequences the context serves at once (runtime/parallel.py). Above 1 the KV cache is unified: every sequence
     # draws on the same n_ctx cells, so memory is what the plan counted for n_ctx, whatever the number.
     n_seq_max: int = 1
