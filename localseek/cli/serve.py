@@ -15,7 +15,18 @@ from typing import Annotated, Any
 import typer
 
 from localseek.cli import app
-from localseek.cli.offload import CpuMoe, Ctx, Force, GpuLayers, Mlock, NCpuMoe, NoMmap, Threads, make_request
+from localseek.cli.offload import (
+    CpuMoe,
+    Ctx,
+    Force,
+    GpuLayers,
+    Mlock,
+    NCpuMoe,
+    NoMmap,
+    Rpc,
+    Threads,
+    make_request,
+)
 from localseek.errors import UsageError
 from localseek.sizes import format_size
 
@@ -98,6 +109,7 @@ def serve(
     mlock: Mlock = False,
     no_mmap: NoMmap = False,
     force: Force = False,
+    rpc: Rpc = None,
     mtp: Annotated[bool | None, Opt("--mtp/--no-mtp", rich_help_panel=_SPEED, show_default=False,
                                     help="Speculate with the model's MTP block (default: when it has one).")] = None,
     draft: Annotated[str | None, Opt("--draft", rich_help_panel=_SPEED,
@@ -116,7 +128,7 @@ def serve(
     if reasoning_field not in REASONING_FIELDS:
         raise UsageError(f"--reasoning-field is one of {', '.join(REASONING_FIELDS)}, not {reasoning_field!r}.")
     request = make_request(ctx=ctx, gpu_layers=gpu_layers, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, threads=threads,
-                           mlock=mlock, no_mmap=no_mmap, force=force)
+                           mlock=mlock, no_mmap=no_mmap, force=force, rpc=rpc)
     if (mtp or draft) and parallel is not None and parallel > 1:
         raise UsageError("Speculation (--mtp, --draft) serves one request at a time: drop --parallel or set it to 1.")
     manager = ModelManager(request, keep_alive=parse_keep_alive(keep_alive), parallel=parallel,
