@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from localseek import __version__
 from localseek.errors import LocalseekError
-from localseek.serve import ollama_api, openai_api
+from localseek.serve import models_info, ollama_api, openai_api
 from localseek.serve.errors import HTTPError, bad_request, from_localseek
 from localseek.serve.manager import ModelManager
 from localseek.serve.streaming import read_json
@@ -167,6 +167,7 @@ ROUTES = [
     Route("/api/chat", ollama_api.chat, methods=["POST"]),
     Route("/api/generate", ollama_api.generate, methods=["POST"]),
     Route("/localseek/ps", ps),
+    Route("/localseek/models", models_info.models),
     Route("/localseek/stop", stop, methods=["POST"]),
 ]
 
