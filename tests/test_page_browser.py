@@ -371,13 +371,33 @@ def test_stop_keeps_the_partial_answer_and_a_reload_keeps_the_conversation(
     page.set_input_files("#import", str(saved))
     page.wait_for_function("() => document.querySelectorAll('#chats button').length === 2")
     assert last_answer(page) == partial
+
+    # Escape stops too; a reload while a reply streams keeps what came, marked stopped.
+    for how in ("escape", "reload"):
+        page.click("#new-chat")
+        send(page, how)
+        page.wait_for_function(f"() => {LAST} && {LAST}.querySelector('.answer').textContent.length > 200")
+        if how == "escape":
+            page.keyboard.press("Escape")
+            wait_done(page)
+        else:
+            page.reload()
+            wait_ready(page)
+        assert last_answer(page).startswith(SCRIPT_ANSWER)
+        assert page.text_content(".msg.assistant:last-of-type .meta .stopped") == "stopped"
+    deadline = time.monotonic() + 5
+    while _running(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _running(server) == 0
     no_errors(tab)
 
 
 def test_the_api_key_is_asked_for_once_per_tab(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
                                               open_tab: Callable[..., Tab]) -> None:
+    """This server also sends the reasoning inline (`<think>` in the content): the page still shows it apart."""
     work = tmp_path_factory.mktemp("page-key")
-    srv = Server([str(models["code"])], work, key=KEY, env=server_env(work, LOCALSEEK_API_KEY=KEY))
+    srv = Server([str(models["code"]), "--reasoning-field", "inline"], work, key=KEY,
+                 env=server_env(work, LOCALSEEK_API_KEY=KEY))
     try:
         assert httpx.get(srv.url + "/v1/models", timeout=10).status_code == 401
         tab = open_tab(srv.url + "/")
@@ -392,6 +412,8 @@ def test_the_api_key_is_asked_for_once_per_tab(models: dict[str, Path], tmp_path
         send(page, "hi")
         wait_done(page)
         assert page.text_content(".msg.assistant:last-of-type pre code") == "def main():\n    print('hi')\n"
+        assert page.text_content(".msg.assistant:last-of-type .reasoning") == CODE_REASONING
+        assert "think>" not in last_answer(page)
         page.reload()  # the same tab keeps the key (sessionStorage)
         wait_ready(page)
         assert not page.locator("#key-dialog").get_attribute("open")
@@ -408,6 +430,33 @@ def test_the_api_key_is_asked_for_once_per_tab(models: dict[str, Path], tmp_path
         assert all("401" in e for e in other.errors) and other.errors, other.errors  # the refusal, and nothing else
     finally:
         srv.stop()
+
+
+SPLIT = """async (deltas) => {
+  const { DeltaSplitter } = await import('/ui/api.js');
+  const splitter = new DeltaSplitter();
+  const out = { reasoning: '', content: '' };
+  for (const d of deltas) {
+    const piece = splitter.push(d);
+    out.reasoning += piece.reasoning;
+    out.content += piece.content;
+  }
+  return out;
+}"""
+
+
+@pytest.mark.parametrize("deltas", [
+    [{"reasoning_content": "Hmm, "}, {"reasoning_content": "ok."}, {"content": "Hi "}, {"content": "<think>"}],
+    [{"reasoning": "Hmm, "}, {"reasoning": "ok."}, {"content": "Hi <think>"}],
+    [{"reasoning_content": "Hmm, ok.", "reasoning": "Hmm, ok."}, {"content": "Hi <think>"}],  # `both`
+    [{"content": "<thi"}, {"content": "nk>\nHmm, "}, {"content": "ok.\n</th"}, {"content": "ink>\n\nHi "},
+     {"content": "<think>"}],  # `inline`, tags split across chunks
+], ids=["reasoning_content", "reasoning", "both", "inline"])
+def test_the_reasoning_is_found_whatever_the_field(deltas: list[dict[str, str]], server: Server,
+                                                  open_tab: Callable[..., Tab]) -> None:
+    tab = open_tab(server.url + "/")
+    assert tab.page.evaluate(SPLIT, deltas) == {"reasoning": "Hmm, ok.", "content": "Hi <think>"}
+    no_errors(tab)
 
 
 # -- accessibility -------------------------------------------------------------------------------------------------
