@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,6 +27,7 @@ from localseek.serve.manager import Loaded, ModelManager
 
 _CACHE_SIZE = 64
 _prepared: OrderedDict[tuple[str, int, int], Prepared] = OrderedDict()
+_lock = threading.Lock()  # requests plan in worker threads
 
 
 def _plan_fields(plan: Plan) -> dict[str, Any]:
@@ -36,12 +38,14 @@ def _prepare_cached(manager: ModelManager, name: str) -> Prepared:
     ref = manager.resolve(name)
     stat = os.stat(ref.path)
     key = (str(ref.path), stat.st_size, stat.st_mtime_ns)
-    prep = _prepared.get(key)
+    with _lock:
+        prep = _prepared.get(key)
     if prep is None:
         prep = prepare(ref, manager.request, speculation=manager.speculation, hw=manager.hw)
-        _prepared[key] = prep
-        while len(_prepared) > _CACHE_SIZE:
-            _prepared.popitem(last=False)
+        with _lock:
+            _prepared[key] = prep
+            while len(_prepared) > _CACHE_SIZE:
+                _prepared.popitem(last=False)
     return prep
 
 
