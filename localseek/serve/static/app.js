@@ -327,6 +327,7 @@ function setStreaming(on) {
   el.send.hidden = on;
   el.stop.hidden = !on;
   el.messages.setAttribute("aria-busy", String(on));
+  for (const control of [el.newChat, el.deleteButton, el.importInput]) control.disabled = on;
 }
 
 async function send(text) {
@@ -367,8 +368,11 @@ async function send(text) {
   let deltas = 0;
   let usage = null;
   let timings = null;
+  let shown = 0;
   const live = () => {
     const now = performance.now();
+    if (now - shown < 100) return; // ten updates a second are enough to read
+    shown = now;
     const rate = first !== null && now > first ? (deltas - 1) / ((now - first) / 1000) : 0;
     el.status.textContent = statusText(model, { ttft_s: stats.ttft_s, tokens_per_s: rate > 0 ? rate : 0 }) +
       ` · ${deltas} tokens so far`;
