@@ -99,8 +99,10 @@ class Vocab:
 
 
 @cache
-def build_vocab(n_merges: int = 160) -> Vocab:
-    """Byte alphabet + BPE merges learned (deterministically) from a small corpus + special tokens."""
+def build_vocab(n_merges: int = 160, extra_pieces: tuple[str, ...] = ()) -> Vocab:
+    """Byte alphabet + BPE merges learned (deterministically) from a small corpus + special tokens.
+    `extra_pieces`: the pieces of another script (`TinyConfig.script`), each made a single token too; none (the
+    default) gives the vocabulary every other tiny model shares."""
     words = []
     for chunk in _CORPUS.replace("\n", " \n ").split(" "):
         if chunk:
@@ -129,7 +131,7 @@ def build_vocab(n_merges: int = 160) -> Vocab:
                 else:
                     i += 1
     # Make sure every scripted piece exists as a single token (added with its own merge chain).
-    for piece in _SCRIPT_PIECES:
+    for piece in [*_SCRIPT_PIECES, *extra_pieces]:
         if piece in CONTROL_TOKENS or piece in USER_DEFINED_TOKENS or piece in known:
             continue
         prev = piece[0]
@@ -165,6 +167,10 @@ class TinyConfig:
     vocab_merges: int = 160  # another number gives another (incompatible) tokenizer
     split_max_tensors: int = 0  # >0: write a split model (stem-0000i-of-0000N.gguf, split.* metadata)
     loop_reasoning: bool = False  # scripted only: the reasoning repeats forever (for Ctrl-C and budget tests)
+    # Scripted only: another reply, as token pieces in the byte-level alphabet (Ġ space, Ċ newline), each piece used
+    # once (greedy decoding follows piece → next piece), ending with EOS; empty: the SCRIPT_* reply.
+    script: tuple[str, ...] = ()
+    loop: tuple[str, str] | None = None  # scripted only: piece A is followed by piece B instead (a reply that loops)
     template: str | None = None  # a chat template other than the R1 ones (e.g. a hybrid V3.1-style one)
     header_padding: int = 0  # bytes of one extra metadata string: a header as large as DeepSeek's (several MB)
 
@@ -183,18 +189,24 @@ def _write_vocab(writer: gguf.GGUFWriter, vocab: Vocab, pre: str) -> None:
 
 
 def _scripted_embeddings(
-    rng: np.random.Generator, vocab: Vocab, n_embd: int, loop_reasoning: bool = False
+    rng: np.random.Generator, vocab: Vocab, n_embd: int, loop_reasoning: bool = False,
+    script: tuple[str, ...] = (), loop: tuple[str, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embedding and output matrices whose greedy bigram chain spells the scripted reply."""
+    """Embedding and output matrices whose greedy bigram chain spells the scripted reply (`script`, else SCRIPT_*)."""
+    pieces = list(script or _SCRIPT_PIECES)
+    if len(set(pieces)) != len(pieces) or ASSISTANT in pieces:
+        raise ValueError("a script uses each piece once (each token has one successor)")
     n_vocab = len(vocab.tokens)
     embd = rng.standard_normal((n_vocab, n_embd)).astype(np.float32)
     embd /= np.linalg.norm(embd, axis=1, keepdims=True)
     embd *= np.sqrt(n_embd)  # unit RMS, so RMSNorm leaves the direction (and scale) as is
     output = rng.standard_normal((n_vocab, n_embd)).astype(np.float32) * 0.02
-    chain = [vocab.id(ASSISTANT)] + [vocab.id(p) for p in _SCRIPT_PIECES]
+    chain = [vocab.id(ASSISTANT)] + [vocab.id(p) for p in pieces]
     edges = [(chain[i], chain[i + 1]) for i in range(len(chain) - 1)]
     if loop_reasoning:  # "." goes back to "Hmm" instead of closing the block: it reasons until stopped
-        edges = [(a, vocab.id("Hmm") if a == vocab.id(".") else b) for a, b in edges]
+        loop = (".", "Hmm")
+    if loop is not None:
+        edges = [(a, vocab.id(loop[1]) if a == vocab.id(loop[0]) else b) for a, b in edges]
     for prev, nxt in edges:
         output[nxt] += embd[prev] * (4.0 / np.sqrt(n_embd))
     return embd, output
@@ -202,7 +214,7 @@ def _scripted_embeddings(
 
 def write_qwen2_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
     """Write a tiny `qwen2` GGUF (the R1-Distill-Qwen layout, with q/k/v biases)."""
-    vocab = build_vocab(cfg.vocab_merges)
+    vocab = build_vocab(cfg.vocab_merges, cfg.script)
     rng = np.random.default_rng(cfg.seed)
     n_vocab, d, hd = len(vocab.tokens), cfg.n_embd, cfg.n_embd // cfg.n_head
     tmp = path.with_name(path.name + ".part")
@@ -232,7 +244,7 @@ def write_qwen2_gguf(path: Path, cfg: TinyConfig = TinyConfig()) -> Path:
         return (rng.standard_normal(shape) * s).astype(wdtype)
 
     if cfg.weights == "scripted":
-        embd, output = _scripted_embeddings(rng, vocab, d, cfg.loop_reasoning)
+        embd, output = _scripted_embeddings(rng, vocab, d, cfg.loop_reasoning, cfg.script, cfg.loop)
     else:
         embd = rng.standard_normal((n_vocab, d)).astype(np.float32)
         output = rng.standard_normal((n_vocab, d)).astype(np.float32) * 0.5

@@ -21,13 +21,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from localseek import __version__
 from localseek.errors import LocalseekError
-from localseek.serve import ollama_api, openai_api
+from localseek.serve import models_info, ollama_api, openai_api, page
 from localseek.serve.errors import HTTPError, bad_request, from_localseek
 from localseek.serve.manager import ModelManager
 from localseek.serve.streaming import read_json
@@ -81,14 +81,16 @@ class AccessLog:
 
 
 class BearerAuth:
-    """With a key, every request (CORS preflights aside) needs `Authorization: Bearer <key>`; else 401."""
+    """With a key, every request (CORS preflights and the chat page's own files aside) needs
+    `Authorization: Bearer <key>`; else 401."""
 
     def __init__(self, app: ASGIApp, key: str) -> None:
         self.app = app
         self.expected = f"Bearer {key}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] != "OPTIONS":
+        if scope["type"] == "http" and scope["method"] != "OPTIONS" and \
+                not page.is_public(scope["method"], scope["path"]):
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 err = HTTPError(401, "A valid API key is required: send `Authorization: Bearer <key>`.",
@@ -132,10 +134,6 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def root(request: Request) -> Response:
-    return PlainTextResponse("localseek is running")
-
-
 async def ps(request: Request) -> Response:
     return JSONResponse({"version": __version__, "models": request.app.state.manager.status()})
 
@@ -154,7 +152,8 @@ async def stop(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/", root),
+    Route("/", page.root),
+    Route(page.ASSET_PREFIX + "{path:path}", page.asset),
     Route("/health", health),
     Route("/v1/models", openai_api.list_models),
     Route("/v1/models/{model:path}", openai_api.get_model),
@@ -167,6 +166,7 @@ ROUTES = [
     Route("/api/chat", ollama_api.chat, methods=["POST"]),
     Route("/api/generate", ollama_api.generate, methods=["POST"]),
     Route("/localseek/ps", ps),
+    Route("/localseek/models", models_info.models),
     Route("/localseek/stop", stop, methods=["POST"]),
 ]
 

@@ -281,8 +281,8 @@ async def chat_completions(request: Request) -> Response:
                     if item.tool_calls:
                         yield chunk({"tool_calls": [c.openai(i) for i, c in enumerate(item.tool_calls)]})
                     yield chunk({}, item.reason)
-                    if parsed.include_usage:
-                        yield _sse({**head, "choices": [], "usage": item.usage})
+                    if parsed.include_usage:  # with llama-server's `timings` (the chat page shows tokens/s)
+                        yield _sse({**head, "choices": [], "usage": item.usage, "timings": _timings(item)})
                     log_usage(request, item)
             yield _sse("[DONE]")
         except Exception as exc:  # noqa: BLE001 — the status is sent: the error goes in the stream
