@@ -142,7 +142,7 @@ def serve(
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     where = f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
-    _say(f"localseek serve: listening on {where} (OpenAI API: {where}/v1, Ollama API: {where}/api)")
+    _say(f"localseek serve: listening on {where} (OpenAI API: {where}/v1, Ollama API: {where}/api, chat page: {where}/)")
     if not _is_loopback(host):
         if api_key:
             _say(f"{host} is reachable from other machines; requests need the API key.")
