@@ -108,7 +108,9 @@ def test_shell_completion_of_commands_and_model_names() -> None:
     r = cli(env={"_LOCALSEEK_COMPLETE": "complete_bash", "COMP_WORDS": "localseek run deepseek-r1:1",
                  "COMP_CWORD": "2"})
     assert "deepseek-r1:1.5b" in r.stdout.split(), r
-    shown = cli("--show-completion", "bash")
+    # the script `--install-completion` writes (asked for directly: `--show-completion` guesses the shell from the
+    # process tree, which a test run does not have)
+    shown = cli(env={"_LOCALSEEK_COMPLETE": "source_bash"})
     assert shown.returncode == 0 and "_LOCALSEEK_COMPLETE" in shown.stdout
 
 

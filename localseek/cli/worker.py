@@ -34,7 +34,7 @@ def worker(
         "--host", help="Address to listen on: 127.0.0.1 (default, reach it through an SSH tunnel), this machine's LAN "
                        "address, or 0.0.0.0 for all. Only on a network you trust: the protocol has no authentication."
     )] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="TCP port to listen on.")]
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port to listen on.")]
     = plan_rpc.DEFAULT_PORT,
     threads: Annotated[int | None, typer.Option(
         "--threads", "-t", min=1, help="CPU threads for the layers computed here (default: physical cores).")] = None,
