@@ -180,7 +180,7 @@ def catalog(manager: ModelManager) -> Callable[[], list[tuple[str, float]]]:
 
         out: dict[str, float] = {}
         for alias, ref in manager.named.items():
-            if alias in (ref.key, ref.name):
+            if alias == ref.key:
                 out[alias] = _mtime(ref.path)
         for loaded in manager.models.values():
             out.setdefault(loaded.name, loaded.loaded_at)
