@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# A test run started in the background of a non-interactive shell (a CI script with `&`) inherits SIGINT ignored,
+# and an ignored signal stays ignored across exec: the Ctrl-C tests' children would never see theirs. A handler
+# here (not an ignore) is reset to the default in every child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from factory import TinyConfig, write_qwen2_gguf
 
