@@ -11,8 +11,9 @@ Only sequence 0 is used: one conversation per context.
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -23,6 +24,14 @@ if TYPE_CHECKING:
 
 # Called after every llama_decode of a DecodeContext with (tokens, position of the first one).
 DecodeObserver = Callable[[Sequence[int], int], None]
+
+
+class Pacer(Protocol):
+    """Chooses the threads of each llama_decode from how long the earlier ones took (`threads.ThreadPolicy`)."""
+
+    def before(self, n_tokens: int) -> None: ...
+
+    def after(self, n_tokens: int, seconds: float) -> None: ...
 
 
 class Batch:
@@ -100,6 +109,7 @@ class DecodeContext:
         self.tokens: list[int] = []
         self.batch = Batch(self.n_batch)
         self.observers: list[DecodeObserver] = []
+        self.pacer: Pacer | None = None
 
     def clear(self) -> None:
         self._lib.llama_memory_clear(self.mem, True)
@@ -132,7 +142,14 @@ class DecodeContext:
             for k, tok in enumerate(chunk):
                 want = logits == "all" or (logits == "last" and last_chunk and k == len(chunk) - 1)
                 batch.add(tok, pos0 + k, want)
+            pacer = self.pacer
+            if pacer is not None:
+                pacer.before(len(chunk))
+                t0 = time.perf_counter()
             rc = lib.llama_decode(self.ctx, batch.raw)
+            if pacer is not None and rc == 0:
+                lib.llama_synchronize(self.ctx)  # a GPU backend may still be working: wait, so the time is whole
+                pacer.after(len(chunk), time.perf_counter() - t0)
             if rc != 0:
                 raise EngineError(
                     f"llama.cpp could not decode {len(chunk)} tokens (code {rc}); the context may be full or the "

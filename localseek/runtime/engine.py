@@ -25,6 +25,7 @@ from localseek.planning.hardware import default_threads
 from localseek.runtime.decode import DecodeContext, Sampler, plain_tokens
 from localseek.runtime.options import LoadOptions, Sampling, SpecStats, Stats
 from localseek.runtime.speculative import Drafter, speculative_tokens
+from localseek.runtime.threads import ThreadPolicy, spare_cpus
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -87,6 +88,9 @@ class Engine:
             except BaseException:
                 self.close()
                 raise
+        self.threads: ThreadPolicy | None = None  # None: thread counts fixed (at load, or by set_threads)
+        if options.adapt_threads:
+            self.adapt_threads()
 
     @classmethod
     def load(cls, path: Path, options: LoadOptions, *, drafter: DrafterFactory | None = None) -> Engine:
@@ -174,12 +178,26 @@ class Engine:
         return bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
 
     def set_threads(self, n: int, n_batch: int | None = None) -> None:
-        """Threads for generation (and prompt processing), on the main context and the drafter's."""
+        """Fix the threads for generation (and prompt processing), on the main context and the drafter's: no
+        adapting from now on."""
+        self.threads = self.decoder.pacer = None
+        self._apply_threads(n, n_batch or n)
+
+    def adapt_threads(self, n_max: int | None = None) -> ThreadPolicy:
+        """Choose the thread counts as it runs, from how fast each count decodes, up to `n_max` (default: the count
+        it was loaded with), starting from the CPUs no other program is using now; from a fresh start each call.
+        The drafter's context follows the main one's."""
+        n_max = n_max or self.options.n_threads or default_threads()
+        policy = ThreadPolicy(n_max, self._apply_threads, start=spare_cpus(n_max))
+        self.threads = self.decoder.pacer = policy
+        return policy
+
+    def _apply_threads(self, n: int, n_batch: int) -> None:
         import llama_cpp
 
-        llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, n, n_batch or n)
+        llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, n, n_batch)
         if self.drafter is not None:
-            self.drafter.set_threads(n, n_batch or n)
+            self.drafter.set_threads(n, n_batch)
 
     # -- generation ---------------------------------------------------------------------------
     def inject(self, text: str) -> None:

@@ -25,6 +25,7 @@ class LoadOptions:
     tensor_overrides: tuple[tuple[str, str], ...] = ()
     op_offload: bool | None = None  # None: llama.cpp's default (GPU runs big-batch ops on RAM-resident weights)
     load_mtp: bool = False  # also load a deepseek2 GGUF's MTP block (blk.<n_layer>.nextn.*) for speculative drafting
+    adapt_threads: bool = False  # choose thread counts as it runs, up to n_threads (runtime/threads.py); else fixed
 
 
 @dataclass(frozen=True)

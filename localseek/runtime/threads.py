@@ -1,0 +1,343 @@
+"""How many CPU threads each llama.cpp decode gets: measured as the model runs, not assumed.
+
+llama.cpp's CPU threads meet at a barrier after every graph node (hundreds per decode) and spin while they wait.
+With one thread more than the machine has free cores, a decode waits for whichever thread the OS has paused: on a
+busy 2-core machine, 2 threads decoded nano 10–100× slower than 1 (docs/PERFORMANCE.md). The planner's count (one
+per physical core) is right on an idle machine and wrong on a busy one, and how busy it is changes while a model
+answers. So the count is chosen the way the draft length is (`speculative.DraftTuner`):
+
+- it starts at the planner's count less the CPUs other programs are running on at that moment (`spare_cpus`: the
+  prompt, decoded first, has nothing else to go by);
+- one `ThreadTuner` per kind of decode: single tokens (llama.cpp's `n_threads`) and batches, by size class
+  (`n_threads_batch`: prompts, speculative verification), since what is best differs between them;
+- the current count's cost is its seconds per decode, a decayed average over its last ~100 decodes, *unclipped*:
+  under load the cost comes as rare long stalls, the very samples a robust average would throw away;
+- now and then a neighbouring count on a ladder (the planner's count, one and two less, ¾, halves … 1) is probed
+  for a few decodes, and takes over when it was faster; a probe stops as soon as it cannot win. Its first decode
+  only counts as its cost, not as its speed: waking OpenMP's sleeping threads is a cost of switching, and paying it
+  is what makes probes rare under load. Back at the best, every decode counts (hiding a slow one there is how a
+  tuner stays on a count that collapses);
+- probes are paid from a budget: after one that lost (or after a count lost its place), the next waits until the
+  time it wasted (or would waste) is 1 % of the decoding time since — at most 5 s of decoding, since loads go away
+  — and at least 16 decodes, doubling while the best stays the best. On an idle machine that is a probe every few
+  hundred tokens; under a load where the extra thread costs 40×, one every few seconds. Counts above a start that
+  the load lowered wait those 5 s too: their first probe is the one that can cost a stall;
+- a neighbour whose last measurement beats the current count's recent speed (the load came and the current count
+  slowed down, or a lucky probe put a count in place that stalls) is probed at once — its expected cost is
+  negative — and adopted only on a new measurement, never on an old number.
+
+Waits are counted on one clock per context, the seconds spent decoding, so that what one kind of decode learned
+about when to look again holds for the others, and the decisions follow from the timings alone (tests feed them).
+Output never depends on any of this: counts change only between decodes, and llama.cpp's CPU kernels compute every
+value the same way whatever the thread count (tests compare greedy output and logits).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+DECAY = 1 - 1 / 128  # the best count's running average: the last ~100 decodes weigh most
+RECENT = 1 - 1 / 8  # … and its recent one (the last ~8), which notices that it slowed down
+BUDGET = 0.01  # at most this share of the decoding time goes to probing counts that lost
+BASE = 16  # decodes at least between two probes of a count (× a back-off that doubles up to MAX_BACKOFF)
+MAX_BACKOFF = 16
+MARGIN = 0.03  # a probed count must be this much faster to take over (no flapping between equals)
+MAX_WAIT = 5.0  # seconds of decoding at most between two probes of a count, whatever they cost: loads go away
+
+
+def ladder(n_max: int) -> tuple[int, ...]:
+    """The thread counts worth trying, up to the planner's: one and two less, three quarters, halves down to 1."""
+    values = {n_max, n_max - 1, n_max - 2, n_max * 3 // 4}
+    n = n_max
+    while n > 1:
+        n //= 2
+        values.add(n)
+    return tuple(sorted(v for v in values if v >= 1))
+
+
+class Clock:
+    """Seconds spent decoding so far, the time the tuners of one context wait in."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+
+class ThreadTuner:
+    """Picks the thread count for each decode of one kind, from the seconds each count took (`update`).
+
+    `start`: the first best; `due`: clock times before which a count is not probed (what another tuner of the same
+    context learned). `settle`: decodes counted at a new best before the first probe; `probe`: decodes per probe,
+    after `skip` that only count as its cost.
+    """
+
+    def __init__(self, n_max: int, start: int | None = None, *, clock: Clock | None = None,
+                 due: Mapping[int, float] | None = None, budget: float = BUDGET, base: int = BASE,
+                 max_wait: float = MAX_WAIT, settle: int = 4, probe: int = 3, skip: int = 1) -> None:
+        self.ladder = ladder(max(1, n_max))
+        self.best = min(self.ladder, key=lambda n: abs(n - (start or self.ladder[-1])))
+        self.budget, self.base, self.max_wait = budget, base, max_wait
+        self.settle, self.probe, self.skip = settle, probe, skip
+        self._clock = clock or Clock()
+        self.current: int | None = None
+        self.switches = 0  # how often the count changed (probes included)
+        self.adopted: list[int] = []  # counts that took over, in order
+        self._estimate: dict[int, float] = {}  # last measured seconds per decode of the counts that are not the best
+        self._sum = self._n = 0.0  # the best's decayed sums
+        self._recent = 0.0  # the best's seconds per decode, recently
+        self._returning = False  # back at the best after a probe: the next decode wakes its threads
+        self._counted = 0  # decodes counted at the best since it became the best
+        self._due: dict[int, float] = dict(due or {})  # clock time from which a count may be probed (again)
+        self._backoff: dict[int, int] = {}
+        self._probing: int | None = None
+        self._probe_times: list[float] = []
+        self._probe_cost = 0.0
+        self._skipping = 0
+        self._cold = True  # the first decode also pays for llama.cpp's graphs and first touches of the weights
+
+    @property
+    def clock(self) -> float:
+        return self._clock.now
+
+    @property
+    def due(self) -> dict[int, float]:
+        return dict(self._due)
+
+    @property
+    def seconds(self) -> dict[int, float]:
+        """Seconds per decode as last measured, per count (the best's is its running average)."""
+        out = dict(self._estimate)
+        if self._n:
+            out[self.best] = self._sum / self._n
+        return out
+
+    def _best_seconds(self) -> float:
+        return max(self._sum / self._n, 1e-12) if self._n else 0.0
+
+    def pick(self) -> int:
+        if self._probing is None and self._counted >= self.settle:
+            self._probing = self._next_probe()
+            self._probe_times, self._probe_cost, self._skipping = [], 0.0, self.skip
+        target = self._probing if self._probing is not None else self.best
+        if target != self.current:
+            if self.current is not None:
+                self.switches += 1
+            self.current = target
+        return target
+
+    def _next_probe(self) -> int | None:
+        i = self.ladder.index(self.best)
+        near = [self.ladder[j] for j in (i - 1, i + 1) if 0 <= j < len(self.ladder)]
+        for n in near:  # the best slowed down below a neighbour's last measurement: look again now
+            if n in self._estimate and self._estimate[n] < self._recent * (1 - MARGIN):
+                return n
+        due = [n for n in near if self._due.get(n, 0.0) <= self.clock]
+        return min(due, key=lambda n: (self._due.get(n, 0.0), n)) if due else None
+
+    def update(self, n: int, seconds: float) -> None:
+        """`seconds` is what the last decode took at `n` threads (what `pick` returned)."""
+        seconds = max(seconds, 0.0)
+        self._clock.now += seconds
+        if n != self.current:
+            return
+        if self._probing is not None:
+            self._probe_cost += seconds
+            if self._skipping:
+                self._skipping -= 1
+                return
+            self._probe_times.append(seconds)
+            # Done after `probe` decodes, or as soon as it can no longer beat the best.
+            if len(self._probe_times) >= self.probe or sum(self._probe_times) >= self.probe * self._best_seconds():
+                self._end_probe()
+            return
+        if self._cold:
+            self._cold = False
+            return
+        self._sum = self._sum * DECAY + seconds
+        self._n = self._n * DECAY + 1
+        if self._counted == 0:
+            self._recent = seconds
+        elif not self._returning:  # waking threads after a probe would set off the next probe: no news there
+            self._recent = self._recent * RECENT + seconds * (1 - RECENT)
+        self._returning = False
+        self._counted += 1
+
+    def _end_probe(self) -> None:
+        n, times = self._probing, self._probe_times
+        assert n is not None
+        self._probing = None
+        best = self._best_seconds()
+        mean = sum(times) / len(times)
+        if len(times) >= self.probe and mean < best * (1 - MARGIN):
+            # It takes over. The old best is now a neighbour that lost: probing it again costs what it was slower.
+            old = self.best
+            self.best = n
+            self._sum, self._n, self._counted = sum(times), float(len(times)), len(times)
+            self._recent = mean
+            self._estimate.pop(n, None)
+            self._backoff.clear()  # conditions changed: look around often again
+            self._due.clear()
+            self._lost(old, best, self.probe * (best - mean))
+            self.adopted.append(n)
+            return
+        self._lost(n, mean, self._probe_cost - (len(times) + self.skip) * best)
+        self._recent = best  # what set off the probe is answered: only new slow decodes set off another
+        self._returning = True
+
+    def _lost(self, n: int, seconds: float, wasted: float) -> None:
+        """`n` measured `seconds` per decode and lost; probing it cost (or would cost) `wasted` more than the best.
+        Its next probe waits until that is `budget` of the time since (but at most `max_wait`: the load that made
+        it slow may go away), and at least the back-off."""
+        self._estimate[n] = seconds
+        backoff = self._backoff.get(n, 1)
+        self._backoff[n] = min(2 * backoff, MAX_BACKOFF)
+        paid = min(max(0.0, wasted) / self.budget, self.max_wait)
+        self._due[n] = self.clock + max(backoff * self.base * self._best_seconds(), paid)
+
+
+def size_class(n_tokens: int) -> int:
+    """1 for a single token (llama.cpp's `n_threads`); 2 for 2–3 tokens, 3 for 4–7 … 10 for 512 and more
+    (`n_threads_batch`)."""
+    return 1 if n_tokens <= 1 else min(n_tokens.bit_length(), 10)
+
+
+class ThreadPolicy:
+    """Adaptive threads for one llama.cpp context: a tuner for single-token decodes and one per batch size class,
+    applied through `apply(n_threads, n_threads_batch)` whenever a choice changes. `DecodeContext` calls `before`
+    and `after` around each llama_decode. `start` (default `n_max`): where the first tuner starts."""
+
+    def __init__(self, n_max: int, apply: Callable[[int, int], None], start: int | None = None) -> None:
+        self.n_max = max(1, n_max)
+        self.apply = apply
+        self.clock = Clock()
+        self.tuners: dict[int, ThreadTuner] = {}
+        self.start = min(max(1, start or self.n_max), self.n_max)
+        self.n_threads = self.n_threads_batch = self.start
+        self._tuner: ThreadTuner | None = None
+        self._n = 0
+        apply(self.start, self.start)
+
+    def before(self, n_tokens: int) -> None:
+        key = size_class(n_tokens)
+        tuner = self.tuners.get(key) or self._new(key)
+        n = tuner.pick()
+        if key == 1:
+            if n != self.n_threads:
+                self.n_threads = n
+                self.apply(n, self.n_threads_batch)
+        elif n != self.n_threads_batch:
+            self.n_threads_batch = n
+            self.apply(self.n_threads, n)
+        self._tuner, self._n = tuner, n
+
+    def after(self, n_tokens: int, seconds: float) -> None:
+        if self._tuner is not None:
+            self._tuner.update(self._n, seconds)
+            self._tuner = None
+
+    def _new(self, key: int) -> ThreadTuner:
+        # A size not seen yet starts where the nearest size ended up, and waits as long as it does before probing
+        # a count (what the load allows carries over; speeds do not, they differ with the size).
+        near = min(self.tuners, key=lambda k: (abs(k - key), k), default=None)
+        if near is not None:
+            start, due = self.tuners[near].best, self.tuners[near].due
+        else:
+            start = self.start
+            due = {n: self.clock.now + MAX_WAIT for n in ladder(self.n_max) if n > start}
+        # Big batches: one decode says enough, there are few of them, and waking threads is small beside one.
+        small = key <= 3
+        tuner = ThreadTuner(self.n_max, start, clock=self.clock, due=due, settle=4 if small else 1,
+                            probe=3 if small else 1, skip=1 if small else 0)
+        self.tuners[key] = tuner
+        return tuner
+
+
+def spare_cpus(n_max: int) -> int:
+    """Where adapting starts: the planner's count, less the CPUs other programs are running on at this moment (at
+    least 1). The first decode — the prompt — has no measurement to go by, and on a busy machine the planner's
+    count can make it seconds instead of milliseconds. Idle: the planner's count."""
+    from localseek.planning.hardware import usable_cpus
+
+    # A moment's count is noisy: the middle of three.
+    others = [max(0, _procs_running() - _own_running()) for _ in range(3)]
+    return max(1, min(n_max, usable_cpus() - sorted(others)[1]))
+
+
+def _own_running() -> int:
+    """This process's runnable threads (at least the one asking): its own OpenMP threads may still be spinning."""
+    n = 0
+    try:
+        for task in os.scandir("/proc/self/task"):
+            try:
+                with open(f"{task.path}/stat", encoding="ascii") as f:
+                    n += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except (OSError, IndexError):
+                continue
+    except OSError:
+        pass
+    return max(1, n)
+
+
+# -- how busy the machine is (for `bench`) ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class MachineLoad:
+    cpus: int  # the machine's CPUs (what /proc/stat counts)
+    usable: int  # CPUs this process may use (affinity, cgroup quota)
+    load_average: float  # the kernel's 1-minute load average (runnable and uninterruptible tasks)
+    busy: float  # CPUs' worth of time other work used while it was sampled (a hypervisor's steal included)
+    running: int  # other tasks runnable at that moment
+
+    @property
+    def noisy(self) -> bool:
+        """Whether other work competes for the cores: speed measurements will vary, and thread counts that are
+        right on an idle machine are not right now."""
+        return self.busy >= 0.25 or self.running >= max(1, self.usable // 2)
+
+    def describe(self) -> str:
+        return (f"other work uses {self.busy:.1f} of {self.cpus} CPUs ({self.running} other tasks runnable, "
+                f"load average {self.load_average:.1f})")
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies over all CPUs since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already inside user/nice
+    return total - idle, total
+
+
+def _procs_running() -> int:
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("procs_running"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def machine_load(sample: float = 0.3) -> MachineLoad:
+    """How busy the machine is now, sampled over `sample` seconds (this process sleeps meanwhile). On systems
+    without /proc, only the load average (0 when unknown)."""
+    from localseek.planning.hardware import usable_cpus
+
+    try:
+        load1 = os.getloadavg()[0]
+    except OSError:
+        load1 = 0.0
+    before, mine = _cpu_jiffies(), time.process_time()
+    time.sleep(sample)
+    after, mine = _cpu_jiffies(), time.process_time() - mine
+    cpus = os.cpu_count() or 1
+    busy = 0.0
+    if before and after and after[1] > before[1]:
+        # jiffies cover every CPU of the machine: the busy share of them, in CPUs, less this process's own
+        busy = max(0.0, (after[0] - before[0]) / (after[1] - before[1]) * cpus - mine / sample)
+    return MachineLoad(cpus, usable_cpus(), load1, busy, max(0, _procs_running() - 1))
