@@ -285,6 +285,8 @@ class Flipper:
     """A pacer that changes both thread counts every few decodes, whatever the timings: switching mid-generation,
     at real thread counts, exactly as the adaptive policy does (through the engine's own apply)."""
 
+    sync = False
+
     def __init__(self, apply: Callable[[int, int], None], every: int = 3) -> None:
         self.apply, self.every, self.decodes, self.counts = apply, every, 0, set()
 

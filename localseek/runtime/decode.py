@@ -29,6 +29,8 @@ DecodeObserver = Callable[[Sequence[int], int], None]
 class Pacer(Protocol):
     """Chooses the threads of each llama_decode from how long the earlier ones took (`threads.ThreadPolicy`)."""
 
+    sync: bool  # wait for the backend after a decode before timing it (a GPU's decode returns before it is done)
+
     def before(self, n_tokens: int) -> None: ...
 
     def after(self, n_tokens: int, seconds: float) -> None: ...
@@ -148,7 +150,8 @@ class DecodeContext:
                 t0 = time.perf_counter()
             rc = lib.llama_decode(self.ctx, batch.raw)
             if pacer is not None and rc == 0:
-                lib.llama_synchronize(self.ctx)  # a GPU backend may still be working: wait, so the time is whole
+                if pacer.sync:
+                    lib.llama_synchronize(self.ctx)
                 pacer.after(len(chunk), time.perf_counter() - t0)
             if rc != 0:
                 raise EngineError(

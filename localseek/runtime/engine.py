@@ -188,7 +188,8 @@ class Engine:
         it was loaded with), starting from the CPUs no other program is using now; from a fresh start each call.
         The drafter's context follows the main one's."""
         n_max = n_max or self.options.n_threads or default_threads()
-        policy = ThreadPolicy(n_max, self._apply_threads, start=spare_cpus(n_max))
+        policy = ThreadPolicy(n_max, self._apply_threads, start=spare_cpus(n_max),
+                              sync=self.options.n_gpu_layers != 0)
         self.threads = self.decoder.pacer = policy
         return policy
 

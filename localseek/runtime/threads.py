@@ -34,6 +34,7 @@ value the same way whatever the thread count (tests compare greedy output and lo
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -96,6 +97,16 @@ class ThreadTuner:
         self._probe_cost = 0.0
         self._skipping = 0
         self._cold = True  # the first decode also pays for llama.cpp's graphs and first touches of the weights
+        self._plan()
+
+    def _plan(self) -> None:
+        """What `pick` checks on every decode, worked out once per change: when the next neighbour is due, and the
+        recent speed of the best that would set off a probe at once."""
+        i = self.ladder.index(self.best)
+        self._near = [self.ladder[j] for j in (i - 1, i + 1) if 0 <= j < len(self.ladder)]
+        self._wake_at = min((self._due.get(n, 0.0) for n in self._near), default=math.inf)
+        self._alarm = min((self._estimate[n] / (1 - MARGIN) for n in self._near if n in self._estimate),
+                          default=math.inf)
 
     @property
     def clock(self) -> float:
@@ -117,7 +128,8 @@ class ThreadTuner:
         return max(self._sum / self._n, 1e-12) if self._n else 0.0
 
     def pick(self) -> int:
-        if self._probing is None and self._counted >= self.settle:
+        if self._probing is None and self._counted >= self.settle and (
+                self._clock.now >= self._wake_at or self._recent > self._alarm):
             self._probing = self._next_probe()
             self._probe_times, self._probe_cost, self._skipping = [], 0.0, self.skip
         target = self._probing if self._probing is not None else self.best
@@ -128,8 +140,7 @@ class ThreadTuner:
         return target
 
     def _next_probe(self) -> int | None:
-        i = self.ladder.index(self.best)
-        near = [self.ladder[j] for j in (i - 1, i + 1) if 0 <= j < len(self.ladder)]
+        near = self._near
         for n in near:  # the best slowed down below a neighbour's last measurement: look again now
             if n in self._estimate and self._estimate[n] < self._recent * (1 - MARGIN):
                 return n
@@ -181,10 +192,12 @@ class ThreadTuner:
             self._due.clear()
             self._lost(old, best, self.probe * (best - mean))
             self.adopted.append(n)
+            self._plan()
             return
         self._lost(n, mean, self._probe_cost - (len(times) + self.skip) * best)
         self._recent = best  # what set off the probe is answered: only new slow decodes set off another
         self._returning = True
+        self._plan()
 
     def _lost(self, n: int, seconds: float, wasted: float) -> None:
         """`n` measured `seconds` per decode and lost; probing it cost (or would cost) `wasted` more than the best.
@@ -208,9 +221,11 @@ class ThreadPolicy:
     applied through `apply(n_threads, n_threads_batch)` whenever a choice changes. `DecodeContext` calls `before`
     and `after` around each llama_decode. `start` (default `n_max`): where the first tuner starts."""
 
-    def __init__(self, n_max: int, apply: Callable[[int, int], None], start: int | None = None) -> None:
+    def __init__(self, n_max: int, apply: Callable[[int, int], None], start: int | None = None, *,
+                 sync: bool = False) -> None:
         self.n_max = max(1, n_max)
         self.apply = apply
+        self.sync = sync  # wait for the device after each decode before timing it (GPU backends return early)
         self.clock = Clock()
         self.tuners: dict[int, ThreadTuner] = {}
         self.start = min(max(1, start or self.n_max), self.n_max)
@@ -220,8 +235,10 @@ class ThreadPolicy:
         apply(self.start, self.start)
 
     def before(self, n_tokens: int) -> None:
-        key = size_class(n_tokens)
-        tuner = self.tuners.get(key) or self._new(key)
+        key = 1 if n_tokens == 1 else size_class(n_tokens)
+        tuner = self.tuners.get(key)
+        if tuner is None:
+            tuner = self._new(key)
         n = tuner.pick()
         if key == 1:
             if n != self.n_threads:
