@@ -13,7 +13,8 @@ answers. So the count is chosen the way the draft length is (`speculative.DraftT
 - the current count's cost is its seconds per decode, a decayed average over its last ~100 decodes, *unclipped*:
   under load the cost comes as rare long stalls, the very samples a robust average would throw away;
 - now and then a neighbouring count on a ladder (the planner's count, one and two less, ¾, halves … 1) is probed
-  for a few decodes, and takes over when it was faster; a probe stops as soon as it cannot win. Its first decode
+  for a few decodes, and — when it is winning, after 16 (free if it is really faster, and how stalls a few decodes
+  missed are caught) — takes over; a probe stops as soon as it cannot win. Its first decode
   only counts as its cost, not as its speed: waking OpenMP's sleeping threads is a cost of switching, and paying it
   is what makes probes rare under load. Back at the best, every decode counts (hiding a slow one there is how a
   tuner stays on a count that collapses);
@@ -46,6 +47,7 @@ BUDGET = 0.01  # at most this share of the decoding time goes to probing counts 
 BASE = 16  # decodes at least between two probes of a count (× a back-off that doubles up to MAX_BACKOFF)
 MAX_BACKOFF = 16
 MARGIN = 0.03  # a probed count must be this much faster to take over (no flapping between equals)
+TRUSTED = 64  # decodes behind an average that one hiccup cannot make it lose its place by
 MAX_WAIT = 5.0  # seconds of decoding at most between two probes of a count, whatever they cost: loads go away
 
 
@@ -71,22 +73,25 @@ class ThreadTuner:
 
     `start`: the first best; `due`: clock times before which a count is not probed (what another tuner of the same
     context learned). `settle`: decodes counted at a new best before the first probe; `probe`: decodes per probe,
-    after `skip` that only count as its cost.
+    after `skip` that only count as its cost; `confirm`: decodes a probe that is winning runs on before it takes
+    over (free when it is really faster; under load, what catches a count whose stalls a short probe missed).
     """
 
     def __init__(self, n_max: int, start: int | None = None, *, clock: Clock | None = None,
                  due: Mapping[int, float] | None = None, budget: float = BUDGET, base: int = BASE,
-                 max_wait: float = MAX_WAIT, settle: int = 4, probe: int = 3, skip: int = 1) -> None:
+                 max_wait: float = MAX_WAIT, settle: int = 4, probe: int = 3, confirm: int = 16,
+                 skip: int = 1) -> None:
         self.ladder = ladder(max(1, n_max))
         self.best = min(self.ladder, key=lambda n: abs(n - (start or self.ladder[-1])))
         self.budget, self.base, self.max_wait = budget, base, max_wait
-        self.settle, self.probe, self.skip = settle, probe, skip
+        self.settle, self.probe, self.confirm, self.skip = settle, probe, max(confirm, probe), skip
         self._clock = clock or Clock()
         self.current: int | None = None
         self.switches = 0  # how often the count changed (probes included)
         self.adopted: list[int] = []  # counts that took over, in order
         self._estimate: dict[int, float] = {}  # last measured seconds per decode of the counts that are not the best
         self._sum = self._n = 0.0  # the best's decayed sums
+        self._worst = 0.0  # the best's slowest counted decode (while its average rests on few)
         self._recent = 0.0  # the best's seconds per decode, recently
         self._returning = False  # back at the best after a probe: the next decode wakes its threads
         self._counted = 0  # decodes counted at the best since it became the best
@@ -125,7 +130,14 @@ class ThreadTuner:
         return out
 
     def _best_seconds(self) -> float:
-        return max(self._sum / self._n, 1e-12) if self._n else 0.0
+        """The best's seconds per decode, as probes are measured against. While its average rests on fewer than
+        TRUSTED decodes, without the slowest one: a single hiccup early on must not hand its place to a slower
+        count (a second slow decode — a load, not a hiccup — still does)."""
+        if not self._n:
+            return 0.0
+        if self._counted < TRUSTED and self._n > 2:
+            return max((self._sum - self._worst) / (self._n - 1), 1e-12)
+        return max(self._sum / self._n, 1e-12)
 
     def pick(self) -> int:
         if self._probing is None and self._counted >= self.settle and (
@@ -158,9 +170,14 @@ class ThreadTuner:
             if self._skipping:
                 self._skipping -= 1
                 return
-            self._probe_times.append(seconds)
-            # Done after `probe` decodes, or as soon as it can no longer beat the best.
-            if len(self._probe_times) >= self.probe or sum(self._probe_times) >= self.probe * self._best_seconds():
+            times = self._probe_times
+            times.append(seconds)
+            # `probe` decodes, on to `confirm` while it is winning; over as soon as it can no longer win.
+            best, total = self._best_seconds(), sum(times)
+            goal = self.probe if len(times) <= self.probe else self.confirm
+            if len(times) == self.probe and total < self.probe * best * (1 - MARGIN):
+                goal = self.confirm
+            if len(times) >= goal or total >= goal * best:
                 self._end_probe()
             return
         if self._cold:
@@ -168,6 +185,7 @@ class ThreadTuner:
             return
         self._sum = self._sum * DECAY + seconds
         self._n = self._n * DECAY + 1
+        self._worst = max(self._worst, seconds)
         if self._counted == 0:
             self._recent = seconds
         elif not self._returning:  # waking threads after a probe would set off the next probe: no news there
@@ -181,16 +199,18 @@ class ThreadTuner:
         self._probing = None
         best = self._best_seconds()
         mean = sum(times) / len(times)
-        if len(times) >= self.probe and mean < best * (1 - MARGIN):
-            # It takes over. The old best is now a neighbour that lost: probing it again costs what it was slower.
-            old = self.best
+        if len(times) >= self.confirm and mean < best * (1 - MARGIN):
+            # It takes over, and the old best is a neighbour that lost. Probing it again costs what it was slower —
+            # unless its average rests on a few dozen decodes, one of them maybe a hiccup: then it is checked again
+            # soon (after the back-off), and pays the budget by what that probe measures if it is really slower.
+            old, trusted = self.best, self._counted >= TRUSTED
             self.best = n
-            self._sum, self._n, self._counted = sum(times), float(len(times)), len(times)
+            self._sum, self._n, self._counted, self._worst = sum(times), float(len(times)), len(times), max(times)
             self._recent = mean
             self._estimate.pop(n, None)
             self._backoff.clear()  # conditions changed: look around often again
             self._due.clear()
-            self._lost(old, best, self.probe * (best - mean))
+            self._lost(old, best, self.probe * (best - mean) if trusted else 0.0)
             self.adopted.append(n)
             self._plan()
             return
@@ -266,7 +286,7 @@ class ThreadPolicy:
         # Big batches: one decode says enough, there are few of them, and waking threads is small beside one.
         small = key <= 3
         tuner = ThreadTuner(self.n_max, start, clock=self.clock, due=due, settle=4 if small else 1,
-                            probe=3 if small else 1, skip=1 if small else 0)
+                            probe=3 if small else 1, confirm=16 if small else 2, skip=1 if small else 0)
         self.tuners[key] = tuner
         return tuner
 
