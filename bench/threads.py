@@ -3,6 +3,7 @@
     python bench/threads.py                          # nano, 42 held-out problems, modes 1, 2 (the default), auto
     python bench/threads.py --hog 1                  # the same with one competing busy loop (python -c 'while 1: pass')
     python bench/threads.py --model /tmp/mtp-ideal.gguf --n-gen 128 --problems 10    # any GGUF: N tokens after a prompt
+    python bench/threads.py --spread 400             # how single-token decode times spread, per fixed count
 
 The model is opened as `localseek run` opens it (planned; MTP on when it has an MTP block — `--no-mtp` turns it
 off). Each problem is answered greedily once per mode, the modes in every order in turn: `N` fixes N threads (what
@@ -59,6 +60,30 @@ def set_mode(engine: Engine, mode: str) -> None:
         engine.set_threads(int(mode))
 
 
+def spread(engine: Engine, prompt: list[int], counts: list[int], n: int, rounds: int = 3) -> None:
+    """Seconds of single-token decodes at each fixed count, in alternating blocks of n: where the time goes."""
+    times: dict[int, list[float]] = {c: [] for c in counts}
+    for _ in range(rounds):
+        for c in counts:
+            engine.set_threads(c)
+            dc = engine.decoder
+            dc.clear()
+            dc.decode(prompt)
+            for i in range(n):
+                if len(dc.tokens) >= dc.n_ctx:
+                    dc.clear()
+                    dc.decode(prompt)
+                t0 = time.perf_counter()
+                dc.decode((prompt[i % len(prompt)],))
+                times[c].append(time.perf_counter() - t0)
+    print("| threads | median | p90 | p99 | max | mean (µs) |")
+    print("|---|---|---|---|---|---|")
+    for c, ts in times.items():
+        q = statistics.quantiles(ts, n=100)
+        print(f"| {c} | {statistics.median(ts) * 1e6:.0f} | {q[89] * 1e6:.0f} | {q[98] * 1e6:.0f} | "
+              f"{max(ts) * 1e6:.0f} | {statistics.mean(ts) * 1e6:.0f} |")
+
+
 def hogs(n: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(n)]
 
@@ -71,6 +96,7 @@ def main() -> int:
     ap.add_argument("--modes", default="", help="comma-separated: thread counts and/or auto (default: 1..planned,auto)")
     ap.add_argument("--hog", type=int, default=0, help="competing busy loops to run meanwhile")
     ap.add_argument("--no-mtp", action="store_true")
+    ap.add_argument("--spread", type=int, default=0, help="only time N single-token decodes per fixed count")
     args = ap.parse_args()
 
     nano = args.model == "nano"
@@ -85,6 +111,17 @@ def main() -> int:
         text = "<｜User｜>Write a long story about a lighthouse keeper.<｜Assistant｜>"
         prompts = [engine.tokenize(text + " " * i) for i in range(args.problems)]
     loops: list[subprocess.Popen] = []
+    if args.spread:
+        try:
+            loops = hogs(args.hog)
+            print(f"load: {machine_load(1.0).describe()} · competing busy loops: {args.hog}")
+            spread(engine, prompts[0], [int(m) for m in modes if m != "auto"], args.spread)
+        finally:
+            for p in loops:
+                p.kill()
+                p.wait()
+            opened.close()
+        return 0
     try:
         for mode in modes:  # warm up: graphs built, pages faulted in, every count used once
             set_mode(engine, mode)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from localseek.runtime.threads import MAX_WAIT, ThreadTuner
+from localseek.runtime.threads import ThreadTuner, first_due
 
 US = 1e-6
 Cost = Callable[[int, int, random.Random], float]
@@ -49,10 +49,10 @@ def comes_and_goes(n: int, i: int, rng: random.Random) -> float:
 
 
 def run(cost: Cost, steps: int, seed: int, fixed: int = 0, start: int = 2) -> float:
-    """Seconds for `steps` decodes with a fresh tuner (or a fixed count). `start` 1: as `run` starts when other
-    programs hold a core (`threads.spare_cpus`), more threads probed only after MAX_WAIT."""
+    """Seconds for `steps` decodes with a fresh tuner as a context's first one starts (or a fixed count). `start`
+    1: as `run` starts when other programs hold a core (`threads.spare_cpus`)."""
     rng = random.Random(seed)
-    tuner = ThreadTuner(2, start, due={2: MAX_WAIT} if start < 2 else None)
+    tuner = ThreadTuner(2, start, due=first_due(2, start))
     seconds = 0.0
     for i in range(steps):
         n = fixed or tuner.pick()

@@ -181,7 +181,6 @@ class LoadingNotice:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fd = -1
-        self.shown = False
 
     def start(self, what: str) -> None:
         if self._thread is not None or not _isatty(self.stream):
@@ -194,7 +193,6 @@ class LoadingNotice:
         if self._stop.wait(self.after):
             return
         while True:
-            self.shown = True
             os.write(self._fd, f"\r\x1b[2KLoading {what} … {time.monotonic() - started:.0f} s".encode())
             if self._stop.wait(self.every):
                 os.write(self._fd, b"\r\x1b[2K")

@@ -2,30 +2,30 @@
 
 llama.cpp's CPU threads meet at a barrier after every graph node (hundreds per decode) and spin while they wait.
 With one thread more than the machine has free cores, a decode waits for whichever thread the OS has paused: on a
-busy 2-core machine, 2 threads decoded nano 10–100× slower than 1 (docs/PERFORMANCE.md). The planner's count (one
+busy 2-core machine, 2 threads decoded nano 25–50× slower than 1 (docs/PERFORMANCE.md). The planner's count (one
 per physical core) is right on an idle machine and wrong on a busy one, and how busy it is changes while a model
 answers. So the count is chosen the way the draft length is (`speculative.DraftTuner`):
 
 - it starts at the planner's count less the CPUs other programs are running on at that moment (`spare_cpus`: the
   prompt, decoded first, has nothing else to go by);
-- one `ThreadTuner` per kind of decode: single tokens (llama.cpp's `n_threads`) and batches, by size class
+- one `ThreadTuner` per kind of decode: single tokens (llama.cpp's `n_threads`) and batches by size class
   (`n_threads_batch`: prompts, speculative verification), since what is best differs between them;
 - the current count's cost is its seconds per decode, a decayed average over its last ~100 decodes, *unclipped*:
-  under load the cost comes as rare long stalls, the very samples a robust average would throw away;
-- now and then a neighbouring count on a ladder (the planner's count, one and two less, ¾, halves … 1) is probed
-  for a few decodes, and — when it is winning, after 16 (free if it is really faster, and how stalls a few decodes
-  missed are caught) — takes over; a probe stops as soon as it cannot win. Its first decode
-  only counts as its cost, not as its speed: waking OpenMP's sleeping threads is a cost of switching, and paying it
-  is what makes probes rare under load. Back at the best, every decode counts (hiding a slow one there is how a
-  tuner stays on a count that collapses);
-- probes are paid from a budget: after one that lost (or after a count lost its place), the next waits until the
-  time it wasted (or would waste) is 1 % of the decoding time since — at most 5 s of decoding, since loads go away
-  — and at least 16 decodes, doubling while the best stays the best. On an idle machine that is a probe every few
-  hundred tokens; under a load where the extra thread costs 40×, one every few seconds. Counts above a start that
-  the load lowered wait those 5 s too: their first probe is the one that can cost a stall;
-- a neighbour whose last measurement beats the current count's recent speed (the load came and the current count
-  slowed down, or a lucky probe put a count in place that stalls) is probed at once — its expected cost is
-  negative — and adopted only on a new measurement, never on an old number.
+  under load the cost comes as rare long stalls, the very samples a robust average would throw away (only while
+  the average rests on a few dozen decodes is its slowest one left out of comparisons: one hiccup);
+- a neighbouring count on a ladder (the planner's count, one and two less, ¾, halves … 1) is probed for 3 decodes
+  and, while it is winning, on to 16 before it takes over (free when it is really faster; what catches stalls that
+  3 decodes missed); a probe stops as soon as it cannot win. Its first decode counts as its cost, not its speed
+  (waking OpenMP's sleeping threads is a cost of switching); back at the best, every decode counts;
+- when: (1) at once when the current count slows down — to SLOWDOWN× its own average — or its average is
+  CONTENDED× its fastest decodes (it waits more than it computes: load that was there from the start); fewer
+  threads are probed then, budget allowing — or below a neighbour's last measurement (that one is
+  probed: its expected cost is negative, and it is adopted only on a new measurement, never on an old number);
+  (2) otherwise after MAX_WAIT (5 s) of decoding, then as a
+  budget allows: after a probe that lost (or a count that lost its place), the next waits until the time it
+  wasted is 1 % of the decoding time since — at most 5 s, since loads go away — and at least 16 decodes, doubling
+  while the best stays the best. So a short answer on an idle machine probes nothing, a long one every few
+  hundred tokens; under a load where the extra thread costs 40×, one probe every 5 s of decoding.
 
 Waits are counted on one clock per context, the seconds spent decoding, so that what one kind of decode learned
 about when to look again holds for the others, and the decisions follow from the timings alone (tests feed them).
@@ -48,6 +48,9 @@ BASE = 16  # decodes at least between two probes of a count (× a back-off that 
 MAX_BACKOFF = 16
 MARGIN = 0.03  # a probed count must be this much faster to take over (no flapping between equals)
 TRUSTED = 64  # decodes behind an average that one hiccup cannot make it lose its place by
+SLOWDOWN = 1.5  # the best's recent speed this much below its own average: look at fewer threads now
+CONTENDED = 2.5  # … or its average this many times its fastest recent decode: the time goes into waiting (load
+#                  that was there from the start, so nothing slowed down); idle, decodes vary by a few per cent
 MAX_WAIT = 5.0  # seconds of decoding at most between two probes of a count, whatever they cost: loads go away
 
 
@@ -93,9 +96,12 @@ class ThreadTuner:
         self._sum = self._n = 0.0  # the best's decayed sums
         self._worst = 0.0  # the best's slowest counted decode (while its average rests on few)
         self._recent = 0.0  # the best's seconds per decode, recently
+        self._slowed = False  # … is SLOWDOWN times its average or more (or the average CONTENDED times …)
+        self._fast = math.inf  # … its fastest decode lately (a minimum that forgets ~1 % a decode)
         self._returning = False  # back at the best after a probe: the next decode wakes its threads
         self._counted = 0  # decodes counted at the best since it became the best
         self._due: dict[int, float] = dict(due or {})  # clock time from which a count may be probed (again)
+        self._paid: dict[int, float] = {}  # … from which the budget allows it (what a slow-down may not wait past)
         self._backoff: dict[int, int] = {}
         self._probing: int | None = None
         self._probe_times: list[float] = []
@@ -141,7 +147,7 @@ class ThreadTuner:
 
     def pick(self) -> int:
         if self._probing is None and self._counted >= self.settle and (
-                self._clock.now >= self._wake_at or self._recent > self._alarm):
+                self._clock.now >= self._wake_at or self._recent > self._alarm or self._slowed):
             self._probing = self._next_probe()
             self._probe_times, self._probe_cost, self._skipping = [], 0.0, self.skip
         target = self._probing if self._probing is not None else self.best
@@ -156,6 +162,9 @@ class ThreadTuner:
         for n in near:  # the best slowed down below a neighbour's last measurement: look again now
             if n in self._estimate and self._estimate[n] < self._recent * (1 - MARGIN):
                 return n
+        fewer = near[0] if near[0] < self.best else None
+        if self._slowed and fewer is not None and self._paid.get(fewer, 0.0) <= self.clock:
+            return fewer  # the best slowed down (other programs came, most likely): fewer threads, budget allowing
         due = [n for n in near if self._due.get(n, 0.0) <= self.clock]
         return min(due, key=lambda n: (self._due.get(n, 0.0), n)) if due else None
 
@@ -192,6 +201,10 @@ class ThreadTuner:
             self._recent = self._recent * RECENT + seconds * (1 - RECENT)
         self._returning = False
         self._counted += 1
+        average = self._sum / self._n
+        self._fast = min(self._fast * (1 + 1 / 128), seconds)
+        self._slowed = self._recent > SLOWDOWN * average or (
+            self._counted > self.settle and average > CONTENDED * self._fast)
 
     def _end_probe(self) -> None:
         n, times = self._probing, self._probe_times
@@ -206,16 +219,17 @@ class ThreadTuner:
             old, trusted = self.best, self._counted >= TRUSTED
             self.best = n
             self._sum, self._n, self._counted, self._worst = sum(times), float(len(times)), len(times), max(times)
-            self._recent = mean
+            self._recent, self._slowed, self._fast = mean, False, min(times)
             self._estimate.pop(n, None)
             self._backoff.clear()  # conditions changed: look around often again
             self._due.clear()
+            self._paid.clear()
             self._lost(old, best, self.probe * (best - mean) if trusted else 0.0)
             self.adopted.append(n)
             self._plan()
             return
         self._lost(n, mean, self._probe_cost - (len(times) + self.skip) * best)
-        self._recent = best  # what set off the probe is answered: only new slow decodes set off another
+        self._recent, self._slowed = best, False  # what set off the probe is answered: only new slow decodes do
         self._returning = True
         self._plan()
 
@@ -226,8 +240,16 @@ class ThreadTuner:
         self._estimate[n] = seconds
         backoff = self._backoff.get(n, 1)
         self._backoff[n] = min(2 * backoff, MAX_BACKOFF)
-        paid = min(max(0.0, wasted) / self.budget, self.max_wait)
-        self._due[n] = self.clock + max(backoff * self.base * self._best_seconds(), paid)
+        self._paid[n] = self.clock + min(max(0.0, wasted) / self.budget, self.max_wait)
+        self._due[n] = max(self.clock + backoff * self.base * self._best_seconds(), self._paid[n])
+
+
+def first_due(n_max: int, start: int, now: float = 0.0) -> dict[int, float]:
+    """When a context's first tuner may first probe each other count: after MAX_WAIT seconds of decoding. Until then
+    only a slow-down of the start count sets off a probe (of fewer threads). A one-shot answer on an idle machine
+    then probes nothing (each probe of a slower count costs a few of its decodes: 4 % of a 40-decode reply), and
+    above a start that other programs' load lowered, a probe is the one that can cost a stall."""
+    return {n: now + MAX_WAIT for n in ladder(n_max) if n != start}
 
 
 def size_class(n_tokens: int) -> int:
@@ -281,8 +303,7 @@ class ThreadPolicy:
         if near is not None:
             start, due = self.tuners[near].best, self.tuners[near].due
         else:
-            start = self.start
-            due = {n: self.clock.now + MAX_WAIT for n in ladder(self.n_max) if n > start}
+            start, due = self.start, first_due(self.n_max, self.start, self.clock.now)
         # Big batches: one decode says enough, there are few of them, and waking threads is small beside one.
         small = key <= 3
         tuner = ThreadTuner(self.n_max, start, clock=self.clock, due=due, settle=4 if small else 1,
