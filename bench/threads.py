@@ -8,7 +8,8 @@
 The model is opened as `localseek run` opens it (planned; MTP on when it has an MTP block — `--no-mtp` turns it
 off). Each problem is answered greedily once per mode, the modes in every order in turn: `N` fixes N threads (what
 `--threads N` does), `auto` adapts from a fresh start for every answer (what a one-shot `run` does, start-up probe
-included). The cache is cleared before every answer, so each one is prompt + reply. Replies must be identical in
+included; its start is judged from how busy the machine was over 50 ms before, as `run` judges it from the load).
+The cache is cleared before every answer, so each one is prompt + reply. Replies must be identical in
 every mode (exit 1 otherwise). Reported: the machine's load before and after, per mode the whole-answer time summed
 over problems and its tokens/s, and the ratios that matter — auto against the best fixed mode (time; ≤ 1.02 is
 "within 2 %"), and the planner's fixed default against auto (speed-up) — with the per-problem median and range.
@@ -31,7 +32,7 @@ from localseek.planning.plan import Request
 from localseek.runtime.engine import Engine
 from localseek.runtime.open import Speculation, open_model
 from localseek.runtime.options import Sampling
-from localseek.runtime.threads import machine_load
+from localseek.runtime.threads import cpu_sample, machine_load
 
 GREEDY = Sampling(temperature=0.0)
 
@@ -55,7 +56,10 @@ def answer(engine: Engine, prompt: list[int], n_gen: int, stop_at_eos: bool) -> 
 
 def set_mode(engine: Engine, mode: str) -> None:
     if mode == "auto":
-        engine.adapt_threads()
+        # As `run` starts: from how busy the machine was while the model loaded (here 50 ms, not timed).
+        since = cpu_sample()
+        time.sleep(0.05)
+        engine.adapt_threads(since=since)
     else:
         engine.set_threads(int(mode))
 

@@ -217,6 +217,27 @@ def test_first_probes_wait_unless_the_count_struggles() -> None:
     assert policy._new(1).due == {n: pytest.approx(MAX_WAIT) for n in (1, 3, 4)}
 
 
+@pytest.mark.parametrize("busy_jiffies,own_seconds,spare", [(150, 0.05, 3), (50, 0.05, 4), (390, 0.0, 1)])
+def test_the_start_leaves_out_what_others_used_while_it_loaded(
+        monkeypatch: pytest.MonkeyPatch, busy_jiffies: int, own_seconds: float, spare: int) -> None:
+    """4 CPUs, nobody else running at the moment the context is made; over the 0.1 s the model loaded, the machine
+    was busy for `busy_jiffies` of 400, this process for `own_seconds` of it. Others' share, rounded up from a
+    tenth of a CPU, is left out."""
+    from localseek.planning import hardware
+    from localseek.runtime import threads
+
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(hardware, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(threads, "_procs_running", lambda: 1)
+    monkeypatch.setattr(threads, "_own_running", lambda: 1)
+    monkeypatch.setattr(threads, "cpu_sample", lambda: threads.CpuSample((busy_jiffies, 400), own_seconds, 0.1))
+    since = threads.CpuSample((0, 0), 0.0, 0.0)
+    assert threads.spare_cpus(4, since) == spare
+    assert threads.spare_cpus(4) == 4  # the moment alone: nobody running
+    monkeypatch.setattr(threads, "_procs_running", lambda: 3)  # two others runnable now
+    assert threads.spare_cpus(4) == 2
+
+
 def test_machine_load_reads_the_machine() -> None:
     load = machine_load(0.05)
     assert load.cpus >= load.usable >= 1 and load.busy >= 0 and load.running >= 0
@@ -257,7 +278,7 @@ def slow_count(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
 
     monkeypatch.setattr(llama_cpp, "llama_decode", slow_decode)
     monkeypatch.setattr(llama_cpp, "llama_set_n_threads", spy)
-    monkeypatch.setattr(engine_module, "spare_cpus", lambda n: n)  # start at the planner's count, as when idle
+    monkeypatch.setattr(engine_module, "spare_cpus", lambda n, since=None: n)  # start at the planner's count: idle
     yield state
 
 

@@ -312,15 +312,44 @@ class ThreadPolicy:
         return tuner
 
 
-def spare_cpus(n_max: int) -> int:
-    """Where adapting starts: the planner's count, less the CPUs other programs are running on at this moment (at
-    least 1). The first decode — the prompt — has no measurement to go by, and on a busy machine the planner's
-    count can make it seconds instead of milliseconds. Idle: the planner's count."""
+@dataclass(frozen=True)
+class CpuSample:
+    """The machine's CPU counters and this process's CPU time at one moment (`cpu_sample`)."""
+
+    jiffies: tuple[int, int] | None  # (busy, total) over all CPUs since boot; None without /proc/stat
+    own: float  # this process's CPU seconds
+    wall: float
+
+
+def cpu_sample() -> CpuSample:
+    return CpuSample(_cpu_jiffies(), time.process_time(), time.monotonic())
+
+
+def others_busy(since: CpuSample, until: CpuSample | None = None) -> float | None:
+    """CPUs' worth of time other programs used between two samples (None when unknown or too short to tell)."""
+    until = until or cpu_sample()
+    wall = until.wall - since.wall
+    if since.jiffies is None or until.jiffies is None or until.jiffies[1] <= since.jiffies[1] or wall <= 0:
+        return None
+    cpus = os.cpu_count() or 1
+    share = (until.jiffies[0] - since.jiffies[0]) / (until.jiffies[1] - since.jiffies[1])
+    return max(0.0, share * cpus - (until.own - since.own) / wall)
+
+
+def spare_cpus(n_max: int, since: CpuSample | None = None) -> int:
+    """Where adapting starts: the planner's count, less the CPUs other programs are running on (at least 1) — at
+    this moment, and on average since `since` (while the model loaded: a moment misses bursty loads). The first
+    decode, the prompt, has no measurement to go by, and on a busy machine the planner's count can make it seconds
+    instead of milliseconds; a tenth of a CPU used by others on average already makes the extra thread stall now
+    and then (docs/PERFORMANCE.md). Idle: the planner's count."""
     from localseek.planning.hardware import usable_cpus
 
     # A moment's count is noisy: the middle of three.
-    others = [max(0, _procs_running() - _own_running()) for _ in range(3)]
-    return max(1, min(n_max, usable_cpus() - sorted(others)[1]))
+    others = sorted(max(0, _procs_running() - _own_running()) for _ in range(3))[1]
+    busy = others_busy(since) if since is not None else None
+    if busy is not None:
+        others = max(others, math.ceil(busy - 0.1))
+    return max(1, min(n_max, usable_cpus() - others))
 
 
 def _own_running() -> int:
@@ -390,12 +419,7 @@ def machine_load(sample: float = 0.3) -> MachineLoad:
         load1 = os.getloadavg()[0]
     except OSError:
         load1 = 0.0
-    before, mine = _cpu_jiffies(), time.process_time()
+    since = cpu_sample()
     time.sleep(sample)
-    after, mine = _cpu_jiffies(), time.process_time() - mine
-    cpus = os.cpu_count() or 1
-    busy = 0.0
-    if before and after and after[1] > before[1]:
-        # jiffies cover every CPU of the machine: the busy share of them, in CPUs, less this process's own
-        busy = max(0.0, (after[0] - before[0]) / (after[1] - before[1]) * cpus - mine / sample)
-    return MachineLoad(cpus, usable_cpus(), load1, busy, max(0, _procs_running() - 1))
+    busy = others_busy(since) or 0.0
+    return MachineLoad(os.cpu_count() or 1, usable_cpus(), load1, busy, max(0, _procs_running() - 1))
