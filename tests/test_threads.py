@@ -169,10 +169,11 @@ def test_climbs_down_the_ladder_to_the_best_count() -> None:
     assert picks[-500:].count(12) > 480
 
 
-def test_pinned_counts_are_not_a_tuner_matter() -> None:
-    tuner = ThreadTuner(1)
-    _, picks = drive(tuner, idle, 100)
-    assert set(picks) == {1} and tuner.switches == 0
+def test_one_core_has_nothing_to_choose() -> None:
+    for cost in (idle, stalls):  # also when the one count struggles: nothing to probe, nothing breaks
+        tuner = ThreadTuner(1, due=first_due(1, 1))
+        _, picks = drive(tuner, cost, 300)
+        assert set(picks) == {1} and tuner.switches == 0
 
 
 def test_policy_tunes_single_tokens_and_batches_apart() -> None:

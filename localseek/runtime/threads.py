@@ -162,7 +162,7 @@ class ThreadTuner:
         for n in near:  # the best slowed down below a neighbour's last measurement: look again now
             if n in self._estimate and self._estimate[n] < self._recent * (1 - MARGIN):
                 return n
-        fewer = near[0] if near[0] < self.best else None
+        fewer = near[0] if near and near[0] < self.best else None
         if self._slowed and fewer is not None and self._paid.get(fewer, 0.0) <= self.clock:
             return fewer  # the best slowed down (other programs came, most likely): fewer threads, budget allowing
         due = [n for n in near if self._due.get(n, 0.0) <= self.clock]
