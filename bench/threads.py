@@ -4,6 +4,7 @@
     python bench/threads.py --hog 1                  # the same with one competing busy loop (python -c 'while 1: pass')
     python bench/threads.py --model /tmp/mtp-ideal.gguf --n-gen 128 --problems 10    # any GGUF: N tokens after a prompt
     python bench/threads.py --spread 400             # how single-token decode times spread, per fixed count
+    python bench/threads.py --problems 12 --wait-idle 600    # start when nothing else runs (a shared machine)
 
 The model is opened as `localseek run` opens it (planned; MTP on when it has an MTP block — `--no-mtp` turns it
 off). Each problem is answered greedily once per mode, the modes in every order in turn: `N` fixes N threads (what
@@ -101,6 +102,8 @@ def main() -> int:
     ap.add_argument("--hog", type=int, default=0, help="competing busy loops to run meanwhile")
     ap.add_argument("--no-mtp", action="store_true")
     ap.add_argument("--spread", type=int, default=0, help="only time N single-token decodes per fixed count")
+    ap.add_argument("--wait-idle", type=float, default=0.0,
+                    help="first wait (at most this many seconds) until other programs use under 0.1 CPU")
     args = ap.parse_args()
 
     nano = args.model == "nano"
@@ -130,6 +133,9 @@ def main() -> int:
         for mode in modes:  # warm up: graphs built, pages faulted in, every count used once
             set_mode(engine, mode)
             answer(engine, prompts[0], args.n_gen, nano)
+        deadline = time.monotonic() + args.wait_idle
+        while args.wait_idle and time.monotonic() < deadline and machine_load(1.0).busy >= 0.1:
+            time.sleep(2.0)
         loops = hogs(args.hog)
         time.sleep(0.5 if loops else 0.0)
         before = machine_load(1.0)

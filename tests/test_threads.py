@@ -200,22 +200,61 @@ def test_policy_tunes_single_tokens_and_batches_apart() -> None:
     assert [size_class(n) for n in (1, 2, 3, 4, 7, 8, 512, 4096)] == [1, 2, 2, 3, 3, 4, 10, 10]
 
 
-def test_first_probes_wait_unless_the_count_struggles() -> None:
-    """A context's first tuner trusts where it starts for MAX_WAIT seconds of decoding — a short answer on an idle
-    machine probes nothing — unless the count struggles: its decodes wait more than they compute (load that was
-    there from the start: every other decode stalls), or it slows down; then fewer threads are probed at once."""
-    steady = ThreadTuner(2, due=first_due(2, 2))
-    _, picks = drive(steady, idle, 2000)  # 0.4 s of decoding
-    assert set(picks) == {2}
-    struggling = ThreadTuner(2, due=first_due(2, 2))
+def test_first_probes_fewer_soon_and_more_late_unless_the_count_struggles() -> None:
+    """A context's first tuner probes fewer threads soon after the start (the planner's count is not always the
+    fastest, even on an idle machine) and more threads than a start the load lowered only after MAX_WAIT seconds
+    of decoding — unless the start count struggles: its decodes wait more than they compute (load that was there
+    from the start: every other decode stalls), or it slows down."""
+    one_faster = ThreadTuner(2, due=first_due(2, 2))
+    _, picks = drive(one_faster, lambda n, i, rng: {1: 200, 2: 280}[n] * US, 200)
+    assert one_faster.best == 1 and picks.index(1) < 8
+    lowered = ThreadTuner(2, 1, due=first_due(2, 1))
+    _, picks = drive(lowered, lambda n, i, rng: {1: 280, 2: 200}[n] * US, 2000)  # 0.56 s of decoding
+    assert set(picks) == {1}
+    _, picks = drive(lowered, lambda n, i, rng: {1: 280, 2: 200}[n] * US, 20000)  # past MAX_WAIT
+    assert lowered.best == 2
+    struggling = ThreadTuner(2, due={1: MAX_WAIT})
     _, picks = drive(struggling, lambda n, i, rng: 250 * US if n == 1 else (200 if i % 2 else 3200) * US, 200)
     assert struggling.best == 1 and picks.index(1) < 10
-    slowing = ThreadTuner(2, due=first_due(2, 2))
+    slowing = ThreadTuner(2, due={1: MAX_WAIT})
     _, picks = drive(slowing, lambda n, i, rng: 250 * US if n == 1 else (200 if i < 500 else 600) * US, 1000)
     assert slowing.best == 1 and 500 < picks.index(1) < 520
-    # Above a start that the load lowered, too: those probes are the ones that can stall.
+    # More threads than where the first tuner starts wait; fewer do not.
     policy = ThreadPolicy(4, lambda n, nb: None, start=2)
-    assert policy._new(1).due == {n: pytest.approx(MAX_WAIT) for n in (1, 3, 4)}
+    assert policy._new(1).due == {n: pytest.approx(MAX_WAIT) for n in (3, 4)}
+
+
+def test_a_lost_probe_holds_off_the_same_probe_in_the_other_tuners() -> None:
+    """Single tokens and verification batches each have a tuner; when one has found 1 thread slower, the other
+    does not pay for the same probe again soon."""
+    policy = ThreadPolicy(2, lambda n, nb: None)
+    counts: list[tuple[int, int]] = []
+    for _ in range(40):
+        for size in (1, 2):
+            policy.before(size)
+            n = policy.n_threads if size == 1 else policy.n_threads_batch
+            counts.append((size, n))
+            policy.after(size, {1: 300e-6, 2: 200e-6}[n] * size)
+    probes = {size: sum(1 for s, n in counts if s == size and n == 1) for size in (1, 2)}
+    assert sorted(probes.values()) == [0, 3]  # one tuner probed 1 thread (3 decodes), the other did not
+
+
+def test_a_probe_whose_decodes_stop_coming_does_not_block_the_others() -> None:
+    """One probe at a time per context — but a probe of verification batches that stop coming (the draft tuner
+    turned drafting off) must not keep the single-token tuner from probing: given up after ABANDONED seconds."""
+    policy = ThreadPolicy(2, lambda n, nb: None)
+
+    def decode(size: int, seconds: Callable[[int], float]) -> int:
+        policy.before(size)
+        n = policy.n_threads if size == 1 else policy.n_threads_batch
+        policy.after(size, seconds(n))
+        return n
+
+    for _ in range(6):  # batches settle and start probing 1 thread …
+        decode(2, lambda n: 200e-6)
+    assert policy.tuners[2]._probing == 1
+    singles = [decode(1, lambda n: {1: 2e-3, 2: 6e-3}[n]) for _ in range(400)]  # … and never come again
+    assert policy.tuners[1].best == 1 and singles.index(1) < 200
 
 
 @pytest.mark.parametrize("busy_jiffies,own_seconds,spare", [(150, 0.05, 3), (50, 0.05, 4), (390, 0.0, 1)])

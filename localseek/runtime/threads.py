@@ -21,11 +21,13 @@ answers. So the count is chosen the way the draft length is (`speculative.DraftT
   CONTENDED× its fastest decodes (it waits more than it computes: load that was there from the start); fewer
   threads are probed then, budget allowing — or below a neighbour's last measurement (that one is
   probed: its expected cost is negative, and it is adopted only on a new measurement, never on an old number);
-  (2) otherwise after MAX_WAIT (5 s) of decoding, then as a
+  (2) otherwise fewer threads soon after the start (the planner's count is not always the fastest, even idle),
+  more after MAX_WAIT (5 s) of decoding, then as a
   budget allows: after a probe that lost (or a count that lost its place), the next waits until the time it
   wasted is 1 % of the decoding time since — at most 5 s, since loads go away — and at least 16 decodes, doubling
-  while the best stays the best. So a short answer on an idle machine probes nothing, a long one every few
-  hundred tokens; under a load where the extra thread costs 40×, one probe every 5 s of decoding.
+  while the best stays the best; a probe that lost holds off the same probe in the context's other tuners. So a
+  short answer on an idle machine probes fewer threads once (a few slower decodes: ~1 % of 130 tokens), a long
+  one every few hundred tokens; under a load where the extra thread costs 40×, one probe every 5 s of decoding.
 
 Waits are counted on one clock per context, the seconds spent decoding, so that what one kind of decode learned
 about when to look again holds for the others, and the decisions follow from the timings alone (tests feed them).
@@ -52,6 +54,7 @@ SLOWDOWN = 1.5  # the best's recent speed this much below its own average: look 
 CONTENDED = 2.5  # … or its average this many times its fastest recent decode: the time goes into waiting (load
 #                  that was there from the start, so nothing slowed down); idle, decodes vary by a few per cent
 MAX_WAIT = 5.0  # seconds of decoding at most between two probes of a count, whatever they cost: loads go away
+ABANDONED = 1.0  # seconds of decoding after which another tuner may probe while one's probe waits for its decodes
 
 
 def ladder(n_max: int) -> tuple[int, ...]:
@@ -65,10 +68,16 @@ def ladder(n_max: int) -> tuple[int, ...]:
 
 
 class Clock:
-    """Seconds spent decoding so far, the time the tuners of one context wait in."""
+    """What the tuners of one context share: the seconds spent decoding so far (the time they wait in), and which of
+    them is probing (one at a time: two probes of the same count would pay twice for one answer)."""
 
     def __init__(self) -> None:
         self.now = 0.0
+        self.probing: object | None = None
+        self.since = 0.0  # when that probe began: one whose kind of decode stopped coming is given up after a while
+
+    def may_probe(self, tuner: object) -> bool:
+        return self.probing is None or self.probing is tuner or self.now - self.since > ABANDONED
 
 
 class ThreadTuner:
@@ -81,7 +90,8 @@ class ThreadTuner:
     """
 
     def __init__(self, n_max: int, start: int | None = None, *, clock: Clock | None = None,
-                 due: Mapping[int, float] | None = None, budget: float = BUDGET, base: int = BASE,
+                 due: Mapping[int, float] | None = None, on_lost: Callable[[ThreadTuner, int], None] | None = None,
+                 budget: float = BUDGET, base: int = BASE,
                  max_wait: float = MAX_WAIT, settle: int = 4, probe: int = 3, confirm: int = 16,
                  skip: int = 1) -> None:
         self.ladder = ladder(max(1, n_max))
@@ -89,6 +99,7 @@ class ThreadTuner:
         self.budget, self.base, self.max_wait = budget, base, max_wait
         self.settle, self.probe, self.confirm, self.skip = settle, probe, max(confirm, probe), skip
         self._clock = clock or Clock()
+        self._on_lost = on_lost
         self.current: int | None = None
         self.switches = 0  # how often the count changed (probes included)
         self.adopted: list[int] = []  # counts that took over, in order
@@ -146,10 +157,14 @@ class ThreadTuner:
         return max(self._sum / self._n, 1e-12)
 
     def pick(self) -> int:
-        if self._probing is None and self._counted >= self.settle and (
+        if self._probing is None and self._counted >= self.settle and self._clock.may_probe(self) and (
                 self._clock.now >= self._wake_at or self._recent > self._alarm or self._slowed):
             self._probing = self._next_probe()
-            self._probe_times, self._probe_cost, self._skipping = [], 0.0, self.skip
+            if self._probing is not None:
+                self._clock.probing, self._clock.since = self, self._clock.now
+            # More threads: the first decode wakes OpenMP's sleeping ones, a cost of switching, not of the count.
+            up = self._probing is not None and self._probing > self.best
+            self._probe_times, self._probe_cost, self._skipping = [], 0.0, self.skip if up else 0
         target = self._probing if self._probing is not None else self.best
         if target != self.current:
             if self.current is not None:
@@ -210,6 +225,8 @@ class ThreadTuner:
         n, times = self._probing, self._probe_times
         assert n is not None
         self._probing = None
+        if self._clock.probing is self:
+            self._clock.probing = None
         best = self._best_seconds()
         mean = sum(times) / len(times)
         if len(times) >= self.confirm and mean < best * (1 - MARGIN):
@@ -228,7 +245,7 @@ class ThreadTuner:
             self.adopted.append(n)
             self._plan()
             return
-        self._lost(n, mean, self._probe_cost - (len(times) + self.skip) * best)
+        self._lost(n, mean, self._probe_cost - (len(times) + (self.skip if n > self.best else 0)) * best)
         self._recent, self._slowed = best, False  # what set off the probe is answered: only new slow decodes do
         self._returning = True
         self._plan()
@@ -242,14 +259,23 @@ class ThreadTuner:
         self._backoff[n] = min(2 * backoff, MAX_BACKOFF)
         self._paid[n] = self.clock + min(max(0.0, wasted) / self.budget, self.max_wait)
         self._due[n] = max(self.clock + backoff * self.base * self._best_seconds(), self._paid[n])
+        if self._on_lost is not None:
+            self._on_lost(self, n)
+
+    def hold_off(self, n: int, until: float) -> None:
+        """Another tuner of the context, at the same best, probed `n` and it lost: do not probe it before `until`
+        (unless this one's own count struggles)."""
+        if self._probing is None and n in self._near:
+            self._due[n] = max(self._due.get(n, 0.0), until)
+            self._plan()
 
 
 def first_due(n_max: int, start: int, now: float = 0.0) -> dict[int, float]:
-    """When a context's first tuner may first probe each other count: after MAX_WAIT seconds of decoding. Until then
-    only a slow-down of the start count sets off a probe (of fewer threads). A one-shot answer on an idle machine
-    then probes nothing (each probe of a slower count costs a few of its decodes: 4 % of a 40-decode reply), and
-    above a start that other programs' load lowered, a probe is the one that can cost a stall."""
-    return {n: now + MAX_WAIT for n in ladder(n_max) if n != start}
+    """When a context's first tuner may first probe each other count: fewer threads at once (the planner's count is
+    not always the fastest even on an idle machine: on this VM, nano decodes 1.4× faster on 1 thread than on 2),
+    more only after MAX_WAIT seconds of decoding — above a start that other programs' load lowered, that probe is
+    the one that can cost a stall."""
+    return {n: now + MAX_WAIT for n in ladder(n_max) if n > start}
 
 
 def size_class(n_tokens: int) -> int:
@@ -306,10 +332,18 @@ class ThreadPolicy:
             start, due = self.start, first_due(self.n_max, self.start, self.clock.now)
         # Big batches: one decode says enough, there are few of them, and waking threads is small beside one.
         small = key <= 3
-        tuner = ThreadTuner(self.n_max, start, clock=self.clock, due=due, settle=4 if small else 1,
-                            probe=3 if small else 1, confirm=16 if small else 2, skip=1 if small else 0)
+        tuner = ThreadTuner(self.n_max, start, clock=self.clock, due=due, on_lost=self._lost,
+                            settle=4 if small else 1, probe=3 if small else 1, confirm=16 if small else 2,
+                            skip=1 if small else 0)
         self.tuners[key] = tuner
         return tuner
+
+    def _lost(self, tuner: ThreadTuner, n: int) -> None:
+        # What one kind of decode found slower, the others at the same count need not probe again soon: one probe
+        # per context, not one per size class (each costs a few slower decodes of a short answer).
+        for other in self.tuners.values():
+            if other is not tuner and other.best == tuner.best:
+                other.hold_off(n, tuner.due[n])
 
 
 @dataclass(frozen=True)
