@@ -187,17 +187,23 @@ class Engine:
     def adapt_threads(self, n_max: int | None = None, *, since: CpuSample | None = None) -> ThreadPolicy:
         """Choose the thread counts as it runs, from how fast each count decodes, up to `n_max` (default: the count
         it was loaded with), starting from the CPUs no other program used now (and, with `since`, on average since
-        then); from a fresh start each call. The drafter's context follows the main one's."""
+        then); from a fresh start each call. The drafter's context follows the main one's best counts."""
         n_max = n_max or self.options.n_threads or default_threads()
-        policy = ThreadPolicy(n_max, self._apply_threads, start=spare_cpus(n_max, since),
-                              sync=self.options.n_gpu_layers != 0)
+        policy = ThreadPolicy(n_max, self._apply_main, start=spare_cpus(n_max, since),
+                              sync=self.options.n_gpu_layers != 0, follow=self._apply_drafter)
         self.threads = self.decoder.pacer = policy
         return policy
 
     def _apply_threads(self, n: int, n_batch: int) -> None:
+        self._apply_main(n, n_batch)
+        self._apply_drafter(n, n_batch)
+
+    def _apply_main(self, n: int, n_batch: int) -> None:
         import llama_cpp
 
         llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, n, n_batch)
+
+    def _apply_drafter(self, n: int, n_batch: int) -> None:
         if self.drafter is not None:
             self.drafter.set_threads(n, n_batch)
 

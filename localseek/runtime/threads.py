@@ -13,10 +13,11 @@ answers. So the count is chosen the way the draft length is (`speculative.DraftT
 - the current count's cost is its seconds per decode, a decayed average over its last ~100 decodes, *unclipped*:
   under load the cost comes as rare long stalls, the very samples a robust average would throw away (only while
   the average rests on a few dozen decodes is its slowest one left out of comparisons: one hiccup);
-- a neighbouring count on a ladder (the planner's count, one and two less, ¾, halves … 1) is probed for 3 decodes
-  and, while it is winning, on to 16 before it takes over (free when it is really faster; what catches stalls that
-  3 decodes missed); a probe stops as soon as it cannot win. Its first decode counts as its cost, not its speed
-  (waking OpenMP's sleeping threads is a cost of switching); back at the best, every decode counts;
+- a neighbouring count on a ladder (the planner's count, one and two less, ¾, halves … 1) is probed for one decode
+  and, while it is winning, on to 16 before it takes over (free when it is really faster; what catches noise and
+  stalls that one decode missed); a probe stops as soon as it cannot win. Probing more threads, the first decode
+  counts as its cost, not its speed (waking OpenMP's sleeping threads is a cost of switching); back at the best,
+  every decode counts. A drafter's context (MTP, whose decodes are not timed) keeps the best counts meanwhile;
 - when: (1) at once when the current count slows down — to SLOWDOWN× its own average — or its average is
   CONTENDED× its fastest decodes (it waits more than it computes: load that was there from the start); fewer
   threads are probed then, budget allowing — or below a neighbour's last measurement (that one is
@@ -49,6 +50,8 @@ BUDGET = 0.01  # at most this share of the decoding time goes to probing counts 
 BASE = 16  # decodes at least between two probes of a count (× a back-off that doubles up to MAX_BACKOFF)
 MAX_BACKOFF = 16
 MARGIN = 0.03  # a probed count must be this much faster to take over (no flapping between equals)
+PROBE = 1  # decodes a probe takes to lose (a winning one runs on to be confirmed, so one decode can afford to be
+#           noisy: a short answer on an idle machine pays for one slower decode, not three)
 TRUSTED = 64  # decodes behind an average that one hiccup cannot make it lose its place by
 SLOWDOWN = 1.5  # the best's recent speed this much below its own average: look at fewer threads now
 CONTENDED = 2.5  # … or its average this many times its fastest recent decode: the time goes into waiting (load
@@ -92,7 +95,7 @@ class ThreadTuner:
     def __init__(self, n_max: int, start: int | None = None, *, clock: Clock | None = None,
                  due: Mapping[int, float] | None = None, on_lost: Callable[[ThreadTuner, int], None] | None = None,
                  budget: float = BUDGET, base: int = BASE,
-                 max_wait: float = MAX_WAIT, settle: int = 4, probe: int = 3, confirm: int = 16,
+                 max_wait: float = MAX_WAIT, settle: int = 4, probe: int = PROBE, confirm: int = 16,
                  skip: int = 1) -> None:
         self.ladder = ladder(max(1, n_max))
         self.best = min(self.ladder, key=lambda n: abs(n - (start or self.ladder[-1])))
@@ -287,20 +290,25 @@ def size_class(n_tokens: int) -> int:
 class ThreadPolicy:
     """Adaptive threads for one llama.cpp context: a tuner for single-token decodes and one per batch size class,
     applied through `apply(n_threads, n_threads_batch)` whenever a choice changes. `DecodeContext` calls `before`
-    and `after` around each llama_decode. `start` (default `n_max`): where the first tuner starts."""
+    and `after` around each llama_decode. `start` (default `n_max`): where the first tuner starts. `follow` (a
+    drafter's context, whose decodes are not timed) gets the best counts only, never a probe's."""
 
     def __init__(self, n_max: int, apply: Callable[[int, int], None], start: int | None = None, *,
-                 sync: bool = False) -> None:
+                 sync: bool = False, follow: Callable[[int, int], None] | None = None) -> None:
         self.n_max = max(1, n_max)
         self.apply = apply
+        self.follow = follow
         self.sync = sync  # wait for the device after each decode before timing it (GPU backends return early)
         self.clock = Clock()
         self.tuners: dict[int, ThreadTuner] = {}
         self.start = min(max(1, start or self.n_max), self.n_max)
         self.n_threads = self.n_threads_batch = self.start
+        self._followed = (self.start, self.start)
         self._tuner: ThreadTuner | None = None
         self._n = 0
         apply(self.start, self.start)
+        if follow is not None:
+            follow(self.start, self.start)
 
     def before(self, n_tokens: int) -> None:
         key = 1 if n_tokens == 1 else size_class(n_tokens)
@@ -315,6 +323,12 @@ class ThreadPolicy:
         elif n != self.n_threads_batch:
             self.n_threads_batch = n
             self.apply(self.n_threads, n)
+        if self.follow is not None:
+            gen, batch = self._followed
+            best = (tuner.best, batch) if key == 1 else (gen, tuner.best)
+            if best != self._followed:
+                self._followed = best
+                self.follow(*best)
         self._tuner, self._n = tuner, n
 
     def after(self, n_tokens: int, seconds: float) -> None:
@@ -333,7 +347,7 @@ class ThreadPolicy:
         # Big batches: one decode says enough, there are few of them, and waking threads is small beside one.
         small = key <= 3
         tuner = ThreadTuner(self.n_max, start, clock=self.clock, due=due, on_lost=self._lost,
-                            settle=4 if small else 1, probe=3 if small else 1, confirm=16 if small else 2,
+                            settle=4 if small else 1, probe=PROBE, confirm=16 if small else 2,
                             skip=1 if small else 0)
         self.tuners[key] = tuner
         return tuner
