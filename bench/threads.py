@@ -9,7 +9,8 @@
 The model is opened as `localseek run` opens it (planned; MTP on when it has an MTP block — `--no-mtp` turns it
 off). Each problem is answered greedily once per mode, the modes in every order in turn: `N` fixes N threads (what
 `--threads N` does), `auto` adapts from a fresh start for every answer (what a one-shot `run` does, start-up probe
-included; its start is judged from how busy the machine was over 50 ms before, as `run` judges it from the load).
+included; its start is judged from how busy the machine was during the answer before, as `run` judges it from the
+load).
 The cache is cleared before every answer, so each one is prompt + reply. Replies must be identical in
 every mode (exit 1 otherwise). Reported: the machine's load before and after, per mode the whole-answer time summed
 over problems and its tokens/s, and the ratios that matter — auto against the best fixed mode (time; ≤ 1.02 is
@@ -33,7 +34,7 @@ from localseek.planning.plan import Request
 from localseek.runtime.engine import Engine
 from localseek.runtime.open import Speculation, open_model
 from localseek.runtime.options import Sampling
-from localseek.runtime.threads import cpu_sample, machine_load
+from localseek.runtime.threads import CpuSample, cpu_sample, machine_load
 
 GREEDY = Sampling(temperature=0.0)
 
@@ -55,11 +56,10 @@ def answer(engine: Engine, prompt: list[int], n_gen: int, stop_at_eos: bool) -> 
     return out, seconds
 
 
-def set_mode(engine: Engine, mode: str) -> None:
+def set_mode(engine: Engine, mode: str, since: CpuSample) -> None:
     if mode == "auto":
-        # As `run` starts: from how busy the machine was while the model loaded (here 50 ms, not timed).
-        since = cpu_sample()
-        time.sleep(0.05)
+        # As `run` starts: from how busy the machine was while the model loaded — here while the answer before this
+        # one ran (this process's own work does not count; sleeping instead would let the CPU cool down first).
         engine.adapt_threads(since=since)
     else:
         engine.set_threads(int(mode))
@@ -130,8 +130,9 @@ def main() -> int:
             opened.close()
         return 0
     try:
+        since = cpu_sample()
         for mode in modes:  # warm up: graphs built, pages faulted in, every count used once
-            set_mode(engine, mode)
+            set_mode(engine, mode, since)
             answer(engine, prompts[0], args.n_gen, nano)
         deadline = time.monotonic() + args.wait_idle
         while args.wait_idle and time.monotonic() < deadline and machine_load(1.0).busy >= 0.1:
@@ -148,7 +149,8 @@ def main() -> int:
             order = orders[i % len(orders)]
             replies, row = {}, {}
             for mode in order:
-                set_mode(engine, mode)
+                set_mode(engine, mode, since)
+                since = cpu_sample()
                 replies[mode], row[mode] = answer(engine, prompt, args.n_gen, nano)
             if len({tuple(r) for r in replies.values()}) != 1:
                 print(f"problem {i}: replies differ between modes {sorted(replies)}", file=sys.stderr)

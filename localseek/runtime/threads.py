@@ -199,12 +199,12 @@ class ThreadTuner:
                 return
             times = self._probe_times
             times.append(seconds)
-            # `probe` decodes, on to `confirm` while it is winning; over as soon as it can no longer win.
+            # `probe` decodes (over sooner once it can no longer win), then on to `confirm` while it is winning.
             best, total = self._best_seconds(), sum(times)
-            goal = self.probe if len(times) <= self.probe else self.confirm
-            if len(times) == self.probe and total < self.probe * best * (1 - MARGIN):
-                goal = self.confirm
-            if len(times) >= goal or total >= goal * best:
+            if len(times) < self.probe:
+                if total >= self.probe * best:
+                    self._end_probe()
+            elif total >= len(times) * best * (1 - MARGIN) or len(times) >= self.confirm:
                 self._end_probe()
             return
         if self._cold:
@@ -213,16 +213,18 @@ class ThreadTuner:
         self._sum = self._sum * DECAY + seconds
         self._n = self._n * DECAY + 1
         self._worst = max(self._worst, seconds)
+        average = self._sum / self._n
         if self._counted == 0:
             self._recent = seconds
         elif not self._returning:  # waking threads after a probe would set off the next probe: no news there
-            self._recent = self._recent * RECENT + seconds * (1 - RECENT)
+            # What a slow-down looks like: decodes slower one after the other, not one hiccup (stalls are what
+            # the average and CONTENDED answer to).
+            self._recent = self._recent * RECENT + min(seconds, 2 * average) * (1 - RECENT)
         self._returning = False
         self._counted += 1
-        average = self._sum / self._n
         self._fast = min(self._fast * (1 + 1 / 128), seconds)
         self._slowed = self._recent > SLOWDOWN * average or (
-            self._counted > self.settle and average > CONTENDED * self._fast)
+            self._counted > self.settle and self._best_seconds() > CONTENDED * self._fast)
 
     def _end_probe(self) -> None:
         n, times = self._probing, self._probe_times
@@ -323,12 +325,10 @@ class ThreadPolicy:
         elif n != self.n_threads_batch:
             self.n_threads_batch = n
             self.apply(self.n_threads, n)
-        if self.follow is not None:
+        if self.follow is not None and tuner.best != self._followed[key != 1]:
             gen, batch = self._followed
-            best = (tuner.best, batch) if key == 1 else (gen, tuner.best)
-            if best != self._followed:
-                self._followed = best
-                self.follow(*best)
+            self._followed = (tuner.best, batch) if key == 1 else (gen, tuner.best)
+            self.follow(*self._followed)
         self._tuner, self._n = tuner, n
 
     def after(self, n_tokens: int, seconds: float) -> None:
