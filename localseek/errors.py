@@ -35,6 +35,13 @@ class Interrupted(LocalseekError):
     exit_code = 130
 
 
+class NoAnswerError(LocalseekError):
+    """A one-shot reply has no answer: a cap (--max-tokens, the context) cut it while the model was still reasoning,
+    or the model ended it there."""
+
+    exit_code = 3
+
+
 class HubError(LocalseekError):
     """The Hugging Face Hub (or the HF_ENDPOINT mirror) refused, could not be reached, or sent something wrong."""
 

@@ -101,3 +101,22 @@ def test_bad_input_is_one_line(tiny_random_gguf: Path, args: list[str], message:
 def test_mtp_requested_on_a_model_without_it(tiny_random_gguf: Path) -> None:
     r = _cli("bench", str(tiny_random_gguf), "--mtp", "-r", "1")
     assert r.returncode == 2 and "no MTP module" in r.stderr
+
+
+def test_auto_threads_and_the_machine_load(mtp_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-t auto` (the default without -t) measures what `run` does: counts that adapt, reported with where they
+    ended; the machine's load goes to stderr before, and into the JSON."""
+    monkeypatch.delenv("LOCALSEEK_THREADS")
+    r = _cli("bench", str(mtp_gguf), "-p", "16", "-n", "8", "-r", "2", "-t", "1,auto", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    rows = [(x["test"], x["adaptive"]) for x in doc["results"]]
+    assert rows == [("pp16", False), ("tg8", False), ("tg8+mtp", False), ("pp16", True), ("tg8", True),
+                    ("tg8+mtp", True)]
+    assert all(x["n_threads"] >= 1 for x in doc["results"])
+    load = doc["load"]
+    assert load["cpus"] >= 1 and load["busy"] >= 0 and load["load_average"] >= 0
+    assert r.stderr.startswith("machine: other work uses ") and " CPUs" in r.stderr.splitlines()[0]
+    table = _cli("bench", str(mtp_gguf), "-p", "0", "-n", "4", "-r", "1", "--no-mtp")
+    assert table.returncode == 0 and "auto→" in table.stdout
+

@@ -103,7 +103,7 @@ def test_run_bench_plan_share_one_resolve_and_open(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(runtime_open, "open_model", spy_open)
     runner = CliRunner()
     ref = str(tiny_gguf)
-    for args, loads in ((["plan", ref], 0), (["run", ref, "hi", "-n", "4"], 1),
+    for args, loads in ((["plan", ref], 0), (["run", ref, "hi", "-n", "20"], 1),  # 20: room to answer
                         (["bench", ref, "-p", "8", "-n", "4", "-r", "1", "--no-warmup", "--json"], 1)):
         resolved.clear()
         opened.clear()

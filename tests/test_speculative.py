@@ -352,6 +352,25 @@ def test_draft_tuner_recovers_from_an_unlucky_measurement() -> None:
     assert picks[-20:].count(1) >= 18, picks  # … and one deliberate retry was enough to win length 1 back
 
 
+def test_draft_tuner_turns_drafting_off_when_extra_decodes_stall() -> None:
+    """A busy machine: every llama_decode risks a 30 ms stall (a thread the OS paused). Drafting rounds decode
+    more (the MTP query, the chained drafts), so at 60 % acceptance plain decoding delivers more on average — though
+    a typical (median) drafting round is faster. The tuner goes by the average: it turns drafting off."""
+    rng = np.random.default_rng(4)
+    tuner = speculative.DraftTuner(3)
+    picks = []
+    for _ in range(3000):
+        k = tuner.pick()
+        picks.append(k)
+        decodes = 1 + (k > 0) + max(0, k - 1)
+        seconds = 200e-6 * (1 + 0.35 * k) + 100e-6 * (decodes - 1) + 0.03 * int((rng.random(decodes) < 0.1).sum())
+        accepted = 0
+        while accepted < k and rng.random() < 0.6:
+            accepted += 1
+        tuner.update(k, 1 + accepted, seconds)
+    assert picks[-1000:].count(0) >= 900
+
+
 def test_mtp_on_localseeks_own_conversion_of_a_v3_checkpoint(tmp_path: Path) -> None:
     """A DeepSeek-V3-layout FP8 checkpoint converted by `quantize` (MTP kept) drafts with its MTP block, and the
     greedy output is the same as without it."""

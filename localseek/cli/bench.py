@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -18,16 +19,28 @@ from localseek.runtime.engine import Engine
 from localseek.sizes import format_count, format_size
 
 
-def _int_list(text: str | None, what: str) -> tuple[int, ...]:
+def _int_list(text: str | None, what: str, *, auto: bool = False) -> tuple[int, ...]:
+    """`1,2,4` → (1, 2, 4); with `auto`, the word auto stands for AUTO (adaptive thread counts)."""
+    from localseek.runtime.bench import AUTO
+
     if not text:
         return ()
-    try:
-        values = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise UsageError(f"{what} takes comma-separated whole numbers, like 1,2,4 (got {text!r}).") from None
-    if not values or min(values) < 1:
+    values = []
+    for word in (x for x in text.replace(" ", "").lower().split(",") if x):
+        if auto and word == "auto":
+            values.append(AUTO)
+            continue
+        try:
+            n = int(word)
+        except ValueError:
+            also = " or auto" if auto else ""
+            raise UsageError(f"{what} takes comma-separated whole numbers{also}, like 1,2,4 (got {text!r}).") from None
+        if n < 1:
+            raise UsageError(f"{what} values must be at least 1 (got {text!r}).")
+        values.append(n)
+    if not values:
         raise UsageError(f"{what} values must be at least 1 (got {text!r}).")
-    return values
+    return tuple(values)
 
 
 @app.command()
@@ -40,8 +53,9 @@ def bench(
         "--max-tokens", "-n", "--n-gen", min=0, help="Tokens to generate in the tg test, as run's -n (0: skip).")]
     = 128,
     repetitions: Annotated[int, typer.Option("--repetitions", "-r", min=1, help="Measured runs of each test.")] = 5,
-    threads: Annotated[str | None, typer.Option("--threads", "-t", help="Thread counts to sweep, e.g. 1,2,4.")]
-    = None,
+    threads: Annotated[str | None, typer.Option(
+        "--threads", "-t", help="Thread counts to sweep, e.g. 1,2,auto (default: auto, counts that adapt as `run`'s "
+                                "do).")] = None,
     batch: Annotated[str | None, typer.Option("--batch", "-b", help="Batch sizes to sweep, e.g. 128,512.")]
     = "512",
     mtp: Annotated[bool | None, typer.Option(
@@ -61,18 +75,29 @@ def bench(
     force: Force = False,
     rpc: Rpc = None,
 ) -> None:
-    """Measure prompt processing (pp) and generation (tg) speed, median and spread over repetitions."""
+    """Measure prompt processing (pp) and generation (tg) speed, median and spread over repetitions.
+
+    How busy the machine is goes to stderr first (other programs competing for the cores make results vary, and
+    make fixed thread counts slower than on an idle machine), with a warning when results will be noisy.
+    """
     from localseek.planning.plan import Request
     from localseek.runtime.bench import BenchSpec, run_benchmarks
     from localseek.runtime.open import Speculation, open_model, prepare
+    from localseek.runtime.threads import machine_load
 
     speculation = Speculation(mtp=mtp, draft=draft, n_draft=draft_max, fixed=draft_fixed)
     spec = BenchSpec(
-        n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=_int_list(threads, "--threads"),
+        n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions, threads=_int_list(threads, "--threads", auto=True),
         batches=_int_list(batch, "--batch") or (512,), warmup=not no_warmup, gen_prompt=prompt or "",
     )
     workers = parse_endpoints(rpc)
+    spec.check()
     prep = prepare(model, speculation=speculation)  # resolved once; each batch size is planned and loaded
+    load_before = machine_load()
+    sys.stderr.write(f"machine: {load_before.describe()}\n")
+    if load_before.noisy:
+        sys.stderr.write("warning: other programs are using the CPUs: results will vary from run to run, and fixed "
+                         "thread counts will be slower than on an idle machine.\n")
     kinds: list[str] = []
 
     def load(n_ctx: int, n_batch: int) -> Engine:
@@ -93,7 +118,7 @@ def bench(
     if as_json:
         doc = {
             "model": str(info.path), "arch": info.arch, "size_bytes": info.total_bytes, "n_params": n_params,
-            "machine": platform.machine(), "system": _system_info(), "spec": {
+            "machine": platform.machine(), "system": _system_info(), "load": asdict(load_before), "spec": {
                 "n_prompt": n_prompt, "n_gen": n_gen, "repetitions": repetitions, "drafter": drafter,
                 "n_draft": draft_max, "draft_fixed": draft_fixed},
             "results": [r.as_dict() for r in results],
@@ -137,6 +162,7 @@ def _render(info, n_params: int, results, name: str) -> None:
         overhead = r.as_dict().get("loop_overhead")
         if overhead is not None:
             notes.append(f"{overhead:+.2%} outside llama.cpp")
-        table.add_row(r.test, str(r.n_threads), str(r.n_batch), f"{r.median:.2f}",
+        threads = f"auto→{r.n_threads}" if r.adaptive else str(r.n_threads)
+        table.add_row(r.test, threads, str(r.n_batch), f"{r.median:.2f}",
                       f"{min(r.samples_tps):.2f} – {max(r.samples_tps):.2f}", f"{r.stdev:.2f}", "; ".join(notes))
     console.print(table)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +31,7 @@ from localseek.cli.offload import (
     make_request,
     summary_line,
 )
-from localseek.errors import Interrupted, UsageError
+from localseek.errors import NoAnswerError, UsageError
 from localseek.models.store import InstalledModel
 from localseek.sizes import format_size
 from localseek.text import printable
@@ -120,8 +123,11 @@ def run(
 ) -> None:
     """Run a model: one answer for PROMPT (also piped stdin, or a file with -f), or an interactive chat.
 
-    Memory is planned first (see `localseek plan MODEL`); the offload flags override the plan.
-    Exit codes: 0 done, 2 bad input or model, 130 interrupted (Ctrl-C).
+    Memory is planned first (see `localseek plan MODEL`); the offload flags override the plan. Threads adapt to
+    how busy the machine is as the model runs; --threads N fixes them.
+
+    Exit codes: 0 answered; 2 bad input or model; 3 no answer (one-shot: --max-tokens or the context cut the reply
+    while the model was still reasoning, or it ended there); 130 interrupted (Ctrl-C).
     """
     from localseek.models.resolve import check
     from localseek.runtime.open import Speculation, open_model
@@ -147,11 +153,22 @@ def run(
         "temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
         "repeat_penalty": repeat_penalty, "max_tokens": max_tokens, "seed": seed,
     }
-    with open_model(
-        model, request, speculation=Speculation(mtp=mtp, draft=draft, n_draft=draft_max), sampling=flags,
-        verbose=verbose, fetch=lambda ref: _pull_first(ref, assume_yes=yes, force=force, request=request), notify=_say,
-        on_plan=lambda prep: _report_plan(prep.plan, verbose=verbose),
-    ) as opened:
+    loading = LoadingNotice(sys.stderr)
+
+    def planned(prep: Any) -> None:
+        _report_plan(prep.plan, verbose=verbose)
+        if not verbose:  # --verbose shows llama.cpp's own log while it loads
+            loading.start(f"{prep.ref.name} ({format_size(prep.info.total_bytes)})")
+
+    try:
+        opened = open_model(
+            model, request, speculation=Speculation(mtp=mtp, draft=draft, n_draft=draft_max), sampling=flags,
+            verbose=verbose, fetch=lambda ref: _pull_first(ref, assume_yes=yes, force=force, request=request),
+            notify=_say, on_plan=planned,
+        )
+    finally:
+        loading.stop()
+    with opened:
         plan = opened.plan
         if verbose and plan.overrides:
             moved = opened.engine.overridden_tensors()
@@ -174,6 +191,49 @@ def run(
 
 def _say(message: str) -> None:
     sys.stderr.write(message + "\n")
+
+
+class LoadingNotice:
+    """While a model loads: after `after` seconds, one line on a terminal's stderr that says so and counts the
+    seconds, erased when the load ends. Nothing when stderr is not a terminal. It writes to its own copy of the
+    stderr descriptor: llama-cpp-python points descriptor 2 at /dev/null while it loads."""
+
+    def __init__(self, stream: Any, *, after: float = 1.0, every: float = 0.5) -> None:
+        self.stream, self.after, self.every = stream, after, every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fd = -1
+
+    def start(self, what: str) -> None:
+        if self._thread is not None or not _isatty(self.stream):
+            return
+        self._fd = os.dup(self.stream.fileno())
+        self._thread = threading.Thread(target=self._run, args=(what, time.monotonic()), daemon=True)
+        self._thread.start()
+
+    def _run(self, what: str, started: float) -> None:
+        if self._stop.wait(self.after):
+            return
+        while True:
+            os.write(self._fd, f"\r\x1b[2KLoading {what} … {time.monotonic() - started:.0f} s".encode())
+            if self._stop.wait(self.every):
+                os.write(self._fd, b"\r\x1b[2K")
+                return
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        os.close(self._fd)
+        self._thread = None
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _pull_first(ref: str, *, assume_yes: bool, force: bool, request: Any) -> InstalledModel:
@@ -250,14 +310,17 @@ def _facts(info: Any, ref: Any) -> dict[str, str]:
 
 
 def _answer_once(session: ChatSession, prompt: str, *, as_json: bool, show_thinking: bool) -> None:
+    """One answer, printed. Ctrl-C keeps what was printed and exits 130; a reply without an answer exits 3."""
     from localseek.tui import ChatView, PlainView, make_console
 
     if as_json:
         _answer_json(session, prompt)
         return
-    if sys.stdout.isatty():
+    terminal = sys.stdout.isatty()
+    if terminal:
+        # No "(no answer …)" line from the view: `_check_answered` says what happened and which flag helps.
         view: Any = ChatView(make_console(), show_thinking=session.settings.show_thinking,
-                             stats=lambda: session.live_stats)
+                             stats=lambda: session.live_stats, no_answer_hint=None)
     else:
         view = PlainView(show_thinking=show_thinking)
     turn = Turn()
@@ -268,11 +331,33 @@ def _answer_once(session: ChatSession, prompt: str, *, as_json: bool, show_think
     except KeyboardInterrupt:
         events.close()
         view.end_turn(session.interrupted(turn), interrupted=True)
-        raise Interrupted("Interrupted.") from None
+        if not terminal:
+            _say("[interrupted]")  # the terminal view has said it; a pipe gets it on stderr
+        raise typer.Exit(130) from None  # not an error: the answer so far is printed, and that is what was asked
     except BaseException:
         view.abort()
         raise
     view.end_turn(done)
+    if done is not None:
+        _check_answered(session, done, hint="" if terminal or show_thinking else " (--show-thinking shows it)")
+
+
+def _check_answered(session: ChatSession, done: Done, *, hint: str = "") -> None:
+    """An empty answer is not success: say in one line why there is none and what to raise (exit code 3). `hint`:
+    where to see the reasoning, when the model itself stopped inside it."""
+    if done.answer.strip() or done.stats.stop_reason == "interrupted":
+        return
+    reasoning = bool(done.reasoning.strip()) or done.prompt_opened_think
+    where = "while the model was still reasoning" if reasoning else "before the model answered"
+    budget = "" if session.settings.think_budget is not None else ", or cap the reasoning with --think-budget N"
+    if done.stats.stop_reason == "length":
+        raise NoAnswerError(
+            f"No answer: the reply reached the cap of {done.stats.generated_tokens} tokens {where}; "
+            f"raise --max-tokens (-n){budget}."
+        )
+    if done.stats.stop_reason == "context":
+        raise NoAnswerError(f"No answer: the context ({done.stats.n_ctx} tokens) filled up {where}; raise --ctx{budget}.")
+    raise NoAnswerError(f"No answer: the model ended its reply {where}{hint}.")
 
 
 def _answer_json(session: ChatSession, prompt: str) -> None:
@@ -287,7 +372,8 @@ def _answer_json(session: ChatSession, prompt: str) -> None:
     sys.stdout.write(json.dumps(_json_result(session, done), ensure_ascii=False) + "\n")
     sys.stdout.flush()
     if interrupted:
-        raise Interrupted("Interrupted.")
+        raise typer.Exit(130)  # the JSON says "interrupted": true
+    _check_answered(session, done)
 
 
 def _json_result(session: ChatSession, done: Done) -> dict[str, Any]:

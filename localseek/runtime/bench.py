@@ -7,6 +7,9 @@ The tests mirror llama.cpp's `llama-bench` so the numbers compare one to one:
 Each test runs once as warm-up, then `repetitions` times; results are tokens per second per repetition with their
 median and spread. With a drafter (MTP block, draft model) there is a further test: tgN with speculative decoding,
 with the drafts' acceptance rate and the speed-up over plain tgN measured in the same run.
+
+Thread counts are swept as given; `AUTO` (0) is what `run` does — counts that adapt as it runs (runtime/threads.py),
+from a fresh start for each sweep entry, reported with the counts they ended on.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from localseek.runtime.engine import Engine
 from localseek.runtime.options import Sampling, SpecStats
 
 GREEDY = Sampling(temperature=0.0)
+AUTO = 0  # in BenchSpec.threads: adaptive thread counts, as `run` uses
 
 
 @dataclass(frozen=True)
@@ -30,10 +34,17 @@ class BenchSpec:
     n_prompt: int = 512
     n_gen: int = 128
     repetitions: int = 5
-    threads: tuple[int, ...] = ()  # () → the engine's default
+    threads: tuple[int, ...] = ()  # thread counts to sweep (AUTO: adaptive); () → AUTO
     batches: tuple[int, ...] = (512,)
     warmup: bool = True
     gen_prompt: str = ""  # text to generate after (default: BOS only, as llama-bench)
+
+    def check(self) -> None:
+        """Raise UsageError for a spec that measures nothing (before anything is loaded)."""
+        if self.n_prompt < 0 or self.n_gen < 0 or (self.n_prompt == 0 and self.n_gen == 0):
+            raise UsageError("Nothing to measure: give -p and/or -n a positive number of tokens.")
+        if self.repetitions < 1:
+            raise UsageError("Repetitions must be at least 1.")
 
 
 @dataclass
@@ -48,6 +59,7 @@ class Result:
     drafted: int = 0
     extra: dict[str, float] = field(default_factory=dict)
     llama_seconds: list[float] = field(default_factory=list)  # llama.cpp's own decode time inside each run
+    adaptive: bool = False  # thread counts adapted as it ran; n_threads is where they ended
 
     @property
     def median(self) -> float:
@@ -71,11 +83,14 @@ class Result:
             median_seconds=round(statistics.median(self.seconds), 6),
         )
         d["samples_tps"] = [round(x, 3) for x in self.samples_tps]
-        d["seconds"] = [round(x, 6) for x in self.seconds]
-        d["llama_seconds"] = [round(x, 6) for x in self.llama_seconds]
+        # nanoseconds, as perf_counter gives them: a pp16 of a tiny model takes 0.3 ms, and figures derived from
+        # microseconds would be off by 0.1 %
+        d["seconds"] = [round(x, 9) for x in self.seconds]
+        d["llama_seconds"] = [round(x, 9) for x in self.llama_seconds]
         if self.llama_seconds:  # time outside llama.cpp's decode calls: the Python loop, sampling, bookkeeping
+            # from the figures as printed, so that anyone can recompute it from the JSON
             d["loop_overhead"] = round(statistics.median(
-                (w - c) / c for w, c in zip(self.seconds, self.llama_seconds) if c > 0), 5)
+                (w - c) / c for w, c in zip(d["seconds"], d["llama_seconds"]) if c > 0), 5)
         if self.drafted:
             d["acceptance"] = round(self.accepted / self.drafted, 4)
         return d
@@ -148,37 +163,47 @@ def run_benchmarks(
     """Load the model once per batch size (n_batch is fixed when a context is made) and run every test for every
     thread count. `load(n_ctx, n_batch)` opens the model (the CLI passes the same `open_model` as `run`), with the
     drafter it should speculate with, if any: then generation is also measured with speculation."""
-    if spec.n_prompt < 0 or spec.n_gen < 0 or (spec.n_prompt == 0 and spec.n_gen == 0):
-        raise UsageError("Nothing to measure: give -p and/or -n a positive number of tokens.")
-    if spec.repetitions < 1:
-        raise UsageError("Repetitions must be at least 1.")
+    spec.check()
     rng = random.Random(1234)
     results: list[Result] = []
     n_ctx = max(spec.n_prompt, len(spec.gen_prompt) + spec.n_gen + 32, 256)
     for n_batch in spec.batches:
         engine = load(n_ctx, n_batch)
         try:
-            threads = spec.threads or (engine.n_threads,)
             prompt = _random_prompt(engine, spec.n_prompt, rng) if spec.n_prompt else []
             start = engine.tokenize(spec.gen_prompt) if spec.gen_prompt else _random_prompt(engine, 1, rng)
-            for n_threads in threads:
-                engine.set_threads(n_threads)
+            for n_threads in spec.threads or (AUTO,):
+                if n_threads == AUTO:
+                    engine.adapt_threads()
+                else:
+                    engine.set_threads(n_threads)
+                label = "auto" if n_threads == AUTO else n_threads
                 if spec.n_prompt:
-                    progress(f"pp{spec.n_prompt} threads={n_threads} batch={n_batch}")
+                    progress(f"pp{spec.n_prompt} threads={label} batch={n_batch}")
                     secs, inside = _repeat(functools.partial(time_prompt, engine, prompt), spec, engine)
-                    results.append(Result(f"pp{spec.n_prompt}", n_threads, n_batch, spec.n_prompt,
-                                          [spec.n_prompt / s for s in secs], secs, llama_seconds=inside))
+                    results.append(_ended_on(engine, Result(
+                        f"pp{spec.n_prompt}", n_threads, n_batch, spec.n_prompt, [spec.n_prompt / s for s in secs],
+                        secs, llama_seconds=inside), batch=spec.n_prompt > 1))
                 if spec.n_gen:
-                    progress(f"tg{spec.n_gen} threads={n_threads} batch={n_batch}")
+                    progress(f"tg{spec.n_gen} threads={label} batch={n_batch}")
                     secs, inside = _repeat(functools.partial(time_generation, engine, start, spec.n_gen), spec, engine)
-                    plain = Result(f"tg{spec.n_gen}", n_threads, n_batch, spec.n_gen,
-                                   [spec.n_gen / s for s in secs], secs, llama_seconds=inside)
+                    plain = _ended_on(engine, Result(f"tg{spec.n_gen}", n_threads, n_batch, spec.n_gen,
+                                                     [spec.n_gen / s for s in secs], secs, llama_seconds=inside))
                     results.append(plain)
                     if engine.drafter is not None:
-                        results.append(_speculative_result(engine, spec, start, n_threads, n_batch, plain, progress))
+                        res = _speculative_result(engine, spec, start, n_threads, n_batch, plain, progress)
+                        results.append(_ended_on(engine, res, batch=True))
         finally:
             engine.close()
     return results
+
+
+def _ended_on(engine: Engine, result: Result, *, batch: bool = False) -> Result:
+    """With adaptive threads: mark the result, with the count it ended on (batches' or single tokens')."""
+    if engine.threads is not None:
+        result.adaptive = True
+        result.n_threads = engine.threads.n_threads_batch if batch else engine.threads.n_threads
+    return result
 
 
 def _speculative_result(engine: Engine, spec: BenchSpec, start: list[int], n_threads: int, n_batch: int,

@@ -12,8 +12,9 @@ server) are runtime/parallel.py's, which shares `Batch` and `Sampler` with this 
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -24,6 +25,16 @@ if TYPE_CHECKING:
 
 # Called after every llama_decode of a DecodeContext with (tokens, position of the first one).
 DecodeObserver = Callable[[Sequence[int], int], None]
+
+
+class Pacer(Protocol):
+    """Chooses the threads of each llama_decode from how long the earlier ones took (`threads.ThreadPolicy`)."""
+
+    sync: bool  # wait for the backend after a decode before timing it (a GPU's decode returns before it is done)
+
+    def before(self, n_tokens: int) -> None: ...
+
+    def after(self, n_tokens: int, seconds: float) -> None: ...
 
 
 class Batch:
@@ -102,6 +113,7 @@ class DecodeContext:
         self.tokens: list[int] = []
         self.batch = Batch(self.n_batch)
         self.observers: list[DecodeObserver] = []
+        self.pacer: Pacer | None = None
 
     def clear(self) -> None:
         self._lib.llama_memory_clear(self.mem, True)
@@ -134,7 +146,15 @@ class DecodeContext:
             for k, tok in enumerate(chunk):
                 want = logits == "all" or (logits == "last" and last_chunk and k == len(chunk) - 1)
                 batch.add(tok, pos0 + k, want)
+            pacer = self.pacer
+            if pacer is not None:
+                pacer.before(len(chunk))
+                t0 = time.perf_counter()
             rc = lib.llama_decode(self.ctx, batch.raw)
+            if pacer is not None and rc == 0:
+                if pacer.sync:
+                    lib.llama_synchronize(self.ctx)
+                pacer.after(len(chunk), time.perf_counter() - t0)
             if rc != 0:
                 raise EngineError(
                     f"llama.cpp could not decode {len(chunk)} tokens (code {rc}); the context may be full or the "

@@ -26,6 +26,7 @@ from localseek.runtime import rpc
 from localseek.runtime.decode import DecodeContext, Sampler, plain_tokens
 from localseek.runtime.options import LoadOptions, Sampling, SpecStats, Stats
 from localseek.runtime.speculative import Drafter, speculative_tokens
+from localseek.runtime.threads import CpuSample, ThreadPolicy, cpu_sample, spare_cpus
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -71,7 +72,7 @@ class Engine:
     at a time. `Llama` loads the model and owns the context; tokens run through our own loop (`decode.py`)."""
 
     def __init__(self, path: Path, options: LoadOptions, llm: Llama, *, keepalive: object = None,
-                 drafter: DrafterFactory | None = None) -> None:
+                 drafter: DrafterFactory | None = None, load_started: CpuSample | None = None) -> None:
         self.path = path
         self.options = options
         self.llm = llm
@@ -88,6 +89,9 @@ class Engine:
             except BaseException:
                 self.close()
                 raise
+        self.threads: ThreadPolicy | None = None  # None: thread counts fixed (at load, or by set_threads)
+        if options.adapt_threads:
+            self.adapt_threads(since=load_started)
 
     @classmethod
     def load(cls, path: Path, options: LoadOptions, *, drafter: DrafterFactory | None = None) -> Engine:
@@ -100,6 +104,7 @@ class Engine:
         import llama_cpp
 
         _install_log_capture()
+        started = cpu_sample()  # how busy the machine was while it loaded: where adaptive threads start
         threads = options.n_threads or default_threads()
         _LOG.clear()
         overrides = _override_array(options.tensor_overrides)
@@ -129,7 +134,7 @@ class Engine:
                 f"llama.cpp could not load {path.name}: {reason}. "
                 "Upgrade localseek if the architecture is new, or re-convert the model."
             ) from exc
-        return cls(path, options, llm, keepalive=(overrides, devices), drafter=drafter)
+        return cls(path, options, llm, keepalive=(overrides, devices), drafter=drafter, load_started=started)
 
     def overridden_tensors(self) -> list[tuple[str, str]]:
         """(tensor, buffer type) for every tensor llama.cpp placed by an override, read from its own load log."""
@@ -179,12 +184,33 @@ class Engine:
         return bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
 
     def set_threads(self, n: int, n_batch: int | None = None) -> None:
-        """Threads for generation (and prompt processing), on the main context and the drafter's."""
+        """Fix the threads for generation (and prompt processing), on the main context and the drafter's: no
+        adapting from now on."""
+        self.threads = self.decoder.pacer = None
+        self._apply_threads(n, n_batch or n)
+
+    def adapt_threads(self, n_max: int | None = None, *, since: CpuSample | None = None) -> ThreadPolicy:
+        """Choose the thread counts as it runs, from how fast each count decodes, up to `n_max` (default: the count
+        it was loaded with), starting from the CPUs no other program used now (and, with `since`, on average since
+        then); from a fresh start each call. The drafter's context follows the main one's best counts."""
+        n_max = n_max or self.options.n_threads or default_threads()
+        policy = ThreadPolicy(n_max, self._apply_main, start=spare_cpus(n_max, since),
+                              sync=self.options.n_gpu_layers != 0, follow=self._apply_drafter)
+        self.threads = self.decoder.pacer = policy
+        return policy
+
+    def _apply_threads(self, n: int, n_batch: int) -> None:
+        self._apply_main(n, n_batch)
+        self._apply_drafter(n, n_batch)
+
+    def _apply_main(self, n: int, n_batch: int) -> None:
         import llama_cpp
 
-        llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, n, n_batch or n)
+        llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, n, n_batch)
+
+    def _apply_drafter(self, n: int, n_batch: int) -> None:
         if self.drafter is not None:
-            self.drafter.set_threads(n, n_batch or n)
+            self.drafter.set_threads(n, n_batch)
 
     # -- generation ---------------------------------------------------------------------------
     def inject(self, text: str) -> None:

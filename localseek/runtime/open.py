@@ -119,8 +119,8 @@ def open_model(
         on_plan(prep)
     drafter, kind, draft_engine = _drafter(prep, speculation, verbose=verbose)
     try:
-        engine = Engine.load(prep.info.path, replace(load_options(plan, verbose=verbose), n_seq_max=n_seq_max),
-                             drafter=drafter)
+        options = load_options(plan, verbose=verbose, adapt_threads=adapt_threads(request))
+        engine = Engine.load(prep.info.path, replace(options, n_seq_max=n_seq_max), drafter=drafter)
     except BaseException:
         if draft_engine is not None:
             draft_engine.close()
@@ -128,13 +128,20 @@ def open_model(
     return OpenModel(prep.ref, prep.info, plan, engine, values, sources, kind)
 
 
-def load_options(plan: Plan, *, verbose: bool = False) -> LoadOptions:
-    """The llama.cpp load options that carry out `plan`."""
+def adapt_threads(request: Request) -> bool:
+    """Thread counts adapt to the machine's load as the model runs, unless the user fixed them (--threads N,
+    LOCALSEEK_THREADS)."""
+    return request.threads is None and hardware.env_threads() is None
+
+
+def load_options(plan: Plan, *, verbose: bool = False, adapt_threads: bool = False) -> LoadOptions:
+    """The llama.cpp load options that carry out `plan` (with `adapt_threads`, its thread count is where the
+    counts start and the most they go to)."""
     return LoadOptions(
         n_ctx=plan.n_ctx, n_threads=plan.threads, n_threads_batch=plan.threads, n_gpu_layers=plan.n_gpu_layers,
         n_batch=plan.n_batch, n_ubatch=plan.n_ubatch, use_mmap=plan.use_mmap, use_mlock=plan.use_mlock,
         flash_attn=plan.flash_attn, tensor_overrides=tuple((p, "CPU") for p in plan.overrides),
-        op_offload=plan.op_offload, load_mtp=plan.load_mtp, verbose=verbose,
+        op_offload=plan.op_offload, load_mtp=plan.load_mtp, verbose=verbose, adapt_threads=adapt_threads,
         rpc_devices=tuple((r.endpoint, r.device) for r in plan.remote), tensor_split=plan.tensor_split,
     )
 

@@ -32,6 +32,7 @@ class LoadOptions:
     # Sequences the context serves at once (runtime/parallel.py). Above 1 the KV cache is unified: every sequence
     # draws on the same n_ctx cells, so memory is what the plan counted for n_ctx, whatever the number.
     n_seq_max: int = 1
+    adapt_threads: bool = False  # choose thread counts as it runs, up to n_threads (runtime/threads.py); else fixed
 
 
 @dataclass(frozen=True)

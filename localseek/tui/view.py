@@ -65,7 +65,7 @@ def thought_line(seconds: float, tokens: int, *, forced: bool = False, interrupt
 def stats_line(stats: Stats) -> str:
     line = (
         f"first token {stats.time_to_first_token * 1000:.0f} ms · {stats.tokens_per_second:.1f} tok/s · "
-        f"{stats.generated_tokens} tokens · context {stats.prompt_tokens + stats.generated_tokens}/{stats.n_ctx}"
+        f"{_count(stats.generated_tokens)} · context {stats.prompt_tokens + stats.generated_tokens}/{stats.n_ctx}"
     )
     if stats.drafted:
         line += f" · drafts accepted {stats.draft_accepted}/{stats.drafted}"
@@ -100,9 +100,12 @@ class ChatView(_EventView):
         stats: StatsSource | None = None,
         refresh_hz: float = 10.0,
         animate: bool = True,
+        no_answer_hint: str | None = "/think show shows it",
     ) -> None:
         self.console = console
         self.show_thinking = show_thinking
+        # After a reply that ended inside the reasoning: what to do about it (None: the caller says it).
+        self.no_answer_hint = no_answer_hint
         self._stats = stats
         self._min_interval = 1.0 / refresh_hz
         self._animate = animate
@@ -189,8 +192,8 @@ class ChatView(_EventView):
             seconds = time.perf_counter() - self._think_started
             tokens = done.reasoning_tokens if done else self._reasoning_tokens()
             self._print(Text(thought_line(seconds, tokens, interrupted=interrupted), style="think.summary"))
-            if not interrupted and done is not None:
-                self._print(Text("(no answer: the reply ended inside the reasoning; /think show shows it)",
+            if not interrupted and done is not None and self.no_answer_hint:
+                self._print(Text(f"(no answer: the reply ended inside the reasoning; {self.no_answer_hint})",
                                  style="notice"))
         block = self._splitter.flush()
         if block is not None:
