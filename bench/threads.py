@@ -2,6 +2,7 @@
 
     python bench/threads.py                          # nano, 42 held-out problems, modes 1, 2 (the default), auto
     python bench/threads.py --hog 1                  # the same with one competing busy loop (python -c 'while 1: pass')
+    python bench/threads.py --hog 1 --pin-hogs       # … kept on one CPU, as `stress --cpu 1` pinned to a core
     python bench/threads.py --model /tmp/mtp-ideal.gguf --n-gen 128 --problems 10    # any GGUF: N tokens after a prompt
     python bench/threads.py --spread 400             # how single-token decode times spread, per fixed count
     python bench/threads.py --problems 12 --wait-idle 600    # start when nothing else runs (a shared machine)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import subprocess
 import sys
@@ -89,8 +91,12 @@ def spread(engine: Engine, prompt: list[int], counts: list[int], n: int, rounds:
               f"{max(ts) * 1e6:.0f} | {statistics.mean(ts) * 1e6:.0f} |")
 
 
-def hogs(n: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(n)]
+def hogs(n: int, pin: bool = False) -> list[subprocess.Popen]:
+    """n busy loops; with `pin`, each on one CPU of its own (the last ones), as `stress --cpu` on a core."""
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = "import os\nos.sched_setaffinity(0, {{{}}})\n"
+    return [subprocess.Popen([sys.executable, "-c", (pinned.format(cpus[-1 - i]) if pin else "") + "while 1: pass"])
+            for i in range(n)]
 
 
 def main() -> int:
@@ -100,6 +106,7 @@ def main() -> int:
     ap.add_argument("--n-gen", type=int, default=400, help="most tokens per reply")
     ap.add_argument("--modes", default="", help="comma-separated: thread counts and/or auto (default: 1..planned,auto)")
     ap.add_argument("--hog", type=int, default=0, help="competing busy loops to run meanwhile")
+    ap.add_argument("--pin-hogs", action="store_true", help="each busy loop on one CPU of its own")
     ap.add_argument("--no-mtp", action="store_true")
     ap.add_argument("--spread", type=int, default=0, help="only time N single-token decodes per fixed count")
     ap.add_argument("--wait-idle", type=float, default=0.0,
@@ -120,7 +127,7 @@ def main() -> int:
     loops: list[subprocess.Popen] = []
     if args.spread:
         try:
-            loops = hogs(args.hog)
+            loops = hogs(args.hog, args.pin_hogs)
             print(f"load: {machine_load(1.0).describe()} · competing busy loops: {args.hog}")
             spread(engine, prompts[0], [int(m) for m in modes if m != "auto"], args.spread)
         finally:
@@ -137,7 +144,7 @@ def main() -> int:
         deadline = time.monotonic() + args.wait_idle
         while args.wait_idle and time.monotonic() < deadline and machine_load(1.0).busy >= 0.1:
             time.sleep(2.0)
-        loops = hogs(args.hog)
+        loops = hogs(args.hog, args.pin_hogs)
         time.sleep(0.5 if loops else 0.0)
         before = machine_load(1.0)
         rows: list[dict[str, float]] = []
@@ -167,7 +174,8 @@ def main() -> int:
     total = {m: sum(r[m] for r in rows) for m in modes}
     fixed = [m for m in modes if m != "auto"]
     print(f"model {opened.name} · planned threads {planned} · MTP {'on' if opened.drafter else 'off'} · "
-          f"{len(rows)} answers, {tokens} tokens (prompt + reply) per mode · competing busy loops: {args.hog}")
+          f"{len(rows)} answers, {tokens} tokens (prompt + reply) per mode · competing busy loops: {args.hog}"
+          f"{' (pinned, one CPU each)' if args.pin_hogs and args.hog else ''}")
     print(f"load before: {before.describe()}")
     print(f"load after:  {after.describe()}")
     print("| mode | whole answers (s) | tokens/s |")
