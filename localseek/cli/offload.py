@@ -24,7 +24,9 @@ NCpuMoe = Annotated[
 ]
 Ctx = Annotated[int | None, typer.Option("--ctx", "-c", min=64, help="Context size in tokens (default: planned).")]
 Threads = Annotated[
-    int | None, typer.Option("--threads", "-t", min=1, help="CPU threads, fixed (default: start from the planned count and adapt to the machine's load).")
+    int | None,
+    typer.Option("--threads", "-t", min=1,
+                 help="CPU threads, fixed (default: start from the planned count and adapt to the machine's load)."),
 ]
 Mlock = Annotated[bool, typer.Option("--mlock", help="Pin the weights in RAM (never paged out).")]
 NoMmap = Annotated[bool, typer.Option("--no-mmap", help="Read the weights into RAM instead of memory-mapping them.")]
