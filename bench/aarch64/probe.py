@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from localseek.engine import Engine, LoadOptions, Sampling, captured_log
+from localseek.runtime.engine import Engine, captured_log
+from localseek.runtime.options import LoadOptions, Sampling
 
 
 def step_logits(engine: Engine, prompt: list[int], path: list[int]) -> np.ndarray:

@@ -48,7 +48,7 @@ PI5_CPUINFO = "".join(
 
 
 def fake_pi5(root: Path, ram_kib: int = 8_245_288) -> Path:
-    """/proc and the device tree of a Pi 5 (8 GB) for localseek.hardware.ROOT: what `doctor` says on the board."""
+    """/proc and the device tree of a Pi 5 (8 GB) for localseek.planning.hardware.ROOT: what `doctor` says on the board."""
     files = {"proc/device-tree/model": "Raspberry Pi 5 Model B Rev 1.0\0", "proc/cpuinfo": PI5_CPUINFO,
              "proc/meminfo": f"MemTotal: {ram_kib} kB\nMemFree: {ram_kib - 400_000} kB\n"
                              f"MemAvailable: {ram_kib - 300_000} kB\nSwapTotal: 524284 kB\nSwapFree: 524284 kB\n"}
@@ -58,7 +58,7 @@ def fake_pi5(root: Path, ram_kib: int = 8_245_288) -> Path:
     return root
 
 
-DOCTOR_ON = "import sys; from pathlib import Path; import localseek.hardware as h; h.ROOT = Path(sys.argv.pop(1)); " \
+DOCTOR_ON = "import sys; from pathlib import Path; import localseek.planning.hardware as h; h.ROOT = Path(sys.argv.pop(1)); " \
             "from localseek.cli import main; sys.argv[0] = 'localseek'; main()"
 
 
