@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gguf import Keys
 
@@ -401,59 +401,62 @@ def _override_array(pairs: tuple[tuple[str, str], ...]) -> tuple[ctypes.Array, l
 
 
 @contextmanager
-def _model_params(overrides: tuple[ctypes.Array, list[bytes]] | None, *, load_mtp: bool,
-                  devices: ctypes.Array | None = None) -> Iterator[None]:
-    """Set `llama_model_params` fields that llama-cpp-python's `Llama` builds itself and does not expose
-    (`tensor_buft_overrides`, `load_mtp`, `devices`): its model constructor is wrapped for the duration of one load."""
-    if overrides is None and not load_mtp and devices is None:
-        yield
-        return
+def _constructor_hook(name: str, set_params: Callable[[Any], None]) -> Iterator[None]:
+    """For one load, `llama_cpp._internals.<name>` (LlamaModel, LlamaContext) sets fields of the C params struct that
+    llama-cpp-python's `Llama` builds itself and does not expose, just before the C call."""
     import llama_cpp._internals as internals
 
-    original = internals.LlamaModel
+    original = getattr(internals, name)
 
     class _WithParams(original):  # type: ignore[misc, valid-type]
-        def __init__(self, *, path_model: str, params, verbose: bool = True) -> None:
-            if overrides is not None:
-                params.tensor_buft_overrides = ctypes.cast(overrides[0], ctypes.c_void_p)
-            if load_mtp:
-                params.load_mtp = True
-            if devices is not None:
-                params.devices = ctypes.cast(devices, ctypes.c_void_p)
-            super().__init__(path_model=path_model, params=params, verbose=verbose)
+        def __init__(self, **kwargs: Any) -> None:
+            set_params(kwargs["params"])
+            super().__init__(**kwargs)
 
-    internals.LlamaModel = _WithParams
+    setattr(internals, name, _WithParams)
     try:
         yield
     finally:
-        internals.LlamaModel = original
+        setattr(internals, name, original)
+
+
+@contextmanager
+def _model_params(overrides: tuple[ctypes.Array, list[bytes]] | None, *, load_mtp: bool,
+                  devices: ctypes.Array | None = None) -> Iterator[None]:
+    """`llama_model_params` fields `Llama` does not expose: `tensor_buft_overrides`, `load_mtp`, `devices`."""
+    if overrides is None and not load_mtp and devices is None:
+        yield
+        return
+
+    def set_params(params: Any) -> None:
+        if overrides is not None:
+            params.tensor_buft_overrides = ctypes.cast(overrides[0], ctypes.c_void_p)
+        if load_mtp:
+            params.load_mtp = True
+        if devices is not None:
+            params.devices = ctypes.cast(devices, ctypes.c_void_p)
+
+    with _constructor_hook("LlamaModel", set_params):
+        yield
 
 
 @contextmanager
 def _context_params(n_seq_max: int) -> Iterator[None]:
-    """Set `llama_context_params.n_seq_max` (and a unified KV cache, so that every sequence may use the whole
-    context) for one load: `Llama` does not expose them; its context constructor is wrapped like the model's."""
+    """`llama_context_params.n_seq_max`, with a unified KV cache so that every sequence may use the whole context."""
     if n_seq_max <= 1:
         yield
         return
     import llama_cpp
-    import llama_cpp._internals as internals
 
     if n_seq_max > llama_cpp.llama_max_parallel_sequences():
         raise EngineError(f"llama.cpp serves at most {llama_cpp.llama_max_parallel_sequences()} sequences at once.")
-    original = internals.LlamaContext
 
-    class _WithParams(original):  # type: ignore[misc, valid-type]
-        def __init__(self, *, model, params, verbose: bool = True) -> None:  # type: ignore[no-untyped-def]
-            params.n_seq_max = n_seq_max
-            params.kv_unified = True
-            super().__init__(model=model, params=params, verbose=verbose)
+    def set_params(params: Any) -> None:
+        params.n_seq_max = n_seq_max
+        params.kv_unified = True
 
-    internals.LlamaContext = _WithParams
-    try:
+    with _constructor_hook("LlamaContext", set_params):
         yield
-    finally:
-        internals.LlamaContext = original
 
 
 def _last_error_line() -> str:
