@@ -42,6 +42,32 @@ def test_one_huge_value_hits_the_memory_limit() -> None:
     assert ChatTemplate("{{ messages[0]['content'] }}").render(USER) == "hi"
 
 
+def test_the_helper_interpreter_can_be_another_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A wrapper (as qemu-user is for an emulated Python) that starts Python without site-packages: jinja2 is found
+    # only through the folders the caller passes, as when it came from PYTHONPATH.
+    marker = tmp_path / "started"
+    wrapper = f"sh -c 'touch {marker} && exec \"$0\" -S \"$@\"' {sys.executable}"
+    monkeypatch.setenv("LOCALSEEK_TEMPLATE_PYTHON", wrapper)
+    renderer = template_sandbox.Renderer()
+    try:
+        assert renderer.render("{{ messages[0]['content'] }}!", {"messages": USER}, seconds=30,
+                               max_output=100) == "hi!"
+    finally:
+        renderer.close()
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("command, says", [("/nonexistent/python3", "cannot start the template helper"),
+                                           ("'unterminated", "LOCALSEEK_TEMPLATE_PYTHON is not a command line")])
+def test_a_helper_interpreter_that_cannot_run_is_one_line(monkeypatch: pytest.MonkeyPatch, command: str,
+                                                          says: str) -> None:
+    monkeypatch.setenv("LOCALSEEK_TEMPLATE_PYTHON", command)
+    renderer = template_sandbox.Renderer()
+    with pytest.raises(template_sandbox.TemplateFailure, match=says) as err:
+        renderer.render("{{ 1 }}", {}, seconds=5, max_output=10)
+    assert err.value.kind == "helper"
+
+
 def test_the_sandbox_and_the_template_s_own_errors() -> None:
     with pytest.raises(UsageError, match="rejected the conversation: roles must alternate"):
         ChatTemplate("{{ raise_exception('roles must alternate') }}").render(USER)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -63,6 +64,8 @@ class Runtime:
             PYTHONPATH=os.pathsep.join([str(REPO), str(self.package), str(self.site)]),
             PYTHONNOUSERSITE="1",
             PYTHONDONTWRITEBYTECODE="1",  # the emulated side writes nothing into the checkout
+            # no binfmt_misc here: the chat-template helper process must be started through qemu as well
+            LOCALSEEK_TEMPLATE_PYTHON=shlex.join(self.command()),
         )
         return env
 

@@ -4,12 +4,15 @@ A chat template is a program that came with the model file (or from a mirror). J
 touching anything but its own variables, but not from spinning forever (nested `range(100000)` loops) or from
 building a string of gigabytes in one step (`'x' * 10**10`, `'x'.ljust(10**10)`), and neither can be stopped
 from inside the same Python process. So templates render in one long-lived helper process (started on first
-use, a plain `python -I` running this file: stdlib and jinja2 only), which
+use, a plain `python -I` running this file: stdlib and jinja2 only, found where this process found them), which
 - runs under an address-space limit of its own baseline + `MEMORY` (a MemoryError there is an answer, not a
   crash of the chat),
 - gets a CPU-time limit per render, and is killed by the caller after `SECONDS` of wall-clock time,
 - stops as soon as the output passes `MAX_OUTPUT` characters.
-A killed helper is replaced on the next render. Each failure is a `TemplateFailure` whose `kind` says which
+A killed helper is replaced on the next render. LOCALSEEK_TEMPLATE_PYTHON names another interpreter command for
+the helper (e.g. `qemu-aarch64-static -L SYSROOT SYSROOT/usr/bin/python3` where an emulated Python cannot be
+exec'd directly; qemu-user accepts but does not enforce address-space limits, so there only time and output are
+bounded). Each failure is a `TemplateFailure` whose `kind` says which
 limit it hit; `chat.conversation` turns it into one line that names the limit.
 
 Protocol: one JSON request per line on the helper's stdin ({"source", "vars", "seconds", "max_output"}), one JSON
@@ -22,6 +25,7 @@ import json
 import math
 import os
 import select
+import shlex
 import subprocess
 import sys
 import threading
@@ -175,7 +179,7 @@ class Renderer:
             return self._proc
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", os.path.abspath(__file__), str(self.memory)],
+                [*interpreter(), "-I", os.path.abspath(__file__), str(self.memory), *_library_paths()],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             )
         except OSError as exc:
@@ -200,6 +204,33 @@ class Renderer:
             self._stop()
 
 
+def interpreter() -> list[str]:
+    """The command that starts the helper's Python: LOCALSEEK_TEMPLATE_PYTHON (split like a shell would), else
+    this interpreter."""
+    configured = os.environ.get("LOCALSEEK_TEMPLATE_PYTHON", "").strip()
+    if not configured:
+        return [sys.executable]
+    try:
+        command = shlex.split(configured)
+    except ValueError as exc:
+        raise TemplateFailure("helper", f"LOCALSEEK_TEMPLATE_PYTHON is not a command line ({exc})") from None
+    return command or [sys.executable]
+
+
+def _library_paths() -> list[str]:
+    """The folders jinja2 and markupsafe were imported from here: `-I` ignores PYTHONPATH and user site-packages, so
+    the helper is told where they are (they may come from PYTHONPATH, a --target install or another interpreter)."""
+    import jinja2
+    import markupsafe
+
+    paths: list[str] = []
+    for module in (jinja2, markupsafe):
+        folder = os.path.dirname(os.path.dirname(os.path.abspath(module.__file__ or "")))
+        if folder not in paths:
+            paths.append(folder)
+    return paths
+
+
 _renderer = Renderer()
 
 
@@ -217,4 +248,5 @@ def close() -> None:
 
 
 if __name__ == "__main__":
+    sys.path += [p for p in sys.argv[2:] if p not in sys.path]  # where the caller found jinja2; never before stdlib
     _serve(int(sys.argv[1]) if len(sys.argv) > 1 else MEMORY)

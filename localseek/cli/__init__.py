@@ -27,6 +27,7 @@ ENVIRONMENT = (
     ("LOCALSEEK_HOST, LOCALSEEK_PORT", "where `serve` listens and `ps`/`stop` find it (default 127.0.0.1:11435)"),
     ("LOCALSEEK_API_KEY", "the key `serve` requires and `ps`/`stop` send (same as --api-key)"),
     ("LOCALSEEK_RPC, LOCALSEEK_RPC_TIMEOUT", "workers to use (same as --rpc); seconds a silent worker is waited for"),
+    ("LOCALSEEK_TEMPLATE_PYTHON", "the Python command chat templates are rendered in (default: this one)"),
     ("OLLAMA_MODELS", "Ollama's model folder, if not ~/.ollama/models (its models are used in place)"),
     ("LLAMA_CACHE", "llama.cpp's download cache, if not the default (its models are used in place)"),
     ("HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE", "Hugging Face cache, mirror, login and offline mode"),
