@@ -56,6 +56,8 @@ def test_help_lists_every_command_and_key(session: ChatSession) -> None:
         ("/set top_k 7", "top_k", 7),
         ("/set min_p 0.1", "min_p", 0.1),
         ("/set repeat_penalty 1.1", "repeat_penalty", 1.1),
+        ("/set frequency_penalty 0.5", "frequency_penalty", 0.5),
+        ("/set presence-penalty -1", "presence_penalty", -1.0),
         ("/set max_tokens 12", "max_tokens", 12),
         ("/set max_tokens off", "max_tokens", None),
         ("/set seed 42", "seed", 42),
@@ -74,6 +76,7 @@ def test_set_changes_sampling(session: ChatSession, line: str, field: str, value
     [
         ("/set temperature hot", "must be a number"),
         ("/set top_p 2", "between 0 and 1"),
+        ("/set presence_penalty 3", "between -2 and 2"),
         ("/set top_k -1", "at least 0"),
         ("/set max_tokens 0", "at least 1"),
         ("/set colour blue", "Unknown setting"),

@@ -82,6 +82,26 @@ def test_stream_equals_run_json_for_the_same_seed(client: openai.OpenAI, tiny_ra
     assert finish == ("length" if expected["stats"]["stop_reason"] == "length" else "stop")
 
 
+def test_penalties_change_the_reply_as_in_run(client: openai.OpenAI, tiny_random_gguf: Path, tmp_path: Path) -> None:
+    def served(**penalties: float) -> str:
+        reply = client.chat.completions.create(model="tiny-random", messages=HELLO, temperature=0, max_tokens=32,
+                                               **penalties)
+        message = reply.choices[0].message
+        return (message.model_extra.get("reasoning_content") or "") + (message.content or "")
+
+    run = subprocess.run(
+        [sys.executable, "-m", "localseek", "run", str(tiny_random_gguf), "hello", "--json", "--threads", "1",
+         "--ctx", "2048", "--temperature", "0", "--max-tokens", "32", "--frequency-penalty", "1.5",
+         "--presence-penalty", "0.5"],
+        capture_output=True, text=True, timeout=120, env=server_env(tmp_path), check=False,
+    )
+    assert run.returncode in (0, 3), run.stderr  # 3: no answer after the reasoning, which is fine here
+    expected = json.loads(run.stdout)
+    penalized = served(frequency_penalty=1.5, presence_penalty=0.5)
+    assert penalized == expected["reasoning"] + expected["answer"]
+    assert penalized != served()
+
+
 def test_stream_of_the_scripted_model(client: openai.OpenAI) -> None:
     chunks = list(client.chat.completions.create(model="tiny-scripted", messages=HELLO, temperature=0,
                                                  stream=True, stream_options={"include_usage": True}))

@@ -92,6 +92,19 @@ def test_request_fields() -> None:
     assert params.duration("5m", "k") == 300 and params.duration(-1, "k") is None
 
 
+def test_penalties_reach_the_sampling_settings() -> None:
+    from localseek.serve.ollama_api import _parse
+
+    chat = parse_chat({"model": "m", "messages": [{"role": "user", "content": "x"}], "frequency_penalty": 0.5,
+                       "presence_penalty": -1})
+    assert chat.sampling == {"frequency_penalty": 0.5, "presence_penalty": -1.0}
+    ollama, _ = _parse({"model": "m", "prompt": "x", "options": {"frequency_penalty": 1, "presence_penalty": 0.25,
+                                                                  "repeat_penalty": 1.1}}, chat=False)
+    assert ollama.sampling == {"frequency_penalty": 1.0, "presence_penalty": 0.25, "repeat_penalty": 1.1}
+    with pytest.raises(HTTPError, match="presence_penalty"):
+        parse_chat({"model": "m", "messages": [{"role": "user", "content": "x"}], "presence_penalty": 3})
+
+
 def test_grammars() -> None:
     assert "root ::=" in schema_grammar({"type": "object"}, "p").gbnf
     with pytest.raises(HTTPError):

@@ -25,6 +25,10 @@ class Command:
     choices: tuple[str, ...] = ()  # first-argument words, for completion
 
 
+# The sampling settings /set changes (and /show parameters lists), in that order.
+_KNOBS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty",
+          "max_tokens", "seed")
+
 COMMANDS: tuple[Command, ...] = (
     Command("/help", "", "this help"),
     Command("/think", "on|off|show|hide|budget N|budget off",
@@ -32,11 +36,10 @@ COMMANDS: tuple[Command, ...] = (
             "live reasoning, cap it at N tokens", ("on", "off", "show", "hide", "budget")),
     Command("/clear", "", "forget the conversation (the system prompt stays)"),
     Command("/system", "TEXT | clear", "set, show (no TEXT) or clear the system prompt", ("clear",)),
-    Command("/set", "[parameter] temperature|top_p|top_k|min_p|repeat_penalty|max_tokens|seed VALUE",
+    Command("/set", f"[parameter] {'|'.join(_KNOBS)} VALUE",
             "change a sampling setting (max_tokens/seed: 'off' to unset); Ollama's /set parameter NAME VALUE, "
             "/set system TEXT and /set think|nothink work too",
-            ("parameter", "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed", "system",
-             "think", "nothink")),
+            ("parameter", *_KNOBS, "system", "think", "nothink")),
     Command("/save", "FILE", "save the conversation as JSON"),
     Command("/load", "FILE", "load a conversation saved with /save"),
     Command("/stats", "", "timings and token counts of the last reply and the session"),
@@ -185,7 +188,7 @@ def _set(session: ChatSession, arg: str) -> Reply:
         flag = _NEEDS_RELOAD[words[0].lower()]
         return Reply(f"{words[0]} is fixed when the model loads: leave and start again with {flag}.", "error")
     if len(words) != 2:
-        return Reply("Usage: /set temperature|top_p|top_k|min_p|repeat_penalty|max_tokens|seed VALUE.", "error")
+        return Reply(f"Usage: /set {'|'.join(_KNOBS)} VALUE.", "error")
     key, raw = words[0].lower().replace("-", "_"), words[1]
     key = _OLLAMA_PARAMETERS.get(key, key)
     sampling = session.settings.sampling
@@ -195,13 +198,14 @@ def _set(session: ChatSession, arg: str) -> Reply:
         value = _parse_float(raw, key, 0.0, 1.0)
     elif key == "repeat_penalty":
         value = _parse_float(raw, key, 0.01, 10.0)
+    elif key in ("frequency_penalty", "presence_penalty"):
+        value = _parse_float(raw, key, -2.0, 2.0)
     elif key == "top_k":
         value = _parse_int(raw, key, minimum=0)
     elif key in ("max_tokens", "seed"):
         value = None if raw.lower() in ("off", "none", "random") else _parse_int(raw, key, minimum=1 if key == "max_tokens" else 0)
     else:
-        return Reply(f"Unknown setting {words[0]}: use temperature, top_p, top_k, min_p, repeat_penalty, "
-                     "max_tokens or seed.", "error")
+        return Reply(f"Unknown setting {words[0]}: use {', '.join(_KNOBS[:-1])} or {_KNOBS[-1]}.", "error")
     session.settings.sampling = dataclasses.replace(sampling, **{key: value})
     return Reply(f"{key} = {'off' if value is None else value}")
 
@@ -296,7 +300,8 @@ def _model(session: ChatSession, arg: str) -> Reply:
         ("context", f"{session.n_ctx} tokens"),
         ("chat template", template),
         ("sampling", (f"temperature {s.temperature:g}, top_p {s.top_p:g}, top_k {s.top_k}, min_p {s.min_p:g}, "
-                      f"repeat_penalty {s.repeat_penalty:g}, max_tokens {s.max_tokens or 'off'}, "
+                      f"repeat_penalty {s.repeat_penalty:g}, frequency_penalty {s.frequency_penalty:g}, "
+                      f"presence_penalty {s.presence_penalty:g}, max_tokens {s.max_tokens or 'off'}, "
                       f"seed {s.seed if s.seed is not None else 'random'}")),
         ("reasoning", _think_state(session)),
     ]
@@ -312,6 +317,7 @@ def _show(session: ChatSession, arg: str) -> Reply:
         s = session.settings.sampling
         rows = [("temperature", f"{s.temperature:g}"), ("top_p", f"{s.top_p:g}"), ("top_k", str(s.top_k)),
                 ("min_p", f"{s.min_p:g}"), ("repeat_penalty", f"{s.repeat_penalty:g}"),
+                ("frequency_penalty", f"{s.frequency_penalty:g}"), ("presence_penalty", f"{s.presence_penalty:g}"),
                 ("max_tokens", str(s.max_tokens or "off")), ("seed", str(s.seed if s.seed is not None else "random"))]
         return Reply(rows=rows)
     if what == "template":

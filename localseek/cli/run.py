@@ -75,6 +75,14 @@ def run(
     repeat_penalty: Annotated[
         float | None, Opt(min=0.01, help="Repetition penalty, 1 = off (default 1).", rich_help_panel=_SAMPLING)
     ] = None,
+    frequency_penalty: Annotated[
+        float | None, Opt("--frequency-penalty", min=-2.0, max=2.0, rich_help_panel=_SAMPLING,
+                          help="Lower a token's score by this × its count in the last 64 tokens, 0 = off (default).")
+    ] = None,
+    presence_penalty: Annotated[
+        float | None, Opt("--presence-penalty", min=-2.0, max=2.0, rich_help_panel=_SAMPLING,
+                          help="Lower the score of any token seen in the last 64 tokens, 0 = off (default).")
+    ] = None,
     seed: Annotated[int | None, Opt(help="Random seed for reproducible sampling.", rich_help_panel=_SAMPLING)] = None,
     think: Annotated[
         bool,
@@ -152,6 +160,7 @@ def run(
     flags = {
         "temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
         "repeat_penalty": repeat_penalty, "max_tokens": max_tokens, "seed": seed,
+        "frequency_penalty": frequency_penalty, "presence_penalty": presence_penalty,
     }
     loading = LoadingNotice(sys.stderr)
 

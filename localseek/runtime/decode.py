@@ -194,7 +194,8 @@ class Sampler:
         self._lib = llama_cpp
         self.settings = settings
         self.n_vocab = n_vocab
-        self.penalized = settings.repeat_penalty != 1.0
+        self.penalized = (settings.repeat_penalty != 1.0 or settings.frequency_penalty != 0.0
+                          or settings.presence_penalty != 0.0)
         self.chain = self._chain(None)
         self.free_chain = self.chain
         self._vocab = vocab
@@ -215,7 +216,8 @@ class Sampler:
         if grammar is not None:
             add(grammar)
         if self.penalized:
-            add(lib.llama_sampler_init_penalties(self.n_vocab, PENALTY_LAST_N, settings.repeat_penalty, 0.0, 0.0))
+            add(lib.llama_sampler_init_penalties(self.n_vocab, PENALTY_LAST_N, settings.repeat_penalty,
+                                                 settings.frequency_penalty, settings.presence_penalty))
         if settings.temperature <= 0:
             add(lib.llama_sampler_init_greedy())
         else:

@@ -18,6 +18,7 @@ from localseek.models.gguf_info import GGUFInfo
 from localseek.runtime.options import Sampling
 
 KNOBS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens")
+PASS_THROUGH = ("frequency_penalty", "presence_penalty", "seed")  # only ever from the user (no GGUF key for them)
 _GGUF_KEYS = {
     "temperature": Keys.General.SAMPLING_TEMP,
     "top_p": Keys.General.SAMPLING_TOP_P,
@@ -62,7 +63,7 @@ def resolve_sampling(
     """The sampling settings for this run, and where each knob came from ("flag", "catalog", "gguf", "default").
 
     `spec` is the model's catalog entry (None for a file the catalog does not know); `flags` holds what the user
-    passed (None = not passed); `seed` passes straight through.
+    passed (None = not passed); the PASS_THROUGH knobs come from there only.
     """
     layers: list[tuple[str, Mapping[str, Any]]] = [
         ("flag", {k: v for k, v in flags.items() if v is not None}),
@@ -79,6 +80,7 @@ def resolve_sampling(
                 break
         else:
             sources[knob] = "default"
-    if flags.get("seed") is not None:
-        values["seed"] = int(flags["seed"])
+    for knob in PASS_THROUGH:
+        if flags.get(knob) is not None:
+            values[knob] = int(flags[knob]) if knob == "seed" else float(flags[knob])
     return replace(BUILTIN, **values), sources

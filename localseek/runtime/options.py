@@ -51,6 +51,8 @@ class Sampling:
     top_k: int = 40
     min_p: float = 0.05
     repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0  # OpenAI's: minus this × how often a token occurred (last 64 tokens), 0 = off
+    presence_penalty: float = 0.0  # minus this once a token occurred at all, 0 = off
     max_tokens: int | None = None
     seed: int | None = None
     grammar: Grammar | None = None

@@ -38,6 +38,8 @@ def _options(body: dict[str, Any], parsed: Parsed) -> None:
         ("top_k", p.integer(opts, "top_k", 0, param="options.top_k")),
         ("min_p", p.number(opts, "min_p", 0.0, 1.0, param="options.min_p")),
         ("repeat_penalty", p.number(opts, "repeat_penalty", 0.01, 10.0, param="options.repeat_penalty")),
+        ("frequency_penalty", p.number(opts, "frequency_penalty", -2.0, 2.0, param="options.frequency_penalty")),
+        ("presence_penalty", p.number(opts, "presence_penalty", -2.0, 2.0, param="options.presence_penalty")),
         ("seed", p.integer(opts, "seed", -(2**63), 2**64 - 1, param="options.seed")),
     ):
         if value is not None:

@@ -67,12 +67,12 @@ def sampling_fields(body: dict[str, Any], *, max_key: tuple[str, ...] = ("max_co
         ("top_k", p.integer(body, "top_k", 0)),
         ("min_p", p.number(body, "min_p", 0.0, 1.0)),
         ("repeat_penalty", p.number(body, "repeat_penalty", 0.01, 10.0)),
+        ("frequency_penalty", p.number(body, "frequency_penalty", -2.0, 2.0)),
+        ("presence_penalty", p.number(body, "presence_penalty", -2.0, 2.0)),
         ("seed", p.integer(body, "seed", -(2**63), 2**64 - 1)),
     ):
         if value is not None:
             out[key] = value
-    for key in ("frequency_penalty", "presence_penalty"):
-        p.number(body, key, -2.0, 2.0)  # accepted for compatibility; not applied (see docs/SERVER.md)
     limit = default_max
     for key in max_key:
         value = p.integer(body, key, 1)
