@@ -391,3 +391,163 @@ def test_mtp_on_localseeks_own_conversion_of_a_v3_checkpoint(tmp_path: Path) -> 
             engine.close()
     assert replies[1][:2] == replies[0][:2]
     assert replies[1][2][1] > 0  # drafts were made (random weights: few are kept)
+
+
+def _greedy(engine: Engine, prompt: str, n: int = 12) -> tuple[list[int], SpecStats]:
+    stats, tokens = SpecStats(), []
+    for token in engine.generate_tokens(engine.tokenize(prompt), GREEDY, spec_stats=stats):
+        tokens.append(token)
+        if len(tokens) >= n or engine.is_eog(token):
+            break
+    return tokens, stats
+
+
+def test_mtp_on_a_v32_conversion(tmp_path: Path) -> None:
+    """V3.2 (`deepseek32`, with its indexer) keeps its MTP block through `quantize`, llama.cpp drafts with it,
+    greedy output is the same as without, and `run` turns it on by default as for V3."""
+    import hf_factory
+
+    from quantize import convert
+
+    out = tmp_path / "v32.gguf"
+    convert(hf_factory.write_deepseek_v32(tmp_path / "hf"), out, qtype="Q8_0")
+    info = read_gguf(out)
+    assert info.arch == "deepseek32"
+    assert speculative.mtp_layers(info) == 1 and speculative.want_mtp(info, None)
+    replies = []
+    for mtp in (False, True):
+        drafter = speculative.mtp_drafter(2, fixed=True) if mtp else None
+        engine = Engine.load(out, LoadOptions(n_ctx=64, n_threads=1, load_mtp=mtp), drafter=drafter)
+        try:
+            replies.append(_greedy(engine, "hello"))
+        finally:
+            engine.close()
+    assert replies[1][0] == replies[0][0]
+    assert replies[1][1].drafted > 0  # the MTP block drafted
+
+
+@pytest.fixture(scope="module")
+def v4(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny V4 conversion and, beside it, its MTP block as a file of its own (`quantize --mtp-only`)."""
+    import hf_factory
+
+    from quantize import convert
+
+    d = tmp_path_factory.mktemp("v4-mtp")
+    src = hf_factory.write_deepseek_v4(d / "hf")
+    made = {"main": d / "models" / "v4-MXFP4_MOE.gguf", "mtp": d / "models" / "mtp-v4-MXFP4_MOE.gguf"}
+    convert(src, made["main"], qtype="MXFP4_MOE")
+    convert(src, made["mtp"], qtype="MXFP4_MOE", mtp_only=True)
+    return made
+
+
+def test_v4_cache_takes_back_rejected_drafts(v4: dict[str, Path]) -> None:
+    """V4's compressed-attention cache can only drop a tail it kept snapshots for: a speculating engine asks for as
+    many as it drafts (`n_rs_seq`), and after taking back a rejected token the cache is exactly what decoding
+    without the rejected token gives. Without snapshots the cache cannot take it back and starts again."""
+    def after_rejection(engine: Engine) -> tuple[int, np.ndarray | None]:
+        dc = engine.decoder
+        prompt = engine.tokenize("hello")
+        dc.decode(prompt)
+        first = int(np.argmax(dc.logits_row(-1)))
+        dc.decode([first, 5], logits="all")  # a draft token (5) that verification rejects
+        dc.truncate(len(prompt) + 1)
+        if len(dc.tokens) != len(prompt) + 1:
+            return len(dc.tokens), None
+        dc.decode([7])
+        return len(dc.tokens), dc.logits_row(-1).copy()
+
+    def sequential(engine: Engine) -> np.ndarray:
+        dc = engine.decoder
+        dc.truncate(0)
+        prompt = engine.tokenize("hello")
+        dc.decode(prompt)
+        dc.decode([int(np.argmax(dc.logits_row(-1)))])
+        dc.decode([7])
+        return dc.logits_row(-1).copy()
+
+    never_drafts = speculative.DrafterFactory(lambda target: None, 3)  # type: ignore[arg-type, return-value]
+    speculating = Engine.load(v4["main"], LoadOptions(n_ctx=64, n_threads=1), drafter=never_drafts)
+    try:
+        n, taken_back = after_rejection(speculating)
+        assert taken_back is not None, "the V4 cache could not take back one token"
+        np.testing.assert_array_equal(taken_back, sequential(speculating))
+    finally:
+        speculating.close()
+    plain = Engine.load(v4["main"], LoadOptions(n_ctx=64, n_threads=1))
+    try:
+        assert after_rejection(plain)[0] == 0  # cleared: `speculative_tokens` then decodes the verified tokens again
+    finally:
+        plain.close()
+
+
+def test_v4_drafts_with_the_mtp_file_beside_it(v4: dict[str, Path]) -> None:
+    from localseek.planning.plan import Request
+    from localseek.runtime.open import Speculation, open_model
+
+    main, mtp = read_gguf(v4["main"]), read_gguf(v4["mtp"])
+    assert speculative.mtp_layers(main) == 0 and speculative.is_mtp_only(mtp) and not speculative.is_mtp_only(main)
+    assert speculative.find_mtp_file(main) == v4["mtp"]
+    assert speculative.mtp_file_fits(main, mtp) == ""
+    assert "not an MTP-only" in speculative.mtp_file_fits(main, main)
+    request = Request(n_ctx=64, threads=1)
+    with open_model(str(v4["main"]), request, speculation=Speculation(n_draft=2, fixed=True)) as opened:
+        assert opened.drafter == "mtp"
+        tokens, stats = _greedy(opened.engine, "hello")
+        assert len(tokens) == 12 and stats.drafted > 0 and stats.rounds > 0
+        assert opened.engine.decoder.tokens[-len(tokens) + 1:] == tokens[:-1]  # the cache holds what was said
+    with open_model(str(v4["main"]), request, speculation=Speculation(mtp=False)) as opened:
+        assert opened.drafter == ""
+    with open_model(str(v4["main"]), request, speculation=Speculation(draft=str(v4["mtp"]))) as opened:
+        assert opened.drafter == "mtp"  # named by hand with --draft
+
+
+def test_v4_without_its_mtp_file(v4: dict[str, Path], tmp_path: Path) -> None:
+    from localseek.planning.plan import Request
+    from localseek.runtime.open import Speculation, open_model
+
+    alone = tmp_path / v4["main"].name
+    alone.symlink_to(v4["main"])
+    info = read_gguf(alone)
+    assert speculative.find_mtp_file(info) is None and not speculative.resolve(info, mtp=None, draft=None)
+    with pytest.raises(UsageError, match="file of its own"):
+        speculative.resolve(info, mtp=True, draft=None)
+    with open_model(str(alone), Request(n_ctx=64, threads=1)) as opened:
+        assert opened.drafter == ""
+
+
+def test_a_cache_that_cannot_take_drafts_back_is_rebuilt(models: dict[str, Path],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where llama.cpp cannot drop a cache's tail (a rollback beyond its snapshots), the verified tokens are decoded
+    again: the output stays what plain decoding gives."""
+    import llama_cpp
+
+    plain = _load(models["qw-random"])
+    try:
+        want = _two_turns(plain, GREEDY, n=24)[0]
+    finally:
+        plain.close()
+    spec = _load(models["qw-random"], draft=models["qw-random-draft"], n_draft=3)
+    target_mem = spec.decoder.mem
+    real = llama_cpp.llama_memory_seq_rm
+    refused = []
+
+    def seq_rm(mem: object, seq: int, p0: int, p1: int) -> bool:
+        if p0 > 0 and ctypes_value(mem) == ctypes_value(target_mem):
+            refused.append(p0)
+            return False
+        return real(mem, seq, p0, p1)
+
+    monkeypatch.setattr(llama_cpp, "llama_memory_seq_rm", seq_rm)
+    try:
+        got, _, drafts = _two_turns(spec, GREEDY, n=24)
+    finally:
+        spec.close()
+    assert refused and drafts[1] > 0
+    assert got == want
+
+
+def ctypes_value(pointer: object) -> int:
+    import ctypes
+
+    return ctypes.cast(pointer, ctypes.c_void_p).value or 0

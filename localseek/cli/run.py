@@ -120,11 +120,12 @@ def run(
     yes: Annotated[bool, Opt("--yes", "-y", help="Pull the model without asking if it is not installed.")] = False,
     mtp: Annotated[bool | None, Opt(
         "--mtp/--no-mtp", rich_help_panel=_SPEED, show_default=False,
-        help="Speculative decoding with the model's own MTP block (default: on when it has one).")] = None,
+        help="Speculative decoding with the model's own MTP block, or the MTP file beside it (DeepSeek-V4) "
+             "(default: on when it has one).")] = None,
     draft: Annotated[str | None, Opt(
         "--draft", rich_help_panel=_SPEED,
         help="Speculative decoding with a smaller model that shares the tokenizer: an installed model "
-             "(e.g. deepseek-r1:1.5b for the Qwen distills) or a .gguf.")] = None,
+             "(e.g. deepseek-r1:1.5b for the Qwen distills) or a .gguf (also a V4 MTP file).")] = None,
     draft_max: Annotated[int | None, Opt(
         "--draft-max", min=1, max=32, rich_help_panel=_SPEED,
         help="Most tokens drafted per step (MTP 3, draft model 6); the length used is tuned as it runs.")] = None,

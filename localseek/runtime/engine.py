@@ -64,7 +64,7 @@ def captured_log() -> str:
     return "".join(_LOG)
 
 
-DrafterFactory = Callable[[DecodeContext], Drafter]
+DrafterFactory = Callable[[DecodeContext], Drafter]  # may carry `n_max`: the most tokens it drafts in a round
 
 
 class Engine:
@@ -112,7 +112,7 @@ class Engine:
         workers = tuple(dict.fromkeys(ep for ep, _ in options.rpc_devices))
         try:
             with _model_params(overrides, load_mtp=options.load_mtp, devices=devices), rpc.guarding(workers), \
-                    _context_params(options.n_seq_max):
+                    _context_params(options.n_seq_max, int(getattr(drafter, "n_max", 0) or 0)):
                 llm = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=options.n_ctx,
@@ -441,9 +441,12 @@ def _model_params(overrides: tuple[ctypes.Array, list[bytes]] | None, *, load_mt
 
 
 @contextmanager
-def _context_params(n_seq_max: int) -> Iterator[None]:
-    """`llama_context_params.n_seq_max`, with a unified KV cache so that every sequence may use the whole context."""
-    if n_seq_max <= 1:
+def _context_params(n_seq_max: int, n_rollback: int = 0) -> Iterator[None]:
+    """`llama_context_params.n_seq_max`, with a unified KV cache so that every sequence may use the whole context;
+    `n_rs_seq`: how many positions a speculating context must be able to take back after a rejected draft. Caches
+    with compressed or recurrent state (DeepSeek-V4's, for one) keep that many snapshots; llama.cpp ignores it for
+    plain KV caches, which can drop any tail."""
+    if n_seq_max <= 1 and n_rollback <= 0:
         yield
         return
     import llama_cpp
@@ -452,8 +455,11 @@ def _context_params(n_seq_max: int) -> Iterator[None]:
         raise EngineError(f"llama.cpp serves at most {llama_cpp.llama_max_parallel_sequences()} sequences at once.")
 
     def set_params(params: Any) -> None:
-        params.n_seq_max = n_seq_max
-        params.kv_unified = True
+        if n_seq_max > 1:
+            params.n_seq_max = n_seq_max
+            params.kv_unified = True
+        if n_rollback > 0:
+            params.n_rs_seq = n_rollback
 
     with _constructor_hook("LlamaContext", set_params):
         yield

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from localseek.errors import InsufficientMemoryError
+from localseek.errors import InsufficientMemoryError, UsageError
 from localseek.models.gguf_info import GGUFInfo, read_gguf
 from localseek.models.resolve import Fetch, ModelRef, Notify, resolve
 from localseek.planning import cluster, hardware
@@ -23,6 +24,7 @@ from localseek.runtime import rpc, speculative
 from localseek.runtime.defaults import resolve_sampling
 from localseek.runtime.engine import DrafterFactory, Engine
 from localseek.runtime.options import LoadOptions, Sampling
+from localseek.sizes import format_size
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Prepared:
     plan: Plan
     hardware: hardware.Hardware
     use_mtp: bool = False
+    mtp_file: Path | None = None  # an MTP-only GGUF beside the model that drafts for it (DeepSeek-V4)
 
 
 @dataclass
@@ -82,13 +85,16 @@ def prepare(ref: str | ModelRef, request: Request = Request(), *, speculation: S
     model = ref if isinstance(ref, ModelRef) else resolve(ref, fetch=fetch, notify=notify, remote=remote)
     info = model.read()  # a file's header, or (plan before a download) the one read from the Hub
     use_mtp = speculative.resolve(info, mtp=speculation.mtp, draft=speculation.draft)
+    mtp_file = None
+    if not use_mtp and not speculation.draft and speculation.mtp is not False:
+        mtp_file = speculative.find_mtp_file(info)
     if use_mtp != request.load_mtp:
         request = replace(request, load_mtp=use_mtp)  # the MTP block's memory is part of the plan
     fp = from_gguf(info)
     machine = hw or hardware.detect()
     if request.rpc and not machine.workers:  # ask each worker what it offers (no llama.cpp involved yet)
         machine = replace(machine, workers=plan_rpc.probe_all(request.rpc))
-    return Prepared(model, info, fp, cluster.plan(fp, machine, request), machine, use_mtp)
+    return Prepared(model, info, fp, cluster.plan(fp, machine, request), machine, use_mtp, mtp_file)
 
 
 def open_model(
@@ -151,15 +157,40 @@ def _drafter(prep: Prepared, spec: Speculation, *, verbose: bool
     """The factory that builds the engine's drafter, its kind, and the draft model's engine (loaded here)."""
     if prep.use_mtp:
         return speculative.mtp_drafter(spec.n_draft, p_min=spec.p_min, fixed=spec.fixed), "mtp", None
+    if prep.mtp_file is not None:
+        factory = _mtp_file_drafter(prep, read_gguf(prep.mtp_file), spec, required=bool(spec.mtp))
+        return (factory, "mtp", None) if factory is not None else (None, "", None)
     if not spec.draft:
         return None, "", None
     # Planned like the main model, in the RAM and VRAM its plan leaves (on the GPU too when there is room).
     draft_ref = resolve(spec.draft)
     info = read_gguf(draft_ref.path)
+    if speculative.is_mtp_only(info):  # `--draft mtp-….gguf`: V4's MTP file, named by hand
+        why = speculative.mtp_file_fits(prep.info, info)
+        if why:
+            raise UsageError(f"{info.path.name} is an MTP file, but not this model's ({why}).")
+        return _mtp_file_drafter(prep, info, spec, required=True), "mtp", None
     plan = plan_beside(prep.plan, info, prep.hardware)
     draft_engine = Engine.load(info.path, load_options(plan, verbose=verbose))
     factory = speculative.model_drafter(draft_engine, spec.n_draft, p_min=spec.p_min, fixed=spec.fixed)
     return factory, speculative.ModelDrafter.kind, draft_engine
+
+
+def _mtp_file_drafter(prep: Prepared, info: GGUFInfo, spec: Speculation, *, required: bool
+                      ) -> DrafterFactory | None:
+    """The drafter of an MTP-only file, in the memory the main plan leaves: on the GPU when the model is there and
+    it fits, else in RAM; None when it fits nowhere and nobody asked for it (plain decoding then)."""
+    left = remaining(prep.hardware, prep.plan)
+    size = info.total_bytes
+    on_gpu = prep.plan.n_gpu_layers != 0 and left.vram_free >= size
+    if not on_gpu and left.memory.available < size:
+        if not required:
+            return None
+        raise InsufficientMemoryError(
+            f"The MTP file {info.path.name} ({format_size(size)}) does not fit beside {prep.plan.model}; "
+            "run with --no-mtp or lower --ctx.")
+    return speculative.mtp_file_drafter(info.path, spec.n_draft, p_min=spec.p_min, fixed=spec.fixed,
+                                        n_gpu_layers=-1 if on_gpu else 0)
 
 
 def plan_for(info: GGUFInfo, request: Request, hw: hardware.Hardware | None = None) -> Plan:

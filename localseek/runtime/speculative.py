@@ -20,18 +20,21 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from gguf import Keys
 
-from localseek.errors import EngineError, UsageError
-from localseek.models.gguf_info import GGUFInfo
+from localseek.errors import EngineError, ModelFileError, UsageError
+from localseek.models.gguf_info import GGUFInfo, read_gguf
 from localseek.runtime.decode import Batch, DecodeContext, Sampler, common_prefix, prefill, reusable_prefix
 from localseek.runtime.options import SpecStats
 
 DEFAULT_MTP_DRAFT = 3  # most tokens per draft; the tuner picks the length that pays (0 = plain decoding)
 DEFAULT_MODEL_DRAFT = 6
+# llama.cpp builds an MTP graph for these (V3/R1/V3.1, V3.2 with its indexer, V4); other nextn archs stay opt-in
+MTP_ARCHS = ("deepseek2", "deepseek32", "deepseek4")
 DEFAULT_P_MIN = 0.5  # after the first draft token, stop once the drafter's own top probability falls below this
 
 
@@ -196,15 +199,23 @@ class MTPDrafter:
     FLUSH = 64  # decode waiting entries once this many have piled up (bounds the hidden states kept)
 
     def __init__(self, target: DecodeContext, *, n_draft: int = DEFAULT_MTP_DRAFT, p_min: float = DEFAULT_P_MIN,
-                 fixed: bool = False, n_threads: int | None = None, n_threads_batch: int | None = None) -> None:
+                 fixed: bool = False, n_threads: int | None = None, n_threads_batch: int | None = None,
+                 model: object | None = None) -> None:
+        """`model`: a separate MTP-only llama.cpp model (V4's MTP file), owned by the drafter from here on;
+        default: the target's own MTP block."""
         import llama_cpp
         from llama_cpp import llama_cpp_ext
 
         self._lib, self._ext = llama_cpp, llama_cpp_ext
-        model = target.model
+        self._own_model = model
+        model = model or target.model
         if int(llama_cpp.llama_model_n_layer_nextn(model)) < 1:
             raise UsageError("This model has no MTP layers; run it without --mtp (or re-convert keeping MTP).")
-        self.n_embd = int(llama_cpp.llama_model_n_embd_out(model)) or int(llama_cpp.llama_model_n_embd(model))
+        self.n_embd = _embd_out(model)
+        if self._own_model is not None and self.n_embd != _embd_out(target.model):
+            self._free_model()
+            raise UsageError("The MTP file does not belong to this model (its hidden-state width differs); "
+                             "pass the MTP file converted from the same checkpoint, or --no-mtp.")
         self.n_draft = n_draft
         self.tuner = DraftTuner(n_draft, fixed=fixed)
         self.conf = _Confidence(p_min)
@@ -217,9 +228,11 @@ class MTPDrafter:
         params.n_threads = threads
         params.n_threads_batch = n_threads_batch or int(llama_cpp.llama_n_threads_batch(target.ctx))
         params.ctx_type = llama_cpp.LLAMA_CONTEXT_TYPE_MTP
+        params.n_rs_seq = n_draft  # chained drafts are taken back after each round (see `draft`)
         params.no_perf = True
         ctx = llama_cpp.llama_init_from_model(model, params)
         if not ctx:
+            self._free_model()
             raise EngineError("llama.cpp could not create the MTP draft context; run with --no-mtp.")
         self.ctx = ctx
         self.dc = DecodeContext(ctx, model)  # tokens = the positions whose MTP entries are cached
@@ -309,8 +322,8 @@ class MTPDrafter:
             self._decode(batch)
             row = 0
             chained = True
-        if chained:
-            self._lib.llama_memory_seq_rm(self.dc.mem, 0, pos + 1, -1)
+        if chained and not self._lib.llama_memory_seq_rm(self.dc.mem, 0, pos + 1, -1):
+            raise EngineError("llama.cpp could not take back the MTP block's chained drafts; run with --no-mtp.")
         return drafts
 
     def accepted(self, target: DecodeContext, n_accepted: int) -> None:
@@ -340,6 +353,18 @@ class MTPDrafter:
         if self.ctx:
             self._lib.llama_free(self.ctx)
             self.ctx = None
+        self._free_model()
+
+    def _free_model(self) -> None:
+        if self._own_model is not None:
+            self._lib.llama_model_free(self._own_model)
+            self._own_model = None
+
+
+def _embd_out(model: object) -> int:
+    import llama_cpp
+
+    return int(llama_cpp.llama_model_n_embd_out(model)) or int(llama_cpp.llama_model_n_embd(model))
 
 
 class DraftEngine(Protocol):
@@ -457,7 +482,11 @@ def speculative_tokens(dc: DecodeContext, sampler: Sampler, drafter: Drafter, pr
             if i == len(draft) or token != draft[i]:
                 break
         n_acc = len(out) - 1
-        dc.truncate(len(dc.tokens) - len(draft) + n_acc)
+        keep = len(dc.tokens) - len(draft) + n_acc
+        verified = dc.tokens[:keep]
+        dc.truncate(keep)
+        if len(dc.tokens) < keep:  # a cache that could not take the rejected drafts back was cleared: rebuild it
+            dc.decode(verified, logits="none")
         drafter.accepted(dc, n_acc)
         stats.rounds += 1
         stats.drafted += len(draft)
@@ -471,24 +500,38 @@ def speculative_tokens(dc: DecodeContext, sampler: Sampler, drafter: Drafter, pr
 
 
 # -- building a drafter (handed to the engine when it is built) ------------------------------------------------
+@dataclass(frozen=True)
+class DrafterFactory:
+    """What `Engine.load(..., drafter=)` takes: builds the drafter once the main context exists. `n_max` (the most
+    tokens a round drafts) is known before, so the context can be made able to take that many back."""
+
+    build: Callable[[DecodeContext], Drafter]
+    n_max: int
+
+    def __call__(self, target: DecodeContext) -> Drafter:
+        return self.build(target)
+
+
 def mtp_drafter(n_draft: int | None = None, *, p_min: float = DEFAULT_P_MIN, fixed: bool = False
-                ) -> Callable[[DecodeContext], MTPDrafter]:
+                ) -> DrafterFactory:
     """What `Engine.load(..., drafter=)` takes to draft with the model's MTP block (load it with `load_mtp`)."""
-    return lambda target: MTPDrafter(target, n_draft=n_draft or DEFAULT_MTP_DRAFT, p_min=p_min, fixed=fixed)
+    n = n_draft or DEFAULT_MTP_DRAFT
+    return DrafterFactory(lambda target: MTPDrafter(target, n_draft=n, p_min=p_min, fixed=fixed), n)
 
 
 def model_drafter(draft_engine: DraftEngine, n_draft: int | None = None, *, p_min: float = DEFAULT_P_MIN,
-                  fixed: bool = False) -> Callable[[DecodeContext], ModelDrafter]:
+                  fixed: bool = False) -> DrafterFactory:
     """What `Engine.load(..., drafter=)` takes to draft with a loaded smaller model; the drafter owns it (and closes
     it also when the tokenizers turn out not to match)."""
+    n = n_draft or DEFAULT_MODEL_DRAFT
+
     def build(target: DecodeContext) -> ModelDrafter:
         try:
-            return ModelDrafter(draft_engine, target, n_draft=n_draft or DEFAULT_MODEL_DRAFT, p_min=p_min,
-                                fixed=fixed)
+            return ModelDrafter(draft_engine, target, n_draft=n, p_min=p_min, fixed=fixed)
         except BaseException:
             draft_engine.close()
             raise
-    return build
+    return DrafterFactory(build, n)
 
 
 # -- choosing a drafter ----------------------------------------------------------------------------------------
@@ -502,16 +545,83 @@ def mtp_layers(info: GGUFInfo) -> int:
     return n if f"blk.{blocks - n}.nextn.eh_proj.weight" in names else 0
 
 
+def is_mtp_only(info: GGUFInfo) -> bool:
+    """A GGUF that holds only an MTP block (with the embeddings and head it needs), as DeepSeek-V4's converters write
+    it beside the model: llama.cpp's own test is the same (no `blk.0.attn_norm.weight`)."""
+    return mtp_layers(info) > 0 and not any(t.name == "blk.0.attn_norm.weight" for t in info.tensors)
+
+
+def mtp_file_fits(main: GGUFInfo, mtp: GGUFInfo) -> str:
+    """Why `mtp` is not the MTP file of `main` ("" when it is)."""
+    if not is_mtp_only(mtp):
+        return "it is not an MTP-only GGUF"
+    if mtp.arch != main.arch:
+        return f"it is a {mtp.arch} file and the model is {main.arch}"
+    for key in (Keys.LLM.EMBEDDING_LENGTH, Keys.LLM.VOCAB_SIZE):
+        if mtp.int_value(key) != main.int_value(key):
+            return f"its {key.split('.')[-1]} differs from the model's"
+    if mtp.int_value(Keys.LLM.BLOCK_COUNT) != main.int_value(Keys.LLM.BLOCK_COUNT) + mtp_layers(mtp):
+        return "its MTP block does not follow this model's layers"
+    return ""
+
+
+MAX_MTP_CANDIDATES = 16  # sibling files whose name says "mtp" that are read to find the model's MTP file
+
+
+def find_mtp_file(info: GGUFInfo) -> Path | None:
+    """The MTP-only GGUF beside a model that carries none of its own (DeepSeek-V4: `mtp-….gguf`, as llama.cpp's
+    downloader pairs them), or None."""
+    if info.arch not in MTP_ARCHS or mtp_layers(info) > 0:
+        return None
+    try:
+        siblings = sorted(p for p in info.path.parent.iterdir()
+                          if p.suffix == ".gguf" and "mtp" in p.name.lower() and p != info.path and p.is_file())
+    except OSError:
+        return None
+    for path in siblings[:MAX_MTP_CANDIDATES]:
+        try:
+            if not mtp_file_fits(info, read_gguf(path)):
+                return path
+        except (ModelFileError, OSError):
+            continue
+    return None
+
+
+def mtp_file_drafter(path: Path, n_draft: int | None = None, *, p_min: float = DEFAULT_P_MIN, fixed: bool = False,
+                     n_gpu_layers: int = 0) -> DrafterFactory:
+    """Draft with an MTP-only GGUF (V4's MTP file), loaded beside the main model when the drafter is built."""
+    n = n_draft or DEFAULT_MTP_DRAFT
+
+    def build(target: DecodeContext) -> MTPDrafter:
+        import llama_cpp
+
+        params = llama_cpp.llama_model_default_params()
+        params.load_mtp = True
+        params.n_gpu_layers = n_gpu_layers
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise EngineError(f"llama.cpp could not load the MTP file {path.name}; run with --no-mtp.")
+        return MTPDrafter(target, n_draft=n, p_min=p_min, fixed=fixed, model=model)
+
+    return DrafterFactory(build, n)
+
+
 def want_mtp(info: GGUFInfo, requested: bool | None) -> bool:
     """--mtp/--no-mtp/neither → whether to load and use the MTP block. On by default when the model has one."""
     has = mtp_layers(info) > 0
     if requested and not has:
+        if info.arch == "deepseek4":
+            raise UsageError(
+                f"{info.path.name} has no MTP module: DeepSeek-V4 keeps it in a file of its own (`localseek quantize "
+                "--mtp-only`); put that file beside the model (its name containing 'mtp') or pass it with --draft, "
+                "or drop --mtp."
+            )
         raise UsageError(
             f"{info.path.name} has no MTP module (blk.N.nextn.* tensors); drop --mtp, or convert the model with "
             "`localseek` (which keeps MTP) instead of llama.cpp's converter."
         )
     if requested is None:
-        return has and info.arch == "deepseek2"
+        return has and info.arch in MTP_ARCHS
     return requested
 
 
@@ -521,4 +631,6 @@ def resolve(info: GGUFInfo, *, mtp: bool | None, draft: str | None) -> bool:
         if mtp:
             raise UsageError("Use either --mtp or --draft, not both.")
         return False
+    if mtp and mtp_layers(info) == 0 and find_mtp_file(info) is not None:
+        return False  # the MTP file beside the model drafts (see `find_mtp_file`)
     return want_mtp(info, mtp)

@@ -233,7 +233,7 @@ class ModelManager:
                     await asyncio.wait_for(self.changed.wait(), timeout=min(left, 5.0))
                 except TimeoutError:
                     pass
-        speculative = prep.use_mtp or bool(self.speculation.draft)
+        speculative = prep.use_mtp or prep.mtp_file is not None or bool(self.speculation.draft)
         n = self.parallel if self.parallel is not None else (1 if speculative else DEFAULT_PARALLEL)
         spec = self.speculation if n == 1 else Speculation(mtp=False)  # a draft is verified for one sequence
         log.info("loading %s (%s)", ref.key, ref.path)

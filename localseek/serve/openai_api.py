@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -239,50 +239,39 @@ def _sse(data: dict[str, Any] | str) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
-async def chat_completions(request: Request) -> Response:
+async def _begin(request: Request, parse: Callable[[dict[str, Any]], Parsed], path: str, prefix: str,
+                 obj: str) -> tuple[Parsed, Generation, dict[str, Any]]:
+    """Read and check the body, start the generation, and the fields every response (or chunk) starts with."""
     state = request.app.state
-    body = await read_json(request, state.config.max_body)
-    parsed = parse_chat(body)
-    gen = await start(request, state.manager, parsed.model, "/v1/chat/completions", parsed.turn, request.state.log)
-    shape = Shape(state.config.reasoning_field)
-    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    head = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": gen.loaded.name,
-            "system_fingerprint": FINGERPRINT}
-    if not parsed.stream:
-        try:
-            finish = await _finish(gen)
-        finally:
-            await gen.close()
-        log_usage(request, finish)
-        return JSONResponse({
-            "id": ident, "object": "chat.completion", "created": created, "model": gen.loaded.name,
-            "system_fingerprint": FINGERPRINT,
-            "choices": [{"index": 0, "message": shape.message(finish), "logprobs": None,
-                         "finish_reason": finish.reason}],
-            "usage": finish.usage, "timings": _timings(finish),
-        })
+    parsed = parse(await read_json(request, state.config.max_body))
+    gen = await start(request, state.manager, parsed.model, path, parsed.turn, request.state.log)
+    head = {"id": f"{prefix}-{uuid.uuid4().hex}", "object": obj, "created": int(time.time()),
+            "model": gen.loaded.name, "system_fingerprint": FINGERPRINT}
+    return parsed, gen, head
 
-    def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
-        data = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
-        if parsed.include_usage:
-            data["usage"] = None
-        return _sse(data)
+
+async def _whole(request: Request, gen: Generation) -> Finish:
+    """The finished reply of a request that does not stream."""
+    try:
+        finish = await _finish(gen)
+    finally:
+        await gen.close()
+    log_usage(request, finish)
+    return finish
+
+
+def _stream(request: Request, gen: Generation, lines: Callable[[Delta | Finish], list[bytes]],
+            prologue: tuple[bytes, ...] = ()) -> StreamingResponse:
+    """Server-sent events: `lines` turns each item into its events; errors after the status go in the stream."""
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            yield chunk({"role": "assistant", "content": ""})
+            for line in prologue:
+                yield line
             async for item in gen.items:
-                if isinstance(item, Delta):
-                    yield chunk(shape.delta(item))
-                elif isinstance(item, Finish):
-                    closing = shape.close()
-                    if closing:
-                        yield chunk({"content": closing})
-                    if item.tool_calls:
-                        yield chunk({"tool_calls": [c.openai(i) for i, c in enumerate(item.tool_calls)]})
-                    yield chunk({}, item.reason)
-                    if parsed.include_usage:  # with llama-server's `timings` (the chat page shows tokens/s)
-                        yield _sse({**head, "choices": [], "usage": item.usage, "timings": _timings(item)})
+                for line in lines(item):
+                    yield line
+                if isinstance(item, Finish):
                     log_usage(request, item)
             yield _sse("[DONE]")
         except Exception as exc:  # noqa: BLE001 — the status is sent: the error goes in the stream
@@ -294,43 +283,61 @@ async def chat_completions(request: Request) -> Response:
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def completions(request: Request) -> Response:
-    state = request.app.state
-    body = await read_json(request, state.config.max_body)
-    parsed = parse_completion(body)
-    gen = await start(request, state.manager, parsed.model, "/v1/completions", parsed.turn, request.state.log)
-    ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-    head = {"id": ident, "object": "text_completion", "created": created, "model": gen.loaded.name,
-            "system_fingerprint": FINGERPRINT}
+async def chat_completions(request: Request) -> Response:
+    parsed, gen, head = await _begin(request, parse_chat, "/v1/chat/completions", "chatcmpl",
+                                     "chat.completion.chunk")
+    shape = Shape(request.app.state.config.reasoning_field)
     if not parsed.stream:
-        try:
-            finish = await _finish(gen)
-        finally:
-            await gen.close()
-        log_usage(request, finish)
-        return JSONResponse({**head, "choices": [{"text": finish.content, "index": 0, "logprobs": None,
-                                                  "finish_reason": finish.reason}], "usage": finish.usage})
+        finish = await _whole(request, gen)
+        return JSONResponse({
+            **head, "object": "chat.completion",
+            "choices": [{"index": 0, "message": shape.message(finish), "logprobs": None,
+                         "finish_reason": finish.reason}],
+            "usage": finish.usage, "timings": _timings(finish),
+        })
 
-    async def events() -> AsyncIterator[bytes]:
-        try:
-            async for item in gen.items:
-                if isinstance(item, Delta):
-                    yield _sse({**head, "choices": [{"text": item.text, "index": 0, "logprobs": None,
-                                                     "finish_reason": None}]})
-                elif isinstance(item, Finish):
-                    yield _sse({**head, "choices": [{"text": "", "index": 0, "logprobs": None,
-                                                     "finish_reason": item.reason}]})
-                    if parsed.include_usage:
-                        yield _sse({**head, "choices": [], "usage": item.usage})
-                    log_usage(request, item)
-            yield _sse("[DONE]")
-        except Exception as exc:  # noqa: BLE001
-            yield _sse(error_body(exc).body())
-            yield _sse("[DONE]")
-        finally:
-            await gen.close()
+    def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
+        data = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
+        if parsed.include_usage:
+            data["usage"] = None
+        return _sse(data)
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+    def lines(item: Delta | Finish) -> list[bytes]:
+        if isinstance(item, Delta):
+            return [chunk(shape.delta(item))]
+        out = []
+        closing = shape.close()
+        if closing:
+            out.append(chunk({"content": closing}))
+        if item.tool_calls:
+            out.append(chunk({"tool_calls": [c.openai(i) for i, c in enumerate(item.tool_calls)]}))
+        out.append(chunk({}, item.reason))
+        if parsed.include_usage:  # with llama-server's `timings` (the chat page shows tokens/s)
+            out.append(_sse({**head, "choices": [], "usage": item.usage, "timings": _timings(item)}))
+        return out
+
+    return _stream(request, gen, lines, prologue=(chunk({"role": "assistant", "content": ""}),))
+
+
+async def completions(request: Request) -> Response:
+    parsed, gen, head = await _begin(request, parse_completion, "/v1/completions", "cmpl", "text_completion")
+
+    def choice(text: str, reason: str | None) -> dict[str, Any]:
+        return {**head, "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": reason}]}
+
+    if not parsed.stream:
+        finish = await _whole(request, gen)
+        return JSONResponse({**choice(finish.content, finish.reason), "usage": finish.usage})
+
+    def lines(item: Delta | Finish) -> list[bytes]:
+        if isinstance(item, Delta):
+            return [_sse(choice(item.text, None))]
+        out = [_sse(choice("", item.reason))]
+        if parsed.include_usage:
+            out.append(_sse({**head, "choices": [], "usage": item.usage}))
+        return out
+
+    return _stream(request, gen, lines)
 
 
 async def _finish(gen: Generation) -> Finish:
