@@ -265,6 +265,31 @@ def test_split_sets_are_grouped_in_order_and_incomplete_leftovers_ignored() -> N
     assert part3 is not None and len(part3.files) == 5  # any part brings the whole model
 
 
+def test_mtp_files_go_with_a_model_and_are_not_one() -> None:
+    """DeepSeek-V4 repos publish the MTP block as `mtp-….gguf`: never a model of its own, and the one a model takes
+    is chosen as llama.cpp's downloader chooses it (same folder or above, deepest first, same quant, nearest bits)."""
+    from localseek.models.listing import is_mtp_file, mtp_sibling
+
+    listing = _listing({
+        "DeepSeek-V4-Flash-Q8_0.gguf": 100,
+        "DeepSeek-V4-Flash-Q4_K_M.gguf": 60,
+        "mtp-DeepSeek-V4-Flash-Q8_0.gguf": 5,
+        "mtp-DeepSeek-V4-Flash-Q4_0.gguf": 3,
+        "UD-Q2_K_XL/DeepSeek-V4-Flash-UD-Q2_K_XL-00001-of-00002.gguf": 20,
+        "UD-Q2_K_XL/DeepSeek-V4-Flash-UD-Q2_K_XL-00002-of-00002.gguf": 20,
+        "UD-Q2_K_XL/mtp-DeepSeek-V4-Flash-Q2_K.gguf": 2,
+        "other/mtp-DeepSeek-V4-Flash-Q4_K_M.gguf": 4,
+    })
+    assert available_quants(listing) == {"Q8_0": 100, "Q4_K_M": 60, "UD-Q2_K_XL": 40}
+    assert all(not is_mtp_file(s.primary.name) for s in gguf_sets(listing))
+    pick = lambda q: mtp_sibling(listing, select_quant(listing, q)).path  # noqa: E731
+    assert pick("Q8_0") == "mtp-DeepSeek-V4-Flash-Q8_0.gguf"  # the same quant
+    assert pick("Q4_K_M") == "mtp-DeepSeek-V4-Flash-Q4_0.gguf"  # nearest bits here (other/ is not above it)
+    assert pick("UD-Q2_K_XL") == "UD-Q2_K_XL/mtp-DeepSeek-V4-Flash-Q2_K.gguf"  # its own folder first
+    assert mtp_sibling(_listing({"m-Q8_0.gguf": 1}), select_quant(_listing({"m-Q8_0.gguf": 1}), "Q8_0")) is None
+    assert is_mtp_file("DeepSeek-V4-Flash-MTP-MXFP4_MOE.gguf")  # what `quantize --mtp-only` writes
+
+
 def test_select_files_by_name_and_glob() -> None:
     listing = _listing({"a-Q4_K_M.gguf": 1, "a-Q8_0.gguf": 2, "sub/b-Q4_K_M.gguf": 3})
     assert select_files(listing, "a-Q8_0.gguf").primary.path == "a-Q8_0.gguf"

@@ -607,3 +607,35 @@ def test_pull_original_and_quantize_registers_a_runnable_gguf(hub: FakeHub, env:
     assert ran.returncode in (0, 3) and json.loads(ran.stdout)["stats"]["generated_tokens"] == 4, ran.stderr
     bad = one_error_line(cli(env, "pull", "deepseek-r1:1.5b", "--quantize", "Q9_Z"))
     assert "Q9_Z" in bad and "original weights stay installed" in bad
+
+
+def test_pull_takes_v4_s_mtp_file_and_run_drafts_with_it(hub: FakeHub, env: dict, tmp_path: Path,
+                                                        isolated_home: Path) -> None:
+    """A DeepSeek-V4 GGUF repo with an `mtp-` file beside the model (llama.cpp's layout): one model to pull, the MTP
+    file comes with it (and counts in the plan's download), and `run` drafts with it."""
+    import hf_factory
+
+    from quantize import convert
+
+    src = hf_factory.write_deepseek_v4(tmp_path / "hf")
+    made = tmp_path / "made"
+    main, mtp = made / "DeepSeek-V4-Tiny-MXFP4_MOE.gguf", made / "mtp-DeepSeek-V4-Tiny-MXFP4_MOE.gguf"
+    convert(src, main, qtype="MXFP4_MOE")
+    convert(src, mtp, qtype="MXFP4_MOE", mtp_only=True)
+    repo = "ggml-org/DeepSeek-V4-Tiny-GGUF"
+    hub.add(make_repo(repo, {main.name: main, mtp.name: mtp}))
+
+    planned = cli(env, "plan", repo, "--json")
+    assert planned.returncode == 0, planned.stderr
+    assert json.loads(planned.stdout)["source"]["files"] == [main.name, mtp.name]
+    r = cli(env, "pull", repo, "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert [Path(f["path"]).name for f in data["files"]] == [main.name, mtp.name]
+    assert Path(data["path"]).name == main.name
+    assert data["downloaded"] == main.stat().st_size + mtp.stat().st_size
+    ran = cli(env, "run", repo, "hello", "-n", "8", "--json", "--threads", "1", "--ctx", "64")
+    assert ran.returncode in (0, 3), ran.stderr  # 3: the tiny model is still reasoning after 8 tokens
+    assert json.loads(ran.stdout)["stats"]["drafted"] > 0
+    off = cli(env, "run", repo, "hello", "-n", "8", "--json", "--threads", "1", "--ctx", "64", "--no-mtp")
+    assert "drafted" not in json.loads(off.stdout)["stats"]

@@ -9,7 +9,7 @@ import fnmatch
 from dataclasses import dataclass
 
 from localseek.errors import HubError
-from localseek.models.quants import normalize_quant, quant_of_path, split_info
+from localseek.models.quants import QUANT_BPW, normalize_quant, quant_of_path, split_info
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,43 @@ class FileSet:
 
 # ───────────────────────────── choosing files ─────────────────────────────
 
+def is_mtp_file(name: str) -> bool:
+    """An MTP-only GGUF that drafts for a model beside it (DeepSeek-V4): `mtp-` in its name, as llama.cpp's
+    downloader looks for it and `localseek quantize --mtp-only` names it."""
+    return name.lower().endswith(".gguf") and "mtp-" in name.lower()
+
+
+def _auxiliary(name: str) -> bool:
+    """GGUFs that go with a model and are not one: projectors, importance matrices, MTP files."""
+    return name.lower().startswith(("mmproj", "imatrix")) or is_mtp_file(name)
+
+
+def mtp_sibling(listing: RepoListing, model: FileSet) -> RemoteFile | None:
+    """The MTP file a repo publishes for `model`, chosen as llama.cpp's downloader chooses it: in the model's folder
+    or one above it (the deepest first), then the same quant, then the nearest bits per weight. Single files only."""
+    folder = model.primary.path.split("/")[:-1]
+    best: tuple[tuple[int, int, float], RemoteFile] | None = None
+    bits = dict(QUANT_BPW)
+    want = bits.get(model.quant or "", 0.0)
+    for f in listing.files:
+        if not is_mtp_file(f.name) or split_info(f.name):
+            continue
+        own = f.path.split("/")[:-1]
+        if own != folder[: len(own)]:
+            continue
+        quant = quant_of_path(f.path)
+        rank = (len(own), int(quant is not None and quant == model.quant), -abs(bits.get(quant or "", 0.0) - want))
+        if best is None or rank > best[0]:
+            best = (rank, f)
+    return best[1] if best else None
+
+
 def gguf_sets(listing: RepoListing, pattern: str = "*.gguf") -> list[FileSet]:
     """Group the repo's GGUF files into models: split parts together, in order, each set with its quant."""
     groups: dict[tuple[str, str, int], dict[int, RemoteFile]] = {}
     for f in listing.files:
         name = f.name
-        if not name.lower().endswith(".gguf") or name.lower().startswith(("mmproj", "imatrix")):
+        if not name.lower().endswith(".gguf") or _auxiliary(name):
             continue
         if not fnmatch.fnmatch(f.path, pattern):
             continue

@@ -32,6 +32,7 @@ from localseek.models.listing import (
     RepoListing,
     available_quants,
     gguf_sets,
+    mtp_sibling,
     original_files,
     select_files,
     select_quant,
@@ -300,8 +301,8 @@ def _pull_catalog_gguf(target: Target, hub: Hub, progress: Progress, verify: boo
         key = f"{spec.id}:{chosen}"
         if chosen != quant and (done := _installed_ok(key)) is not None:
             return PullResult(model=done, already_installed=True, reused=done.size, notes=notes)
-        return _fetch_and_register(key, "gguf", listing.repo, listing, list(fileset.files), hub, progress,
-                                   catalog_id=spec.id, quant=chosen, notes=notes, verify=verify)
+        return _fetch_and_register(key, "gguf", listing.repo, listing, _with_mtp(listing, fileset, notes), hub,
+                                   progress, catalog_id=spec.id, quant=chosen, notes=notes, verify=verify)
 
 
 def _choose(spec: ModelSpec, quant: str, *, explicit: bool, hub: Hub,
@@ -387,8 +388,17 @@ def _pull_repo(target: Target, hub: Hub, progress: Progress, catalog: Catalog, v
         key = f"{repo}:{fs.quant}" if fs.quant else f"{repo}:{fs.primary.name}"
         if (done := _installed_ok(key)) is not None and done.revision == listing.commit:
             return PullResult(model=done, already_installed=True, reused=done.size, notes=notes)
-        return _fetch_and_register(key, "gguf", repo, listing, list(fs.files), hub, progress,
+        return _fetch_and_register(key, "gguf", repo, listing, _with_mtp(listing, fs, notes), hub, progress,
                                    catalog_id=spec.id if spec else None, quant=fs.quant, notes=notes, verify=verify)
+
+
+def _with_mtp(listing: RepoListing, fs: FileSet, notes: list[str]) -> list[RemoteFile]:
+    """The model's files, and the MTP file the repo publishes beside it (DeepSeek-V4 drafts with it)."""
+    mtp = mtp_sibling(listing, fs)
+    if mtp is None:
+        return list(fs.files)
+    notes.append(f"also took {mtp.name} ({format_size(mtp.size)}): the MTP block that drafts for this model")
+    return [*fs.files, mtp]
 
 
 def _complete_sets(listing: RepoListing) -> list[FileSet]:

@@ -39,6 +39,7 @@ from localseek.models.listing import (
     RepoListing,
     available_quants,
     gguf_sets,
+    mtp_sibling,
     select_files,
     select_quant,
 )
@@ -123,7 +124,9 @@ def read_remote(spec: ModelSpec | None, quant: str | None, repo: str | None = No
         notify(f"Read the header of {fileset.primary.name} from the Hub ({format_size(read)} of "
                f"{format_size(fileset.size)}{f' in {len(fileset.files)} parts' if len(fileset.files) > 1 else ''}) "
                "to plan it before downloading.")
-    model = RemoteModel(label, listing.repo, listing.commit, fileset.files, fileset.quant, info, False, tuple(notes))
+    mtp = mtp_sibling(listing, fileset)  # `pull` takes it too: part of the download
+    files = fileset.files + ((mtp,) if mtp is not None else ())
+    model = RemoteModel(label, listing.repo, listing.commit, files, fileset.quant, info, False, tuple(notes))
     _remember(label, model)
     return model
 

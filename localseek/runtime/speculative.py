@@ -568,17 +568,18 @@ def mtp_file_fits(main: GGUFInfo, mtp: GGUFInfo) -> str:
 MAX_MTP_CANDIDATES = 16  # sibling files whose name says "mtp" that are read to find the model's MTP file
 
 
-def find_mtp_file(info: GGUFInfo) -> Path | None:
-    """The MTP-only GGUF beside a model that carries none of its own (DeepSeek-V4: `mtp-….gguf`, as llama.cpp's
-    downloader pairs them), or None."""
+def find_mtp_file(info: GGUFInfo, also: Sequence[Path] = ()) -> Path | None:
+    """The MTP-only GGUF for a model that carries none of its own (DeepSeek-V4), or None: one `pull` took with the
+    model (`also`), else one beside it whose name says "mtp" (`mtp-….gguf` as llama.cpp's downloader pairs them,
+    `…-MTP-….gguf` as `quantize --mtp-only` writes them)."""
     if info.arch not in MTP_ARCHS or mtp_layers(info) > 0:
         return None
     try:
         siblings = sorted(p for p in info.path.parent.iterdir()
                           if p.suffix == ".gguf" and "mtp" in p.name.lower() and p != info.path and p.is_file())
     except OSError:
-        return None
-    for path in siblings[:MAX_MTP_CANDIDATES]:
+        siblings = []
+    for path in [*also, *siblings][:MAX_MTP_CANDIDATES]:
         try:
             if not mtp_file_fits(info, read_gguf(path)):
                 return path
