@@ -101,6 +101,7 @@ def tools(tmp_path: Path, tiny_gguf: Path, model_dir: Path) -> dict[str, Path]:
     lms.mkdir(parents=True)
     shutil.copyfile(tiny_gguf, lms / "DeepSeek-Coder-V2-Lite-Instruct-Q4_K_M.gguf")
     (lms / "mmproj-model-f16.gguf").write_bytes(b"GGUF" + b"\0" * 60)  # a vision projector, not a model
+    (lms / "mtp-DeepSeek-Coder-V2-Lite-Instruct-Q4_K_M.gguf").write_bytes(b"GGUF" + b"\0" * 60)  # an MTP file, neither
 
     llama = Path(os.environ["LLAMA_CACHE"])
     llama.mkdir(parents=True)
@@ -127,6 +128,7 @@ def tools(tmp_path: Path, tiny_gguf: Path, model_dir: Path) -> dict[str, Path]:
     for part in sorted(split.glob("Parted-*.gguf")):
         shutil.copyfile(part, folder / part.name)
     (folder / "Broken-00001-of-00002.gguf").write_bytes(tiny_gguf.read_bytes())  # its part 2 is missing
+    shutil.copyfile(tiny_gguf, folder / "DeepSeek-V4-Flash-MTP-Q8_0.gguf")  # `quantize --mtp-only` names: not a model
     return {"ollama": ollama, "lmstudio": home / ".lmstudio", "llama": llama, "hf": hf, "folder": folder}
 
 

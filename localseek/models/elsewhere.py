@@ -40,6 +40,7 @@ from localseek.models.quants import (
     quant_of_path,
     split_name,
 )
+from localseek.models.listing import is_auxiliary
 from localseek.models.refs import LATEST, canonical
 
 SOURCES = {
@@ -202,7 +203,7 @@ def _ggufs(root: Path, max_depth: int = MAX_DEPTH) -> Iterator[Path]:
             seen += 1
             if seen > MAX_ENTRIES:
                 return
-            if name.lower().endswith(".gguf") and not name.lower().startswith("mmproj"):
+            if name.lower().endswith(".gguf") and not is_auxiliary(name):  # projectors, MTP files: not models
                 yield Path(folder) / name
         seen += len(dirs)
         if seen > MAX_ENTRIES:

@@ -65,7 +65,7 @@ def is_mtp_file(name: str) -> bool:
     return name.lower().endswith(".gguf") and "mtp-" in name.lower()
 
 
-def _auxiliary(name: str) -> bool:
+def is_auxiliary(name: str) -> bool:
     """GGUFs that go with a model and are not one: projectors, importance matrices, MTP files."""
     return name.lower().startswith(("mmproj", "imatrix")) or is_mtp_file(name)
 
@@ -95,7 +95,7 @@ def gguf_sets(listing: RepoListing, pattern: str = "*.gguf") -> list[FileSet]:
     groups: dict[tuple[str, str, int], dict[int, RemoteFile]] = {}
     for f in listing.files:
         name = f.name
-        if not name.lower().endswith(".gguf") or _auxiliary(name):
+        if not name.lower().endswith(".gguf") or is_auxiliary(name):
             continue
         if not fnmatch.fnmatch(f.path, pattern):
             continue
