@@ -6,7 +6,7 @@ Standalone: imports nothing from `localseek`, prints nothing, reports progress t
     convert("DeepSeek-R1", "r1-q4_k_m.gguf", qtype="Q4_K_M", experts_type="Q2_K", keep_mtp=True)
 """
 
-from quantize.convert import ConvertResult, Progress, convert, default_output, plan_conversion
+from quantize.convert import ConvertResult, Progress, convert, default_output, needs_mtp_file, plan_conversion
 from quantize.errors import (
     BadWeights,
     OutputError,
@@ -32,5 +32,6 @@ __all__ = [
     "UnsupportedType",
     "convert",
     "default_output",
+    "needs_mtp_file",
     "plan_conversion",
 ]

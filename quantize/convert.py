@@ -237,6 +237,22 @@ def _check_config(c: Config) -> None:
                           "block sizes; download it again.")
 
 
+def needs_mtp_file(source: str | os.PathLike[str]) -> bool:
+    """Whether `source` (a Hugging Face folder) ships an MTP block that only a file of its own can hold (DeepSeek-V4):
+    then `convert(..., mtp_only=True)` writes it, and the model file alone drafts nothing."""
+    source = Path(source)
+    if not source.is_dir():
+        return False
+    arch = for_config(_read_config(source))
+    if arch.mtp_in_file or not arch.mtp_only_supported or arch.n_mtp() <= 0:
+        return False
+    ckpt = Checkpoint(source)
+    try:
+        return bool(arch.has_mtp(ckpt))
+    finally:
+        ckpt.close()
+
+
 def plan_conversion(
     source: Path,
     *,

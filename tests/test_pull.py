@@ -639,3 +639,23 @@ def test_pull_takes_v4_s_mtp_file_and_run_drafts_with_it(hub: FakeHub, env: dict
     assert json.loads(ran.stdout)["stats"]["drafted"] > 0
     off = cli(env, "run", repo, "hello", "-n", "8", "--json", "--threads", "1", "--ctx", "64", "--no-mtp")
     assert "drafted" not in json.loads(off.stdout)["stats"]
+
+
+def test_pull_original_v4_and_quantize_writes_its_mtp_file(hub: FakeHub, env: dict, tmp_path: Path,
+                                                          isolated_home: Path) -> None:
+    """Converting V4's originals also writes the MTP file (the model file has no room for the block), registers it
+    with the model, and `run` drafts with it."""
+    import hf_factory
+
+    src = hf_factory.write_deepseek_v4(tmp_path / "hf-v4")
+    repo = "someone/DeepSeek-V4-Tiny"
+    hub.add(make_repo(repo, {p.name: p for p in src.iterdir()}))
+    r = cli(env, "pull", repo, "--original", "--quantize", "MXFP4_MOE", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    names = [Path(f["path"]).name for f in data["files"]]
+    assert names == ["someone--DeepSeek-V4-Tiny-MXFP4_MOE.gguf", "someone--DeepSeek-V4-Tiny-MTP-MXFP4_MOE.gguf"]
+    assert all(Path(f["path"]).parent == isolated_home / "models" for f in data["files"])
+    ran = cli(env, "run", data["name"], "hello", "-n", "8", "--json", "--threads", "1", "--ctx", "64")
+    assert ran.returncode in (0, 3), ran.stderr
+    assert json.loads(ran.stdout)["stats"]["drafted"] > 0

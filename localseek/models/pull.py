@@ -433,7 +433,7 @@ def _convert(result: PullResult, qtype: str, progress: Progress) -> PullResult:
     key = f"{base}:{qtype}-converted"
     if (done := _installed_ok(key)) is not None:
         return PullResult(model=done, already_installed=True, reused=done.size, notes=result.notes)
-    from quantize import BadWeights, QuantizeError, SourceError, convert
+    from quantize import BadWeights, QuantizeError, SourceError, convert, needs_mtp_file
 
     out_dir = store.home() / "models"
     out = inside(out_dir / f"{base.replace(':', '-').replace('/', '-')}-{qtype}.gguf", store.home(), sub="models")
@@ -447,6 +447,15 @@ def _convert(result: PullResult, qtype: str, progress: Progress) -> PullResult:
             raise ModelFileError(f"{exc} (the original weights stay installed as {original.name})") from exc
         except QuantizeError as exc:
             raise UsageError(f"{exc} (the original weights stay installed as {original.name})") from exc
+        notes = list(result.notes)
+        if needs_mtp_file(original.primary):  # DeepSeek-V4: its MTP block drafts from a file of its own
+            mtp_out = out.with_name(f"{out.stem.removesuffix('-' + qtype)}-MTP-{qtype}.gguf")
+            progress.message(f"Writing its MTP block (speculative drafting) → {mtp_out}")
+            try:
+                conv.paths.extend(convert(original.primary, mtp_out, qtype=qtype, force=True, mtp_only=True,
+                                          progress=_conversion_progress(progress, mtp_out.name)).paths)
+            except QuantizeError as exc:  # the model itself is converted: keep it, without MTP drafting
+                notes.append(f"its MTP block could not be written ({exc}); the model runs without MTP drafting")
         paths = [inside(p, store.home(), sub="models") for p in conv.paths]
         for p in paths:
             if (problem := _content_problem(p, p.name)) is not None:
@@ -457,7 +466,7 @@ def _convert(result: PullResult, qtype: str, progress: Progress) -> PullResult:
                                      catalog_id=original.catalog_id, repo=original.repo, revision=original.revision,
                                      quant=qtype, pulled_at=time.time())
         store.register(model)
-        return PullResult(model=model, downloaded=result.downloaded, reused=result.reused, notes=result.notes)
+        return PullResult(model=model, downloaded=result.downloaded, reused=result.reused, notes=notes)
 
 
 def _conversion_progress(progress: Progress, name: str) -> Callable[[object], None]:

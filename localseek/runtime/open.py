@@ -88,7 +88,8 @@ def prepare(ref: str | ModelRef, request: Request = Request(), *, speculation: S
     use_mtp = speculative.resolve(info, mtp=speculation.mtp, draft=speculation.draft)
     mtp_file = None
     if not use_mtp and not speculation.draft and speculation.mtp is not False:
-        pulled = [Path(f.path) for f in model.installed.files if is_mtp_file(f.repo_path)] if model.installed else []
+        pulled = [Path(f.path) for f in model.installed.files
+                  if is_mtp_file(f.repo_path or f.path)] if model.installed else []
         mtp_file = speculative.find_mtp_file(info, also=pulled)
     if use_mtp != request.load_mtp:
         request = replace(request, load_mtp=use_mtp)  # the MTP block's memory is part of the plan
