@@ -496,6 +496,8 @@ def test_v4_drafts_with_the_mtp_file_beside_it(v4: dict[str, Path]) -> None:
         tokens, stats = _greedy(opened.engine, "hello")
         assert len(tokens) == 12 and stats.drafted > 0 and stats.rounds > 0
         assert opened.engine.decoder.tokens[-len(tokens) + 1:] == tokens[:-1]  # the cache holds what was said
+    planned = _cli("plan", str(v4["main"]), "--json")
+    assert planned.returncode == 0 and json.loads(planned.stdout)["mtp_file"] == str(v4["mtp"]), planned.stderr
     with open_model(str(v4["main"]), request, speculation=Speculation(mtp=False)) as opened:
         assert opened.drafter == ""
     with open_model(str(v4["main"]), request, speculation=Speculation(draft=str(v4["mtp"]))) as opened:
