@@ -87,7 +87,7 @@ def prepare(ref: str | ModelRef, request: Request = Request(), *, speculation: S
     info = model.read()  # a file's header, or (plan before a download) the one read from the Hub
     use_mtp = speculative.resolve(info, mtp=speculation.mtp, draft=speculation.draft)
     mtp_file = None
-    if not use_mtp and not speculation.draft and speculation.mtp is not False:
+    if not use_mtp and not speculation.draft and speculation.mtp is not False and model.remote is None:
         pulled = [Path(f.path) for f in model.installed.files
                   if is_mtp_file(f.repo_path or f.path)] if model.installed else []
         mtp_file = speculative.find_mtp_file(info, also=pulled)
