@@ -65,6 +65,27 @@ def test_parallel_sequences_equal_the_single_sequence_loop(tiny_random_gguf: Pat
         engine.close()
 
 
+def test_nothing_is_decoded_past_max_tokens(model_dir: Path) -> None:
+    """A sequence's last token is its `max_tokens`-th: the decoder does not sample ahead for a reader that will stop
+    there (at 16 clients that was up to LOOKAHEAD wasted tokens per request)."""
+    engine = Engine.load(loop_model(model_dir), LoadOptions(n_ctx=4096, n_threads=1, n_seq_max=2))
+    decoder = ParallelDecoder(engine, 2)
+    view = SequenceEngine(engine, decoder, threading.Event())
+    try:
+        prompt = engine.tokenize("<｜User｜>hi<｜Assistant｜>")
+        tokens = view.generate_tokens(prompt, Sampling(temperature=0, max_tokens=5))
+        got = [next(tokens) for _ in range(5)]
+        time.sleep(0.5)  # the reader dawdles: a decoder that samples ahead would have decoded more by now
+        slot = next(s for s in decoder.slots if s.job is not None)
+        assert len(got) == 5 and slot.job.sampled == 5 and slot.job.ended
+        assert len(slot.tokens) == len(prompt) + 4  # the 5th token was sampled, never decoded
+        assert list(tokens) == []  # and the stream ends there
+    finally:
+        view.close()
+        decoder.close()
+        engine.close()
+
+
 def test_cancel_stops_a_sequence_within_a_token_and_frees_its_slot(model_dir: Path) -> None:
     engine = Engine.load(loop_model(model_dir), LoadOptions(n_ctx=4096, n_threads=1, n_seq_max=2))
     decoder = ParallelDecoder(engine, 2)

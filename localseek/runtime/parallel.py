@@ -48,6 +48,7 @@ class _Job:
     sampler: Sampler | None = None
     slot: _Slot | None = None
     next_token: int | None = None  # sampled, not yet decoded
+    sampled: int = 0  # tokens sampled for this request (its reader never wants more than sampling.max_tokens)
     ended: bool = False  # nothing more will be sampled (end of generation, context full, error)
     closed: bool = False  # the reader stopped reading
     released: bool = False  # the request is over (its slot need not wait for it)
@@ -310,8 +311,11 @@ class ParallelDecoder:
                 token = job.sampler.sample(self.ctx, row)
                 job.out.put(token)
                 job.next_token = token
+                job.sampled += 1
                 if is_eog(token):
                     job.ended = True
+                elif job.sampling.max_tokens is not None and job.sampled >= job.sampling.max_tokens:
+                    self._end(job, None)  # nothing to sample ahead for: the reader stops at this token
 
     def _make_room(self) -> bool:
         """Drop the caches idle slots keep for reuse; True when any was dropped."""
