@@ -194,13 +194,13 @@ class ParallelDecoder:
         """Free the slots of requests that are over or gone; drop waiting requests that are gone."""
         for slot in self.slots:
             job = slot.job
-            if job is not None and (job.closed or job.cancel.is_set()):
+            if job is not None and (job.closed or job.cancel.is_set() or job.ended):
                 if job.sampler is not None:
                     job.sampler.close()
                 if job.cancel.is_set():
                     job.out.put(Cancelled("The client went away."))
                 slot.job, slot.last_used = None, time.monotonic()
-                slot.reserved_by = None if job.cancel.is_set() or job.released else job.owner
+                slot.reserved_by = None if job.cancel.is_set() or job.released or job.ended else job.owner
         for job in [j for j in self.waiting if j.gone]:
             self.waiting.remove(job)
             job.out.put(Cancelled("The client went away."))
