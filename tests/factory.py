@@ -151,6 +151,14 @@ def build_vocab(n_merges: int = 160, extra_pieces: tuple[str, ...] = ()) -> Voca
     return Vocab(tokens=tokens, token_types=[int(t) for t in types], merges=[f"{a} {b}" for a, b in merges])
 
 
+def byte_level(text: str) -> str:
+    """`text` in the byte-level BPE alphabet (GPT-2's byte → character map), as a script piece must be written."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = {b: chr(b) for b in keep}
+    chars.update({b: chr(256 + i) for i, b in enumerate(b for b in range(256) if b not in chars)})
+    return "".join(chars[b] for b in text.encode())
+
+
 @dataclass(frozen=True)
 class TinyConfig:
     n_layer: int = 2

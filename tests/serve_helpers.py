@@ -37,6 +37,19 @@ TOOL_TEMPLATE = (
 )
 
 
+def tool_caller_model(model_dir: Path) -> Path:
+    """A scripted model that answers every prompt with one call, get_weather({"city": "Oslo"}), in V3.1's form."""
+    from factory import EOS, THINK_CLOSE, THINK_OPEN, byte_level
+
+    path = model_dir / "tiny-toolcaller.gguf"
+    if path.exists():
+        return path
+    pieces = ("<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "get_weather", "<｜tool▁sep｜>", '{"city":', '"Oslo"}',
+              "<｜tool▁call▁end｜>", "<｜tool▁calls▁end｜>")
+    script = (THINK_OPEN, "Ċ", "ok", THINK_CLOSE, "ĊĊ", *map(byte_level, pieces), EOS)
+    return write_qwen2_gguf(path, TinyConfig(template=TOOL_TEMPLATE, script=script))
+
+
 def tool_model(model_dir: Path) -> Path:
     path = model_dir / "tiny-tools.gguf"
     return path if path.exists() else write_qwen2_gguf(path, TinyConfig(template=TOOL_TEMPLATE))

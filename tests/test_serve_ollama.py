@@ -10,7 +10,7 @@ import httpx
 import ollama
 import pytest
 from factory import SCRIPT_ANSWER, SCRIPT_REASONING
-from serve_helpers import Server, server_env
+from serve_helpers import Server, server_env, tool_caller_model
 from tuimodels import hybrid_model
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -20,7 +20,8 @@ GREEDY = {"temperature": 0}
 @pytest.fixture(scope="module")
 def server(tiny_gguf: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("serve-ollama")
-    srv = Server([str(tiny_gguf), str(hybrid_model(model_dir)), "--ctx", "1024"], work, env=server_env(work))
+    srv = Server([str(tiny_gguf), str(hybrid_model(model_dir)), str(tool_caller_model(model_dir)), "--ctx", "1024"],
+                 work, env=server_env(work))
     yield srv
     srv.stop()
 
@@ -76,3 +77,19 @@ def test_ollama_errors(client: ollama.Client, server: Server) -> None:
     assert err.value.status_code == 404 and "no-such-model" in err.value.error
     bad = httpx.post(server.url + "/api/chat", content=b"{nope")
     assert bad.status_code == 400 and isinstance(bad.json()["error"], str)
+
+
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+def test_tool_calls_streamed_once_and_whole(client: ollama.Client) -> None:
+    whole = client.chat(model="tiny-toolcaller", messages=HELLO, tools=WEATHER, options=GREEDY)
+    assert [(c.function.name, dict(c.function.arguments)) for c in whole.message.tool_calls] == \
+        [("get_weather", {"city": "Oslo"})]
+    assert whole.message.content == "" and whole.message.thinking == "ok"
+    parts = list(client.chat(model="tiny-toolcaller", messages=HELLO, tools=WEATHER, options=GREEDY, stream=True))
+    with_calls = [p for p in parts if p.message.tool_calls]
+    assert len(with_calls) == 1 and not with_calls[0].done  # sent when the call was complete, not again at the end
+    assert with_calls[0].message.tool_calls[0].function.name == "get_weather"
+    assert parts[-1].done and parts[-1].done_reason == "stop"

@@ -14,7 +14,7 @@ import jsonschema
 import openai
 import pytest
 from factory import SCRIPT_ANSWER, SCRIPT_REASONING
-from serve_helpers import Server, server_env, tool_model
+from serve_helpers import Server, server_env, tool_caller_model, tool_model
 from tuimodels import hybrid_model, loop_model
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -25,7 +25,8 @@ def server(tiny_gguf: Path, tiny_random_gguf: Path, model_dir: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("serve-openai")
     srv = Server([str(tiny_gguf), str(tiny_random_gguf), str(loop_model(model_dir)), str(hybrid_model(model_dir)),
-                  str(tool_model(model_dir)), "--log-prompts", "--ctx", "2048"], work, env=server_env(work))
+                  str(tool_model(model_dir)), str(tool_caller_model(model_dir)), "--log-prompts", "--ctx", "2048"],
+                 work, env=server_env(work))
     yield srv
     srv.stop()
 
@@ -201,6 +202,17 @@ def test_tool_call_round_trip(client: openai.OpenAI, server: Server) -> None:
     calls = [tc for c in streamed if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert len(calls) == 1 and calls[0].function.name == "get_weather" and calls[0].index == 0
     assert not "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+
+
+def test_a_streamed_tool_call_is_sent_once_with_its_id(client: openai.OpenAI) -> None:
+    chunks = list(client.chat.completions.create(model="tiny-toolcaller", messages=HELLO, tools=TOOLS, stream=True,
+                                                 temperature=0))
+    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert len(calls) == 1 and calls[0].index == 0 and calls[0].id.startswith("call_")
+    assert calls[0].function.name == "get_weather" and json.loads(calls[0].function.arguments) == {"city": "Oslo"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    whole = client.chat.completions.create(model="tiny-toolcaller", messages=HELLO, tools=TOOLS, temperature=0)
+    assert [c.function.name for c in whole.choices[0].message.tool_calls] == ["get_weather"]
 
 
 def test_tools_on_a_template_without_them_is_a_400(client: openai.OpenAI) -> None:

@@ -48,7 +48,7 @@ def _shape(pieces: list[tuple[str, str]], stop: tuple[str, ...] = (), tools: boo
         if shaper.stopped:
             break
     out += shaper.flush()
-    return shaper, "".join(d.text for d in out if d.kind == "content")
+    return shaper, "".join(d.text for d in out if isinstance(d, Delta) and d.kind == "content")
 
 
 def test_shaper_edges_and_stop_strings_split_over_pieces() -> None:
@@ -64,7 +64,24 @@ def test_shaper_sends_text_before_a_tool_call_and_keeps_the_call() -> None:
     shaper, content = _shape([("a", "Let me check."), ("a", "<｜tool▁calls▁be"), ("a", "gin｜><｜tool▁call▁begin｜>x")],
                              tools=True)
     assert content == "Let me check." and shaper.in_calls
-    assert shaper.tail.startswith("<｜tool▁calls▁begin｜>")
+    assert shaper.calls.text.startswith("<｜tool▁calls▁begin｜>")
+
+
+def test_each_tool_call_is_sent_when_its_end_marker_arrives() -> None:
+    from localseek.serve.turn import CallDelta
+
+    shaper = _Shaper((), True)
+    text = "Checking." + V31_CALLS
+    first_end = text.index("<｜tool▁call▁end｜>") + len("<｜tool▁call▁end｜>")
+    sent: list[tuple[int, list[CallDelta]]] = []
+    for at in range(0, len(text), 7):  # 7-character pieces: markers and arguments split anywhere
+        piece = text[at:at + 7]
+        calls = [d for d in shaper.answer_piece(piece) if isinstance(d, CallDelta)]
+        if calls:
+            sent.append((at + len(piece), calls))
+    assert [[(d.index, d.call.name) for d in calls] for _, calls in sent] == [[(0, "get_weather")], [(1, "get_time")]]
+    assert first_end <= sent[0][0] < first_end + 7  # the first call went out with the piece that closed it
+    assert [c.id for c in shaper.calls.calls] == [d.call.id for _, calls in sent for d in calls]  # same ids at the end
 
 
 def test_reasoning_fields() -> None:

@@ -20,7 +20,7 @@ from localseek.serve.manager import Loaded
 from localseek.serve.openai_api import Parsed, tool_fields
 from localseek.serve.streaming import error_body, log_usage, read_json, start
 from localseek.serve.tools import JSON_OBJECT, schema_grammar
-from localseek.serve.turn import Delta, Finish
+from localseek.serve.turn import CallDelta, Delta, Finish
 
 OLLAMA_VERSION = "0.12.0"  # the Ollama API level these endpoints follow (clients check it for `think`)
 _THINK_LEVELS = {"low": 1024, "medium": 8192, "high": None}
@@ -149,9 +149,17 @@ async def _respond(request: Request, chat: bool) -> Response:
                 out["response"] = item.content
                 if item.reasoning:
                     out["thinking"] = item.reasoning
-        elif chat and item.tool_calls:
-            out["message"]["tool_calls"] = [c.ollama() for c in item.tool_calls]
+        elif chat and item.tool_calls[sent_calls:]:
+            out["message"]["tool_calls"] = [c.ollama() for c in item.tool_calls[sent_calls:]]
         return out
+
+    sent_calls = 0
+
+    def call_piece(item: CallDelta) -> dict[str, Any]:
+        nonlocal sent_calls
+        sent_calls = item.index + 1
+        return {"model": name, "created_at": _now(), "done": False,
+                "message": {"role": "assistant", "content": "", "tool_calls": [item.call.ollama()]}}
 
     if not parsed.stream:
         try:
@@ -171,6 +179,8 @@ async def _respond(request: Request, chat: bool) -> Response:
             async for item in gen.items:
                 if isinstance(item, Delta):
                     yield (json.dumps(piece(item), ensure_ascii=False) + "\n").encode()
+                elif isinstance(item, CallDelta) and chat:
+                    yield (json.dumps(call_piece(item), ensure_ascii=False) + "\n").encode()
                 elif isinstance(item, Finish):
                     log_usage(request, item)
                     yield (json.dumps(final(item), ensure_ascii=False) + "\n").encode()

@@ -24,7 +24,7 @@ from localseek.serve.errors import HTTPError, bad_request
 from localseek.serve.manager import Loaded
 from localseek.serve.streaming import Generation, error_body, log_usage, read_json, start
 from localseek.serve.tools import JSON_OBJECT, schema_grammar
-from localseek.serve.turn import Delta, Finish, TurnRequest
+from localseek.serve.turn import CallDelta, Delta, Finish, TurnRequest
 
 REASONING_FIELDS = ("reasoning_content", "reasoning", "both", "inline")
 # reasoning_effort → reasoning budget in tokens (None: no cap); "none" switches reasoning off.
@@ -260,7 +260,7 @@ async def _whole(request: Request, gen: Generation) -> Finish:
     return finish
 
 
-def _stream(request: Request, gen: Generation, lines: Callable[[Delta | Finish], list[bytes]],
+def _stream(request: Request, gen: Generation, lines: Callable[[Delta | CallDelta | Finish], list[bytes]],
             prologue: tuple[bytes, ...] = ()) -> StreamingResponse:
     """Server-sent events: `lines` turns each item into its events; errors after the status go in the stream."""
 
@@ -302,15 +302,21 @@ async def chat_completions(request: Request) -> Response:
             data["usage"] = None
         return _sse(data)
 
-    def lines(item: Delta | Finish) -> list[bytes]:
+    sent_calls = 0
+
+    def lines(item: Delta | CallDelta | Finish) -> list[bytes]:
+        nonlocal sent_calls
         if isinstance(item, Delta):
             return [chunk(shape.delta(item))]
         out = []
         closing = shape.close()
         if closing:
             out.append(chunk({"content": closing}))
-        if item.tool_calls:
-            out.append(chunk({"tool_calls": [c.openai(i) for i, c in enumerate(item.tool_calls)]}))
+        if isinstance(item, CallDelta):  # each call as soon as it is complete, as llama-server sends them
+            sent_calls = item.index + 1
+            return [*out, chunk({"tool_calls": [item.call.openai(item.index)]})]
+        if item.tool_calls[sent_calls:]:
+            out.append(chunk({"tool_calls": [c.openai(i) for i, c in enumerate(item.tool_calls) if i >= sent_calls]}))
         out.append(chunk({}, item.reason))
         if parsed.include_usage:  # with llama-server's `timings` (the chat page shows tokens/s)
             out.append(_sse({**head, "choices": [], "usage": item.usage, "timings": _timings(item)}))
@@ -329,7 +335,9 @@ async def completions(request: Request) -> Response:
         finish = await _whole(request, gen)
         return JSONResponse({**choice(finish.content, finish.reason), "usage": finish.usage})
 
-    def lines(item: Delta | Finish) -> list[bytes]:
+    def lines(item: Delta | CallDelta | Finish) -> list[bytes]:
+        if isinstance(item, CallDelta):
+            return []  # raw completions have no tools
         if isinstance(item, Delta):
             return [_sse(choice(item.text, None))]
         out = [_sse(choice("", item.reason))]

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from localseek.errors import LocalseekError
 from localseek.serve.errors import HTTPError, bad_request, from_localseek
 from localseek.serve.manager import Loaded, ModelManager, Running
-from localseek.serve.turn import Delta, Finish, Started, TurnRequest, stream_turn
+from localseek.serve.turn import CallDelta, Delta, Finish, Started, TurnRequest, stream_turn
 
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
@@ -57,7 +57,7 @@ class Generation:
     manager: ModelManager
     loaded: Loaded
     run: Running
-    items: AsyncIterator[Started | Delta | Finish]
+    items: AsyncIterator[Started | Delta | CallDelta | Finish]
     started: Started
     watcher: asyncio.Task[None]
     closed: bool = False

@@ -58,25 +58,39 @@ class ToolCall:
         return {"function": {"name": self.name, "arguments": args if isinstance(args, dict) else {}}}
 
 
+class CallParser:
+    """Tool calls as the text after the first marker arrives: `feed` returns the calls completed by that piece (each
+    once, with the id it keeps), `calls` all of them so far; text that is not a call is ignored."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.pos = 0  # where the next call may begin
+        self.calls: list[ToolCall] = []
+
+    def feed(self, piece: str) -> list[ToolCall]:
+        self.text += piece
+        new = []
+        while True:
+            start = self.text.find(CALL_BEGIN, self.pos)
+            if start < 0:
+                break
+            match = _R1_CALL.match(self.text, start) or _V31_CALL.match(self.text, start)
+            if match is None:
+                break  # not complete yet (or never: then nothing more is parsed)
+            args = match["args"].strip()
+            try:
+                args = json.dumps(json.loads(args), ensure_ascii=False)  # normalised when it is JSON
+            except ValueError:
+                pass
+            new.append(ToolCall(f"call_{uuid.uuid4().hex[:24]}", match["name"].strip(), args))
+            self.pos = match.end()
+        self.calls += new
+        return new
+
+
 def parse_tool_calls(text: str) -> list[ToolCall]:
     """The calls in `text` (what follows the first marker), in order; text that is not a call is ignored."""
-    calls = []
-    pos = 0
-    while True:
-        start = text.find(CALL_BEGIN, pos)
-        if start < 0:
-            break
-        match = _R1_CALL.match(text, start) or _V31_CALL.match(text, start)
-        if match is None:
-            break
-        args = match["args"].strip()
-        try:
-            args = json.dumps(json.loads(args), ensure_ascii=False)  # normalised when it is JSON
-        except ValueError:
-            pass
-        calls.append(ToolCall(f"call_{uuid.uuid4().hex[:24]}", match["name"].strip(), args))
-        pos = match.end()
-    return calls
+    return CallParser().feed(text)
 
 
 def template_supports_tools(source: str) -> bool:

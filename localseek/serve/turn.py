@@ -19,7 +19,7 @@ from localseek.runtime.options import Sampling, Stats
 from localseek.runtime.parallel import Cancelled
 from localseek.serve.errors import ContextOverflow, bad_request
 from localseek.serve.manager import Loaded
-from localseek.serve.tools import MARKERS, ToolCall, call_grammar, parse_tool_calls, template_supports_tools
+from localseek.serve.tools import MARKERS, CallParser, ToolCall, call_grammar, template_supports_tools
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,14 @@ class Started:
 class Delta:
     kind: Literal["reasoning", "content"]
     text: str
+
+
+@dataclass(frozen=True)
+class CallDelta:
+    """A tool call, sent as soon as its closing marker is generated (`Finish.tool_calls` lists every call)."""
+
+    index: int
+    call: ToolCall
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ class _Shaper:
         self.pending = ""  # answer text that may be the start of a stop string or marker
         self.reasoning: list[str] = []
         self.content: list[str] = []
-        self.tail = ""  # answer text from a tool-call marker on
+        self.calls = CallParser()  # answer text from a tool-call marker on
         self.stopped = False  # a stop string was met
         self.in_calls = False
 
@@ -93,9 +101,9 @@ class _Shaper:
             self.reasoning.append(body)
             yield Delta("reasoning", body)
 
-    def answer_piece(self, text: str) -> Iterator[Delta]:
+    def answer_piece(self, text: str) -> Iterator[Delta | CallDelta]:
         if self.in_calls:
-            self.tail += text
+            yield from self._call_deltas(text)
             return
         if not self.answer_started:
             text = text.lstrip("\n")
@@ -111,11 +119,17 @@ class _Shaper:
             if cut in self.stop:
                 self.stopped = True
             else:
-                self.in_calls, self.tail = True, buf[at:]
+                self.in_calls = True
+                yield from self._call_deltas(buf[at:])
             return
         keep = max((_partial(buf, c) for c in self.cuts), default=0)
         self.pending = buf[len(buf) - keep:] if keep else ""
         yield from self._emit(buf[: len(buf) - keep])
+
+    def _call_deltas(self, text: str) -> Iterator[CallDelta]:
+        done = len(self.calls.calls)
+        for i, call in enumerate(self.calls.feed(text)):
+            yield CallDelta(done + i, call)
 
     def flush(self) -> Iterator[Delta]:
         if self.pending and not self.stopped and not self.in_calls:
@@ -195,7 +209,7 @@ def run_turn(loaded: Loaded, req: TurnRequest, cancel: threading.Event) -> Itera
 
 
 def _chat(view: Any, text: str, tokens: list[int], sampling: Sampling, budget: int | None, req: TurnRequest,
-          tools: list[dict[str, Any]] | None) -> Iterator[Delta | Finish]:
+          tools: list[dict[str, Any]] | None) -> Iterator[Delta | CallDelta | Finish]:
     prompt = Prompt(text, tokens, ReasoningParser.prompt_ends_in_think(text))
     shaper = _Shaper(req.stop, tools is not None)
     turn = Turn()
@@ -215,7 +229,7 @@ def _chat(view: Any, text: str, tokens: list[int], sampling: Sampling, budget: i
         events.close()
     yield from shaper.flush()
     stats = turn.stats
-    calls = parse_tool_calls(shaper.tail) if shaper.in_calls else []
+    calls = shaper.calls.calls
     reason = "tool_calls" if calls else "stop" if shaper.stopped else _FINISH.get(stats.stop_reason, "stop")
     reasoning_tokens = done.reasoning_tokens if done is not None else turn.thinking.tokens if turn.thinking else 0
     yield Finish(reason, stats, reasoning_tokens, "".join(shaper.reasoning), "".join(shaper.content), calls, text)
@@ -243,7 +257,7 @@ _END = object()
 
 
 async def stream_turn(loaded: Loaded, req: TurnRequest, cancel: threading.Event
-                      ) -> AsyncIterator[Started | Delta | Finish]:
+                      ) -> AsyncIterator[Started | Delta | CallDelta | Finish]:
     """`run_turn` in a thread of its own, its items handed to the event loop as they come. Leaving the iteration
     early (the client went away) sets `cancel`: the generation stops within a token."""
     loop = asyncio.get_running_loop()
