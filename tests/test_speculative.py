@@ -481,6 +481,31 @@ def test_v4_cache_takes_back_rejected_drafts(v4: dict[str, Path]) -> None:
         plain.close()
 
 
+def test_v4_chat_turn_reads_only_what_is_new(v4: dict[str, Path]) -> None:
+    """A chat's next prompt leaves the cache where the last reply began; V4's cache cannot drop that tail, so the
+    prompt's state is checkpointed and gone back to: the next turn reads only its new tokens, and the logits are
+    exactly those of reading the conversation afresh."""
+    from localseek.runtime.decode import prefill
+
+    engine = Engine.load(v4["main"], LoadOptions(n_ctx=128, n_threads=1))
+    try:
+        dc = engine.decoder
+        assert dc.limited_rollback  # known for deepseek4: checkpoints from the first prompt on
+        first = engine.tokenize("<｜User｜>hello<｜Assistant｜>")
+        assert prefill(dc, first) == len(first)
+        for token in (5, 6, 7, 8, 9, 10, 11, 12):  # the reply, reasoning included
+            dc.decode([token])
+        second = first + [5, 6, 7] + engine.tokenize("<｜User｜>and now?<｜Assistant｜>")[1:]  # history without it
+        assert prefill(dc, second) == len(second) - len(first) and dc.restored == 1
+        got = dc.logits_row(-1).copy()
+        dc.clear()
+        prefill(dc, first)
+        dc.decode(second[len(first):])
+        np.testing.assert_array_equal(got, dc.logits_row(-1))
+    finally:
+        engine.close()
+
+
 def test_v4_drafts_with_the_mtp_file_beside_it(v4: dict[str, Path]) -> None:
     from localseek.planning.plan import Request
     from localseek.runtime.open import Speculation, open_model
@@ -526,7 +551,7 @@ def test_a_cache_that_cannot_take_drafts_back_is_rebuilt(models: dict[str, Path]
 
     plain = _load(models["qw-random"])
     try:
-        want = _two_turns(plain, GREEDY, n=24)[0]
+        want, want_second, _ = _two_turns(plain, GREEDY, n=24)
     finally:
         plain.close()
     spec = _load(models["qw-random"], draft=models["qw-random-draft"], n_draft=3)
@@ -542,11 +567,13 @@ def test_a_cache_that_cannot_take_drafts_back_is_rebuilt(models: dict[str, Path]
 
     monkeypatch.setattr(llama_cpp, "llama_memory_seq_rm", seq_rm)
     try:
-        got, _, drafts = _two_turns(spec, GREEDY, n=24)
+        got, second, drafts = _two_turns(spec, GREEDY, n=24)
+        restored = spec.decoder.restored
     finally:
         spec.close()
     assert refused and drafts[1] > 0
-    assert got == want
+    assert (got, second) == (want, want_second)
+    assert restored > 0  # learnt from the first refusal: later ones go back to the prompt's checkpoint
 
 
 def ctypes_value(pointer: object) -> int:

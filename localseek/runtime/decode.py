@@ -97,8 +97,19 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+# The most a prompt checkpoint may take (see DecodeContext.checkpoint): a copy of the prompt's cache state in RAM.
+MAX_CHECKPOINT = 4 * 1024**3
+
+
 class DecodeContext:
-    """Sequence 0 of one llama_context, with the list of tokens its KV cache holds."""
+    """Sequence 0 of one llama_context, with the list of tokens its KV cache holds.
+
+    Caches with compressed or recurrent state (DeepSeek-V4's) cannot drop a tail longer than their rollback
+    snapshots, and a chat's next prompt leaves the cache where the last reply began (past reasoning is not part of
+    the history): without help, every turn would read the whole conversation again. So once the memory is known to
+    be like that (`limited_rollback`: set by the engine for such architectures, or learnt from the first refused
+    removal), `checkpoint` keeps a copy of the sequence's state after each prompt, and `truncate` goes back to it
+    when it cannot drop the tail, as llama-server's context checkpoints do."""
 
     def __init__(self, ctx: object, model: object) -> None:
         import llama_cpp
@@ -114,19 +125,54 @@ class DecodeContext:
         self.batch = Batch(self.n_batch)
         self.observers: list[DecodeObserver] = []
         self.pacer: Pacer | None = None
+        self.limited_rollback = False
+        self._checkpoint: tuple[tuple[int, ...], ctypes.Array] | None = None
+        self.restored = 0  # checkpoints gone back to (for tests and stats)
 
     def clear(self) -> None:
         self._lib.llama_memory_clear(self.mem, True)
         self.tokens.clear()
 
     def truncate(self, n: int) -> None:
-        """Forget every cached token from position n on."""
+        """Forget every cached token from position n on. Memory that cannot drop that tail goes back to the last
+        checkpoint inside the first n tokens, else starts again from nothing: callers read `len(self.tokens)`."""
         if n < len(self.tokens):
             if not self._lib.llama_memory_seq_rm(self.mem, 0, n, -1):
-                # Memory that cannot drop a tail (recurrent state): start again from nothing.
-                self.clear()
+                self.limited_rollback = True
+                if not self._restore(n):
+                    self.clear()
                 return
             del self.tokens[n:]
+
+    def checkpoint(self) -> None:
+        """Keep a copy of the sequence's state now (after a prompt), where the memory needs it and it is not too
+        large; the previous one is replaced."""
+        if not self.limited_rollback or not self.tokens:
+            return
+        lib = self._lib
+        size = int(lib.llama_state_seq_get_size_ext(self.ctx, 0, lib.LLAMA_STATE_SEQ_FLAGS_NONE))
+        if not 0 < size <= MAX_CHECKPOINT:
+            self._checkpoint = None
+            return
+        old = self._checkpoint
+        buf = old[1] if old is not None and len(old[1]) == size else (ctypes.c_uint8 * size)()
+        if int(lib.llama_state_seq_get_data_ext(self.ctx, buf, size, 0, lib.LLAMA_STATE_SEQ_FLAGS_NONE)) != size:
+            self._checkpoint = None
+            return
+        self._checkpoint = (tuple(self.tokens), buf)
+
+    def _restore(self, n: int) -> bool:
+        if self._checkpoint is None:
+            return False
+        tokens, buf = self._checkpoint
+        if len(tokens) > n or list(tokens) != self.tokens[: len(tokens)]:
+            return False
+        if int(self._lib.llama_state_seq_set_data_ext(self.ctx, buf, len(buf), 0,
+                                                      self._lib.LLAMA_STATE_SEQ_FLAGS_NONE)) != len(buf):
+            return False
+        self.tokens[:] = tokens
+        self.restored += 1
+        return True
 
     def decode(self, tokens: Sequence[int], *, logits: str = "last") -> None:
         """Append tokens to the cache. logits: "last" (only the final token), "all" (every token; at most n_batch)
@@ -310,6 +356,7 @@ def prefill(dc: DecodeContext, prompt: Sequence[int], keep: int | None = None) -
     dc.truncate(keep)
     keep = len(dc.tokens)
     dc.decode(prompt[keep:], logits="last")
+    dc.checkpoint()
     return len(prompt) - keep
 
 

@@ -64,6 +64,7 @@ def captured_log() -> str:
     return "".join(_LOG)
 
 
+LIMITED_ROLLBACK_ARCHS = ("deepseek4",)  # compressed-attention cache: llama-kv-cache-dsv4.cpp
 DrafterFactory = Callable[[DecodeContext], Drafter]  # may carry `n_max`: the most tokens it drafts in a round
 
 
@@ -81,6 +82,9 @@ class Engine:
         # The main context's KV bookkeeping. `Llama`'s own cache record is reset so that its high-level calls, if
         # anyone makes them, never trust a cache this loop changes.
         self.decoder = DecodeContext(llm._ctx.ctx, llm._model.model)
+        # Known not to drop long tails: checkpoint prompts from the first turn (others are found out at the first
+        # refused removal; see DecodeContext).
+        self.decoder.limited_rollback = llm.metadata.get(Keys.General.ARCHITECTURE) in LIMITED_ROLLBACK_ARCHS
         llm.n_tokens = 0
         self.drafter: Drafter | None = None
         if drafter is not None:

@@ -485,8 +485,8 @@ def speculative_tokens(dc: DecodeContext, sampler: Sampler, drafter: Drafter, pr
         keep = len(dc.tokens) - len(draft) + n_acc
         verified = dc.tokens[:keep]
         dc.truncate(keep)
-        if len(dc.tokens) < keep:  # a cache that could not take the rejected drafts back was cleared: rebuild it
-            dc.decode(verified, logits="none")
+        if len(dc.tokens) < keep:  # a cache that could not take the drafts back went back further: catch up
+            dc.decode(verified[len(dc.tokens):], logits="none")
         drafter.accepted(dc, n_acc)
         stats.rounds += 1
         stats.drafted += len(draft)
