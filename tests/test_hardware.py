@@ -136,3 +136,16 @@ def test_doctor() -> None:
     assert data["hardware"]["cpu"]["physical_cores"] >= 1
     human = run_cli("doctor")
     assert human.returncode == 0 and "backends: CPU" in human.stdout and "physical cores" in human.stdout
+
+
+def test_ram_override_takes_sizes_as_help_shows_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from localseek.errors import UsageError
+    from localseek.planning.hardware import memory
+
+    monkeypatch.setenv("LOCALSEEK_RAM_BYTES", "16GiB")  # the example `localseek --help` gives
+    assert memory().total == memory().available == 16 * 2**30
+    monkeypatch.setenv("LOCALSEEK_RAM_BYTES", "100000")
+    assert memory().available == 100000
+    monkeypatch.setenv("LOCALSEEK_RAM_BYTES", "lots")
+    with pytest.raises(UsageError, match="LOCALSEEK_RAM_BYTES"):
+        memory()

@@ -506,6 +506,23 @@ def test_v4_chat_turn_reads_only_what_is_new(v4: dict[str, Path]) -> None:
         engine.close()
 
 
+def test_no_checkpoint_larger_than_a_quarter_of_free_ram(v4: dict[str, Path],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from localseek.runtime.decode import prefill
+
+    monkeypatch.setenv("LOCALSEEK_RAM_BYTES", "64KiB")  # a quarter is less than the tiny V4's prompt state
+    engine = Engine.load(v4["main"], LoadOptions(n_ctx=128, n_threads=1))
+    try:
+        dc = engine.decoder
+        first = engine.tokenize("<｜User｜>hello<｜Assistant｜>")
+        prefill(dc, first)
+        dc.decode([5, 6])
+        second = first + [7] + engine.tokenize("<｜User｜>and now?<｜Assistant｜>")[1:]
+        assert prefill(dc, second) == len(second) and dc.restored == 0  # read again, nothing held
+    finally:
+        engine.close()
+
+
 def test_v4_drafts_with_the_mtp_file_beside_it(v4: dict[str, Path]) -> None:
     from localseek.planning.plan import Request
     from localseek.runtime.open import Speculation, open_model

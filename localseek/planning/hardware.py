@@ -175,7 +175,7 @@ def memory() -> Memory:
     """
     override = os.environ.get("LOCALSEEK_RAM_BYTES")
     if override:
-        n = int(override)
+        n = parse_size(override.strip(), "LOCALSEEK_RAM_BYTES value")
         return Memory(total=n, available=n, swap_free=0, source="LOCALSEEK_RAM_BYTES")
     if platform.system() == "Darwin":
         mac = _darwin_memory()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from localseek.errors import EngineError
+from localseek.planning.hardware import memory
 
 if TYPE_CHECKING:
     from localseek.runtime.options import Sampling
@@ -97,7 +98,8 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-# The most a prompt checkpoint may take (see DecodeContext.checkpoint): a copy of the prompt's cache state in RAM.
+# The most a prompt checkpoint may take (see DecodeContext.checkpoint): a copy of the prompt's cache state in RAM,
+# also never more than a quarter of the RAM available at the time (the plan does not count it).
 MAX_CHECKPOINT = 4 * 1024**3
 
 
@@ -151,7 +153,8 @@ class DecodeContext:
             return
         lib = self._lib
         size = int(lib.llama_state_seq_get_size_ext(self.ctx, 0, lib.LLAMA_STATE_SEQ_FLAGS_NONE))
-        if not 0 < size <= MAX_CHECKPOINT:
+        held = len(self._checkpoint[1]) if self._checkpoint is not None else 0
+        if not 0 < size <= min(MAX_CHECKPOINT, (memory().available + held) // 4):
             self._checkpoint = None
             return
         old = self._checkpoint
