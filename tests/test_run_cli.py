@@ -137,3 +137,17 @@ def test_unloadable_gguf_is_engine_error(tmp_path: Path) -> None:
     w.close()
     r = run_cli("run", str(p), "hi")
     assert r.returncode == 2 and "could not load" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_home_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    r = run_cli("plan", "nano", env={"LOCALSEEK_HOME": str(blocker / "home")})
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr and "unexpected" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "LOCALSEEK_HOME" in lines[0] and str(blocker / "home") in lines[0]
+    # a folder that cannot be made at all (the OS says no): also one line, not "unexpected"
+    r = run_cli("plan", "nano", env={"LOCALSEEK_HOME": "/proc/localseek-cannot-be-here"})
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "unexpected" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "LOCALSEEK_HOME" in lines[0] and "/proc/localseek-cannot-be-here" in lines[0]

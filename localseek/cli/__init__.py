@@ -95,6 +95,14 @@ def error_line(message: str) -> None:
         sys.stderr.write(f"\x1b[31merror:\x1b[0m {message}\n")
 
 
+def os_error_line(exc: OSError) -> str:
+    from localseek.models.store import home
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (f"{exc.strerror or exc}{where}. localseek keeps its files in {home()} (set LOCALSEEK_HOME to move them): "
+            "check that it can write there and that the disk has room; --debug shows where it happened.")
+
+
 def main() -> None:
     if "--debug" in sys.argv[1:]:
         _state["debug"] = True
@@ -110,6 +118,11 @@ def main() -> None:
             raise
         sys.stderr.write("\ninterrupted\n")
         sys.exit(130)
+    except OSError as exc:  # the file system said no (a home that cannot be created, a full disk): not a bug
+        if _state["debug"]:
+            raise
+        error_line(os_error_line(exc))
+        sys.exit(1)
     except Exception as exc:  # a bug: say so plainly, keep the traceback behind --debug
         if _state["debug"]:
             raise

@@ -226,7 +226,11 @@ def _read() -> dict[str, InstalledModel]:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # the folder, not the file: a home that is not a folder, or not ours to read
+        raise StoreError(f"Cannot read the registry {path} ({exc.strerror}); localseek keeps its files in "
+                         f"{home()}: check that it is a folder this user can write, or set LOCALSEEK_HOME "
+                         "to another.") from exc
+    except ValueError as exc:
         raise StoreError(f"The registry {path} is unreadable ({exc}); move it away to start over.") from exc
     if not isinstance(raw, dict) or not isinstance(raw.get("models", {}), dict):
         raise StoreError(f"The registry {path} is not a localseek registry; move it away to start over.")
