@@ -529,7 +529,8 @@ def test_v4_drafts_with_the_mtp_file_beside_it(v4: dict[str, Path]) -> None:
 
     main, mtp = read_gguf(v4["main"]), read_gguf(v4["mtp"])
     assert speculative.mtp_layers(main) == 0 and speculative.is_mtp_only(mtp) and not speculative.is_mtp_only(main)
-    assert speculative.find_mtp_file(main) == v4["mtp"]
+    found = speculative.find_mtp_file(main)
+    assert found is not None and found.path == v4["mtp"]
     assert speculative.mtp_file_fits(main, mtp) == ""
     assert "not an MTP-only" in speculative.mtp_file_fits(main, main)
     request = Request(n_ctx=64, threads=1)

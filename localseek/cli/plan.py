@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from dataclasses import replace
 from typing import Annotated
 
@@ -28,6 +27,7 @@ from localseek.cli.offload import (
 )
 from localseek.cli.output import out_console
 from localseek.errors import UsageError
+from localseek.models.gguf_info import GGUFInfo
 from localseek.planning import hardware
 from localseek.planning import rpc as plan_rpc
 from localseek.planning.footprint import Footprint
@@ -105,7 +105,7 @@ def plan_command(
             {"installed": True, "path": str(prep.ref.path)}
         typer.echo(json.dumps({"model": footprint_dict(fp), "source": where, "hardware": prep.hardware.to_dict(),
                                "plan": plan.to_dict(),
-                               "mtp_file": str(prep.mtp_file) if prep.mtp_file else None}, indent=2))
+                               "mtp_file": str(prep.mtp_file.path) if prep.mtp_file else None}, indent=2))
     else:
         render(fp, prep.hardware, plan, prep.ref.text, title=prep.ref.name, download=remote.size if remote else None,
                mtp_file=prep.mtp_file)
@@ -147,7 +147,7 @@ def _machine_line(hw: Hardware) -> str:
 
 
 def render(fp: Footprint, hw: Hardware, plan: Plan, name: str, *, title: str | None = None,
-           download: int | None = None, mtp_file: Path | None = None) -> None:
+           download: int | None = None, mtp_file: GGUFInfo | None = None) -> None:
     """The plan as tables; `name` is what to pass to `run`, `title` what to call the model (default: the file);
     `download`: the model is not here yet and weighs this much (planned from its header on the Hub)."""
     out = out_console()
@@ -190,9 +190,8 @@ def render(fp: Footprint, hw: Hardware, plan: Plan, name: str, *, title: str | N
     if plan.overrides:
         out.print(f"Overrides (regex → CPU): {' '.join(plan.overrides)}")
     if mtp_file is not None:
-        size = mtp_file.stat().st_size
-        out.print(f"MTP drafting: {escape(mtp_file.name)} ({format_size(size)}), the model's MTP file beside it, loads "
-                  "with it where memory is left (`run --no-mtp`: without it)", highlight=False)
+        out.print(f"MTP drafting: {escape(mtp_file.path.name)} ({format_size(mtp_file.total_bytes)}), the model's MTP "
+                  "file beside it, loads with it where memory is left (`run --no-mtp`: without it)", highlight=False)
     for w in plan.warnings:
         out.print(f"[notice]warning:[/] {w}")
     if plan.fits and download is not None:

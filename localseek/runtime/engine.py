@@ -25,7 +25,7 @@ from localseek.planning.hardware import default_threads
 from localseek.runtime import rpc
 from localseek.runtime.decode import DecodeContext, Sampler, plain_tokens
 from localseek.runtime.options import LoadOptions, Sampling, SpecStats, Stats
-from localseek.runtime.speculative import Drafter, speculative_tokens
+from localseek.runtime.speculative import Drafter, DrafterFactory, speculative_tokens
 from localseek.runtime.threads import CpuSample, ThreadPolicy, cpu_sample, spare_cpus
 
 if TYPE_CHECKING:
@@ -65,7 +65,6 @@ def captured_log() -> str:
 
 
 LIMITED_ROLLBACK_ARCHS = ("deepseek4",)  # compressed-attention cache: llama-kv-cache-dsv4.cpp
-DrafterFactory = Callable[[DecodeContext], Drafter]  # may carry `n_max`: the most tokens it drafts in a round
 
 
 class Engine:
@@ -116,7 +115,7 @@ class Engine:
         workers = tuple(dict.fromkeys(ep for ep, _ in options.rpc_devices))
         try:
             with _model_params(overrides, load_mtp=options.load_mtp, devices=devices), rpc.guarding(workers), \
-                    _context_params(options.n_seq_max, int(getattr(drafter, "n_max", 0) or 0)):
+                    _context_params(options.n_seq_max, drafter.n_max if drafter is not None else 0):
                 llm = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=options.n_ctx,

@@ -23,7 +23,8 @@ from localseek.planning.footprint import Footprint, from_gguf
 from localseek.planning.plan import Plan, Request, make_plan
 from localseek.runtime import rpc, speculative
 from localseek.runtime.defaults import resolve_sampling
-from localseek.runtime.engine import DrafterFactory, Engine
+from localseek.runtime.speculative import DrafterFactory
+from localseek.runtime.engine import Engine
 from localseek.runtime.options import LoadOptions, Sampling
 from localseek.sizes import format_size
 
@@ -49,7 +50,7 @@ class Prepared:
     plan: Plan
     hardware: hardware.Hardware
     use_mtp: bool = False
-    mtp_file: Path | None = None  # an MTP-only GGUF beside the model that drafts for it (DeepSeek-V4)
+    mtp_file: GGUFInfo | None = None  # the header of an MTP-only GGUF that drafts for the model (DeepSeek-V4)
 
 
 @dataclass
@@ -85,12 +86,12 @@ def prepare(ref: str | ModelRef, request: Request = Request(), *, speculation: S
     `remote`: a model that is not here is planned from its header on the Hub (nothing is downloaded)."""
     model = ref if isinstance(ref, ModelRef) else resolve(ref, fetch=fetch, notify=notify, remote=remote)
     info = model.read()  # a file's header, or (plan before a download) the one read from the Hub
-    use_mtp = speculative.resolve(info, mtp=speculation.mtp, draft=speculation.draft)
     mtp_file = None
-    if not use_mtp and not speculation.draft and speculation.mtp is not False and model.remote is None:
+    if not speculation.draft and speculation.mtp is not False and model.remote is None:
         pulled = [Path(f.path) for f in model.installed.files
                   if is_mtp_file(f.repo_path or f.path)] if model.installed else []
-        mtp_file = speculative.find_mtp_file(info, also=pulled)
+        mtp_file = speculative.find_mtp_file(info, also=pulled)  # None when the model has its own block
+    use_mtp = speculative.resolve(info, mtp=speculation.mtp, draft=speculation.draft, mtp_file=mtp_file)
     if use_mtp != request.load_mtp:
         request = replace(request, load_mtp=use_mtp)  # the MTP block's memory is part of the plan
     fp = from_gguf(info)
@@ -161,7 +162,7 @@ def _drafter(prep: Prepared, spec: Speculation, *, verbose: bool
     if prep.use_mtp:
         return speculative.mtp_drafter(spec.n_draft, p_min=spec.p_min, fixed=spec.fixed), "mtp", None
     if prep.mtp_file is not None:
-        factory = _mtp_file_drafter(prep, read_gguf(prep.mtp_file), spec, required=bool(spec.mtp))
+        factory = _mtp_file_drafter(prep, prep.mtp_file, spec, required=bool(spec.mtp))
         return (factory, "mtp", None) if factory is not None else (None, "", None)
     if not spec.draft:
         return None, "", None

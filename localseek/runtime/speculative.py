@@ -568,10 +568,10 @@ def mtp_file_fits(main: GGUFInfo, mtp: GGUFInfo) -> str:
 MAX_MTP_CANDIDATES = 16  # sibling files whose name says "mtp" that are read to find the model's MTP file
 
 
-def find_mtp_file(info: GGUFInfo, also: Sequence[Path] = ()) -> Path | None:
-    """The MTP-only GGUF for a model that carries none of its own (DeepSeek-V4), or None: one `pull` took with the
-    model (`also`), else one beside it whose name says "mtp" (`mtp-….gguf` as llama.cpp's downloader pairs them,
-    `…-MTP-….gguf` as `quantize --mtp-only` writes them)."""
+def find_mtp_file(info: GGUFInfo, also: Sequence[Path] = ()) -> GGUFInfo | None:
+    """The header of the MTP-only GGUF for a model that carries none of its own (DeepSeek-V4), or None: one `pull`
+    took with the model (`also`), else one beside it whose name says "mtp" (`mtp-….gguf` as llama.cpp's downloader
+    pairs them, `…-MTP-….gguf` as `quantize --mtp-only` writes them)."""
     if info.arch not in MTP_ARCHS or mtp_layers(info) > 0:
         return None
     try:
@@ -581,10 +581,11 @@ def find_mtp_file(info: GGUFInfo, also: Sequence[Path] = ()) -> Path | None:
         siblings = []
     for path in [*also, *siblings][:MAX_MTP_CANDIDATES]:
         try:
-            if not mtp_file_fits(info, read_gguf(path)):
-                return path
+            candidate = read_gguf(path)
         except (ModelFileError, OSError):
             continue
+        if not mtp_file_fits(info, candidate):
+            return candidate
     return None
 
 
@@ -626,12 +627,13 @@ def want_mtp(info: GGUFInfo, requested: bool | None) -> bool:
     return requested
 
 
-def resolve(info: GGUFInfo, *, mtp: bool | None, draft: str | None) -> bool:
-    """Whether to load the MTP block, given --mtp/--no-mtp and --draft (one drafter at a time)."""
+def resolve(info: GGUFInfo, *, mtp: bool | None, draft: str | None, mtp_file: GGUFInfo | None = None) -> bool:
+    """Whether to load the MTP block, given --mtp/--no-mtp and --draft (one drafter at a time); `mtp_file`: the MTP
+    file found for a model without a block of its own (`find_mtp_file`), which answers --mtp instead."""
     if draft:
         if mtp:
             raise UsageError("Use either --mtp or --draft, not both.")
         return False
-    if mtp and mtp_layers(info) == 0 and find_mtp_file(info) is not None:
-        return False  # the MTP file beside the model drafts (see `find_mtp_file`)
+    if mtp and mtp_file is not None:
+        return False  # the MTP file drafts
     return want_mtp(info, mtp)
