@@ -135,16 +135,21 @@ class DecodeContext:
         self._lib.llama_memory_clear(self.mem, True)
         self.tokens.clear()
 
-    def truncate(self, n: int) -> None:
+    def truncate(self, n: int, *, replay: bool = False) -> None:
         """Forget every cached token from position n on. Memory that cannot drop that tail goes back to the last
-        checkpoint inside the first n tokens, else starts again from nothing: callers read `len(self.tokens)`."""
-        if n < len(self.tokens):
-            if not self._lib.llama_memory_seq_rm(self.mem, 0, n, -1):
-                self.limited_rollback = True
-                if not self._restore(n):
-                    self.clear()
-                return
+        checkpoint inside the first n tokens, else starts again from nothing: callers read `len(self.tokens)`, or
+        pass `replay` to have the tokens it went back over decoded again (no logits), so that it holds the first n."""
+        if n >= len(self.tokens):
+            return
+        if self._lib.llama_memory_seq_rm(self.mem, 0, n, -1):
             del self.tokens[n:]
+            return
+        self.limited_rollback = True
+        kept = self.tokens[:n] if replay else None  # copied only here, off the usual path
+        if not self._restore(n):
+            self.clear()
+        if kept is not None:
+            self.decode(kept[len(self.tokens):], logits="none")
 
     def checkpoint(self) -> None:
         """Keep a copy of the sequence's state now (after a prompt), where the memory needs it and it is not too

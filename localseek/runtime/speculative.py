@@ -482,11 +482,7 @@ def speculative_tokens(dc: DecodeContext, sampler: Sampler, drafter: Drafter, pr
             if i == len(draft) or token != draft[i]:
                 break
         n_acc = len(out) - 1
-        keep = len(dc.tokens) - len(draft) + n_acc
-        verified = dc.tokens[:keep]
-        dc.truncate(keep)
-        if len(dc.tokens) < keep:  # a cache that could not take the drafts back went back further: catch up
-            dc.decode(verified[len(dc.tokens):], logits="none")
+        dc.truncate(len(dc.tokens) - len(draft) + n_acc, replay=True)  # a cache that went back further catches up
         drafter.accepted(dc, n_acc)
         stats.rounds += 1
         stats.drafted += len(draft)
