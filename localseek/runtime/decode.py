@@ -158,12 +158,11 @@ class DecodeContext:
             return
         lib = self._lib
         size = int(lib.llama_state_seq_get_size_ext(self.ctx, 0, lib.LLAMA_STATE_SEQ_FLAGS_NONE))
-        held = len(self._checkpoint[1]) if self._checkpoint is not None else 0
-        if not 0 < size <= min(MAX_CHECKPOINT, (memory().available + held) // 4):
+        held = self._checkpoint[1] if self._checkpoint is not None else None
+        if not 0 < size <= min(MAX_CHECKPOINT, (memory().available + (len(held) if held else 0)) // 4):
             self._checkpoint = None
             return
-        old = self._checkpoint
-        buf = old[1] if old is not None and len(old[1]) == size else (ctypes.c_uint8 * size)()
+        buf = held if held is not None and len(held) == size else (ctypes.c_uint8 * size)()
         if int(lib.llama_state_seq_get_data_ext(self.ctx, buf, size, 0, lib.LLAMA_STATE_SEQ_FLAGS_NONE)) != size:
             self._checkpoint = None
             return

@@ -136,6 +136,8 @@ async def _respond(request: Request, chat: bool) -> Response:
         key = "thinking" if item.kind == "reasoning" else "response"
         return {"model": name, "created_at": _now(), "response": "", key: item.text, "done": False}
 
+    sent_calls = 0  # tool calls already streamed (call_piece); the final chunk carries only the rest
+
     def final(item: Finish) -> dict[str, Any]:
         out = _final(gen.loaded, item, started, chat)
         if not parsed.stream:
@@ -152,8 +154,6 @@ async def _respond(request: Request, chat: bool) -> Response:
         elif chat and item.tool_calls[sent_calls:]:
             out["message"]["tool_calls"] = [c.ollama() for c in item.tool_calls[sent_calls:]]
         return out
-
-    sent_calls = 0
 
     def call_piece(item: CallDelta) -> dict[str, Any]:
         nonlocal sent_calls
